@@ -1,0 +1,171 @@
+"""The user's remembered destinations: which origin may reach which destination.
+
+One JSON file, validated against `schemas/permissions-store.json` every time it is read. A
+file that is not valid grants nothing (fail closed); it is left where it is for the user to see
+until a command that writes moves it aside under a `.damaged-*` name, and says so. Writes are
+atomic (a temporary file, fsync, rename), the file is readable only by its owner, and writers
+take a lock so that two commands cannot lose each other's changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+
+from .destinations import normalize_host, normalize_origin
+
+KINDS = ("tcp",)
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    origin: str
+    kind: str
+    host: str
+    port: int | str  # an int, or "*" for any port
+
+    def covers(self, origin: str, kind: str, host: str, port: int) -> bool:
+        return (
+            self.origin == origin
+            and self.kind == kind
+            and self.host == host
+            and (self.port == "*" or self.port == port)
+        )
+
+
+class StoreDamaged(Exception):
+    """The store exists but cannot be trusted; it grants nothing."""
+
+
+@cache
+def _store_validator() -> jsonschema.protocols.Validator:
+    path = resources.files(__package__) / "schemas" / "permissions-store.json"
+    schema = json.loads(path.read_text("utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _parse(raw: bytes) -> list[Grant]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise StoreDamaged(f"not JSON: {exc}") from exc
+    error = jsonschema.exceptions.best_match(_store_validator().iter_errors(data))
+    if error is not None:
+        raise StoreDamaged(f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}")
+    grants = []
+    for item in data["grants"]:
+        try:
+            grants.append(Grant(normalize_origin(item["origin"]), item["kind"], normalize_host(item["host"]), item["port"]))
+        except ValueError as exc:
+            raise StoreDamaged(f"grant {item!r}: {exc}") from exc
+    return grants
+
+
+class PermissionStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cache_key: tuple[int, int, int] | None = None
+        self._cache: list[Grant] = []
+
+    def load(self) -> list[Grant]:
+        """All grants; [] when there is no store. Raises StoreDamaged for a bad one."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return []
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if key != self._cache_key:
+            grants = _parse(self.path.read_bytes())
+            self._cache, self._cache_key = grants, key
+        return list(self._cache)
+
+    def allows(self, origin: str, kind: str, host: str, port: int) -> bool:
+        """Fails closed: a damaged or unreadable store allows nothing."""
+        try:
+            grants = self.load()
+        except (StoreDamaged, OSError):
+            return False
+        try:
+            origin, host = normalize_origin(origin), normalize_host(host)
+        except ValueError:
+            return False
+        return any(g.covers(origin, kind, host, port) for g in grants)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _load_for_write(self) -> tuple[list[Grant], Path | None]:
+        """The grants to build on, moving a damaged store aside (returned) rather than losing it."""
+        try:
+            return self.load(), None
+        except StoreDamaged:
+            stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+            os.replace(self.path, aside)
+            return [], aside
+
+    def _write(self, grants: list[Grant]) -> None:
+        items: list[dict[str, Any]] = [
+            {"origin": g.origin, "kind": g.kind, "host": g.host, "port": g.port} for g in sorted(set(grants))
+        ]
+        raw = (json.dumps({"version": 1, "grants": items}, indent=2) + "\n").encode()
+        _parse(raw)  # never write what we would refuse to read
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".permissions-", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(raw)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def grant(self, grant: Grant) -> Path | None:
+        """Adds a grant; returns where a damaged store was moved, if it was."""
+        with self._locked():
+            grants, aside = self._load_for_write()
+            if grant not in grants:
+                grants.append(grant)
+            self._write(grants)
+            return aside
+
+    def revoke(self, origin: str, kind: str | None = None, host: str | None = None, port: int | str | None = None) -> list[Grant]:
+        """Removes the grants of `origin` that match the given fields; returns them.
+        A damaged store raises StoreDamaged: there is nothing to revoke from it."""
+        with self._locked():
+            grants = self.load()
+            removed = [
+                g for g in grants
+                if g.origin == origin
+                and (kind is None or g.kind == kind)
+                and (host is None or g.host == host)
+                and (port is None or g.port == port)
+            ]
+            if removed:
+                self._write([g for g in grants if g not in removed])
+            return removed

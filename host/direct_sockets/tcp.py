@@ -1,0 +1,218 @@
+"""One TCP connection on behalf of a page: asyncio code that only moves bytes.
+
+Every decision (what the page may do, when to read, when to close) is `TcpSocketState`'s. A
+connection reads from the OS only as many bytes as the page has granted, and answers each
+`send` with an `ack` once the bytes are handed to the kernel, so neither direction can make the
+host hold more than one window per socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import socket
+from typing import Any, Awaitable, Callable
+
+from .errors import PAGE_MESSAGE, Code
+from .tcp_state import Phase, TcpSocketState
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+_SHUTDOWN = object()
+
+
+def apply_options(sock: socket.socket, options: dict[str, Any]) -> None:
+    """The draft's TCPSocketOptions, set before connecting (buffer sizes must be)."""
+    if options.get("noDelay"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if "keepAliveDelay" in options:
+        seconds = max(1, options["keepAliveDelay"] // 1000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, min(seconds, 32767))
+        elif hasattr(socket, "TCP_KEEPALIVE"):  # macOS
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPALIVE, min(seconds, 32767))
+    if "sendBufferSize" in options:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(options["sendBufferSize"], 2**31 - 1))
+    if "receiveBufferSize" in options:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(options["receiveBufferSize"], 2**31 - 1))
+
+
+def _family(dns_query_type: str | None) -> int:
+    return {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(dns_query_type or "", socket.AF_UNSPEC)
+
+
+class TcpConnection:
+    def __init__(self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None]) -> None:
+        self.state = state
+        self._emit = emit
+        self._on_gone = on_gone
+        self._sock: socket.socket | None = None
+        self._credit_changed = asyncio.Event()
+        self._outbox: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.description = ""
+
+    @property
+    def id(self) -> int:
+        return self.state.id
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def start(self, host: str, port: int, options: dict[str, Any]) -> None:
+        self.description = f"{host}:{port}"
+        self._spawn(self._connect(host, port, options))
+
+    async def _connect(self, host: str, port: int, options: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                host, port, family=_family(options.get("dnsQueryType")), type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except OSError as exc:
+            await self.fail(f"resolving {host}: {exc}")
+            return
+        last_error: OSError | None = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                apply_options(sock, options)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self._sock = sock
+            break
+        if self._sock is None:
+            await self.fail(f"connecting to {host}:{port}: {last_error or 'no address'}")
+            return
+        self.state.connected()
+        peer = self._sock.getpeername()
+        local = self._sock.getsockname()
+        self.description = f"{host}:{port} ({peer[0]})"
+        log.info("socket %d connected to %s from %s:%d", self.id, self.description, local[0], local[1])
+        await self._emit(
+            {"type": "opened", "id": self.id, "remoteAddress": peer[0], "remotePort": peer[1], "localAddress": local[0], "localPort": local[1]}
+        )
+        self._spawn(self._read_loop())
+        self._spawn(self._write_loop())
+
+    # -- what the page asks (already checked by the state) -------------------------------------
+
+    def grant(self, size: int) -> None:
+        self.state.page_read(size)
+        self._credit_changed.set()
+
+    def send(self, data: bytes) -> None:
+        self.state.page_send(len(data))
+        self._outbox.put_nowait(data)
+
+    def shutdown(self, abort: bool) -> None:
+        self.state.page_shutdown()
+        if abort:
+            # Queued sends are dropped, as writer.abort() drops queued chunks.
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+        self._outbox.put_nowait(_SHUTDOWN)
+
+    async def cancel_reading(self) -> None:
+        self.state.page_cancel()
+        self._credit_changed.set()
+        await self._maybe_finish()
+
+    # -- moving bytes -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        try:
+            while True:
+                budget = self.state.read_budget
+                if budget == 0:
+                    if self.state.read_side.value != "open":
+                        return
+                    self._credit_changed.clear()
+                    await self._credit_changed.wait()
+                    continue
+                data = await loop.sock_recv(self._sock, budget)
+                if self.state.read_side.value != "open":
+                    return  # cancelled while we waited: the page wants nothing more
+                if not data:
+                    self.state.peer_eof()
+                    await self._emit({"type": "eof", "id": self.id})
+                    await self._maybe_finish()
+                    return
+                self.state.received(len(data))
+                await self._emit({"type": "data", "id": self.id, "data": base64.b64encode(data).decode("ascii")})
+        except OSError as exc:
+            await self.fail(f"reading: {exc}")
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        try:
+            while True:
+                item = await self._outbox.get()
+                if item is _SHUTDOWN:
+                    self._sock.shutdown(socket.SHUT_WR)
+                    self.state.fin_sent()
+                    await self._emit({"type": "fin_sent", "id": self.id})
+                    await self._maybe_finish()
+                    return
+                assert isinstance(item, bytes)
+                await loop.sock_sendall(self._sock, item)
+                self.state.wrote(len(item))
+                await self._emit({"type": "ack", "id": self.id, "bytes": len(item)})
+        except OSError as exc:
+            await self.fail(f"writing: {exc}")
+
+    # -- ending -------------------------------------------------------------------------------
+
+    async def _maybe_finish(self) -> None:
+        if not self.state.finished:
+            return
+        self.state.close()
+        self._teardown()
+        log.info("socket %d closed (%d bytes sent, %d received)", self.id, self.state.bytes_sent, self.state.bytes_received)
+        await self._emit({"type": "closed", "id": self.id})
+
+    async def fail(self, detail: str, code: Code = Code.NETWORK_ERROR) -> None:
+        """An OS error or a protocol fault: the socket is gone and the page gets NetworkError."""
+        if self.state.phase in (Phase.CLOSED, Phase.FAILED):
+            return
+        self.state.failed()
+        self._teardown()
+        # The page sees a generic message; the details are for the log (security-model.md).
+        log.warning("socket %d to %s failed: %s", self.id, self.description, detail)
+        message = PAGE_MESSAGE[Code.NETWORK_ERROR] if code is Code.NETWORK_ERROR else detail
+        await self._emit({"type": "error", "id": self.id, "code": int(code), "name": "NetworkError", "message": message})
+
+    def release(self) -> None:
+        """The page is gone or closed the socket: close it now, say nothing."""
+        if self.state.phase not in (Phase.CLOSED, Phase.FAILED):
+            self.state.failed()
+        self._teardown()
+
+    def _teardown(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._on_gone(self.id)

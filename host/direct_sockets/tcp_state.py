@@ -1,0 +1,146 @@
+"""The state of one TCP socket in the host, without I/O.
+
+It decides what the page may do next and when the OS socket must close, following the close
+table of the spec:
+
+    writer.close()  -> shutdown: FIN after queued data is written
+    writer.abort()  -> shutdown: FIN, queued data dropped (no RST)
+    reader.cancel() -> cancel: the host stops reading; nothing happens at the OS level
+    peer FIN        -> eof: the read side ends, the write side stays usable
+    both finished   -> the OS socket is closed, then `closed` is reported
+
+Flow control lives here too. `credit` is how many bytes the page has room for: the runtime
+reads from the OS only while it is positive, and never more than it. `unacked` is how many
+bytes the page has sent that are not yet handed to the OS: a page may not exceed the window.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import Code, ProtocolError
+
+
+class Phase(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"  # both sides finished cleanly
+    FAILED = "failed"  # an OS error or a release; nothing more happens
+
+
+class ReadSide(enum.Enum):
+    OPEN = "open"
+    EOF = "eof"  # the peer sent FIN
+    CANCELLED = "cancelled"  # the page stopped reading
+
+
+class WriteSide(enum.Enum):
+    OPEN = "open"
+    SHUTTING = "shutting"  # shutdown asked; earlier sends are still being written
+    SHUT = "shut"  # FIN sent
+
+
+# The most a page may grant in total: it bounds what the host could ever hold for one socket.
+MAX_CREDIT = 64 * 1024 * 1024
+
+
+class TcpSocketState:
+    def __init__(self, socket_id: int, send_window: int, max_chunk: int) -> None:
+        self.id = socket_id
+        self.send_window = send_window
+        self.max_chunk = max_chunk
+        self.phase = Phase.CONNECTING
+        self.read_side = ReadSide.OPEN
+        self.write_side = WriteSide.OPEN
+        self.credit = 0
+        self.unacked = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # -- what the page asks -------------------------------------------------------------------
+
+    def _require_open(self, what: str) -> None:
+        if self.phase is not Phase.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, f"{what} on a socket that is {self.phase.value}", self.id)
+
+    def page_send(self, size: int) -> None:
+        self._require_open("send")
+        if self.write_side is not WriteSide.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, "send after shutdown", self.id)
+        if self.unacked + size > self.send_window:
+            raise ProtocolError(
+                Code.WINDOW_EXCEEDED,
+                f"{self.unacked + size} unacknowledged bytes exceed the window of {self.send_window}",
+                self.id,
+            )
+        self.unacked += size
+
+    def page_read(self, size: int) -> None:
+        self._require_open("read")
+        if self.read_side is not ReadSide.OPEN:
+            return  # the grant crossed an eof or a cancel on the way: nothing to do
+        if self.credit + size > MAX_CREDIT:
+            raise ProtocolError(Code.WINDOW_EXCEEDED, f"read credit above {MAX_CREDIT}", self.id)
+        self.credit += size
+
+    def page_shutdown(self) -> None:
+        self._require_open("shutdown")
+        if self.write_side is not WriteSide.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, "shutdown twice", self.id)
+        self.write_side = WriteSide.SHUTTING
+
+    def page_cancel(self) -> None:
+        self._require_open("cancel")
+        if self.read_side is ReadSide.OPEN:
+            self.read_side = ReadSide.CANCELLED
+            self.credit = 0
+
+    # -- what the OS did ----------------------------------------------------------------------
+
+    def connected(self) -> None:
+        assert self.phase is Phase.CONNECTING, self.phase
+        self.phase = Phase.OPEN
+
+    def wrote(self, size: int) -> None:
+        assert 0 < size <= self.unacked, (size, self.unacked)
+        self.unacked -= size
+        self.bytes_sent += size
+
+    def fin_sent(self) -> None:
+        assert self.write_side is WriteSide.SHUTTING, self.write_side
+        self.write_side = WriteSide.SHUT
+
+    def received(self, size: int) -> None:
+        assert self.read_side is ReadSide.OPEN and 0 < size <= self.credit, (self.read_side, size, self.credit)
+        self.credit -= size
+        self.bytes_received += size
+
+    def peer_eof(self) -> None:
+        if self.read_side is ReadSide.OPEN:
+            self.read_side = ReadSide.EOF
+            self.credit = 0
+
+    def failed(self) -> None:
+        self.phase = Phase.FAILED
+
+    # -- what follows -------------------------------------------------------------------------
+
+    @property
+    def read_budget(self) -> int:
+        """How many bytes the runtime may read from the OS now (0: do not read)."""
+        if self.phase is not Phase.OPEN or self.read_side is not ReadSide.OPEN:
+            return 0
+        return min(self.credit, self.max_chunk)
+
+    @property
+    def finished(self) -> bool:
+        """Both sides ended cleanly: close the OS socket and report `closed`."""
+        return (
+            self.phase is Phase.OPEN
+            and self.read_side is not ReadSide.OPEN
+            and self.write_side is WriteSide.SHUT
+        )
+
+    def close(self) -> None:
+        assert self.finished
+        self.phase = Phase.CLOSED

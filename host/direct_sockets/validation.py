@@ -1,0 +1,81 @@
+"""Checks messages against the JSON Schemas in `schemas/`, the single source of truth.
+
+`schemas/in/<type>.json` describes what the extension may send, `schemas/out/<type>.json` what
+the host sends back (the tests check every outgoing message against it).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+
+from .errors import Code, ProtocolError
+
+SCHEMA_BASE = "https://direct-sockets.invalid/schemas/"
+
+
+def _schema_files() -> dict[str, dict[str, Any]]:
+    root = resources.files(__package__) / "schemas"
+    found: dict[str, dict[str, Any]] = {}
+    for entry in [root, root / "in", root / "out"]:
+        for item in entry.iterdir():
+            if item.name.endswith(".json"):
+                schema = json.loads(item.read_text("utf-8"))
+                found[schema["$id"]] = schema
+    return found
+
+
+@cache
+def _validators() -> dict[str, dict[str, jsonschema.protocols.Validator]]:
+    schemas = _schema_files()
+    registry: Registry = Registry().with_resources(
+        (uri, Resource.from_contents(schema)) for uri, schema in schemas.items()
+    )
+    result: dict[str, dict[str, jsonschema.protocols.Validator]] = {"in": {}, "out": {}}
+    for uri, schema in schemas.items():
+        relative = uri.removeprefix(SCHEMA_BASE)
+        direction, _, name = relative.partition("/")
+        if direction in result:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            result[direction][name.removesuffix(".json")] = cls(schema, registry=registry)
+    return result
+
+
+def inbound_types() -> frozenset[str]:
+    return frozenset(_validators()["in"])
+
+
+def outbound_types() -> frozenset[str]:
+    return frozenset(_validators()["out"])
+
+
+def _socket_id_of(message: dict[str, Any]) -> int | None:
+    value = message.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _check(direction: str, message: dict[str, Any]) -> str:
+    kind = message.get("type")
+    validators = _validators()[direction]
+    if not isinstance(kind, str) or kind not in validators:
+        raise ProtocolError(Code.UNKNOWN_TYPE, f"unknown message type {kind!r}", _socket_id_of(message))
+    error = jsonschema.exceptions.best_match(validators[kind].iter_errors(message))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(message)"
+        raise ProtocolError(Code.SCHEMA_VIOLATION, f"{kind}: {where}: {error.message}", _socket_id_of(message))
+    return kind
+
+
+def check_inbound(message: dict[str, Any]) -> str:
+    """Returns the message type, or raises ProtocolError (UNKNOWN_TYPE or SCHEMA_VIOLATION)."""
+    return _check("in", message)
+
+
+def check_outbound(message: dict[str, Any]) -> str:
+    return _check("out", message)
