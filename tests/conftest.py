@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from direct_sockets.install import extension_ids
+from tests.support.hostproc import HostProcess
+from tests.support.servers import TcpServer, echo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A throw-away home, data and config directory for this test and every process it starts."""
+    env = dict(os.environ)
+    for name, sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
+        path = tmp_path / sub
+        path.mkdir()
+        env[name] = str(path)
+        monkeypatch.setenv(name, str(path))
+    return env
+
+
+def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "direct_sockets", *args], env=env, capture_output=True, text=True, check=check)
+
+
+@pytest.fixture
+def chromium_manifest(isolated_env: dict[str, str], tmp_path: Path) -> Path:
+    profile = tmp_path / "profile"
+    cli(isolated_env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
+    return profile / "NativeMessagingHosts" / "direct_sockets.json"
+
+
+@pytest.fixture
+def host(isolated_env: dict[str, str], chromium_manifest: Path) -> Iterator[HostProcess]:
+    proc = HostProcess(chromium_manifest, f"chrome-extension://{extension_ids().chrome}/", isolated_env)
+    yield proc
+    proc.kill()
+    assert not proc.bad_stdout, "the host wrote something on stdout that is not a valid protocol frame"
+
+
+@pytest.fixture
+def echo_server() -> Iterator[TcpServer]:
+    server = TcpServer(echo)
+    yield server
+    server.close()

@@ -1,0 +1,105 @@
+"""The real host process over real pipes, as a browser would start it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from direct_sockets.framing import encode
+from direct_sockets.validation import check_outbound
+
+HEADER = struct.Struct("=I")
+
+
+class HostProcess:
+    def __init__(self, manifest: Path, caller: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "direct_sockets", "native-host", "--manifest", str(manifest), caller],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.stderr = bytearray()
+        self.bad_stdout: list[bytes] = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_stdout(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            header = out.read(HEADER.size)
+            if len(header) < HEADER.size:
+                if header:
+                    self.bad_stdout.append(header)
+                self.messages.put(None)
+                return
+            (length,) = HEADER.unpack(header)
+            body = out.read(length)
+            try:
+                message = json.loads(body)
+                check_outbound(message)  # every message the host sends must match its schema
+            except Exception:
+                self.bad_stdout.append(header + body)
+                raise
+            self.messages.put(message)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr += line
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_raw(encode(message, max_frame=1 << 30))
+
+    def send_raw(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def recv(self, timeout: float = 10) -> dict[str, Any] | None:
+        """The next message, or None at EOF. Raises queue.Empty on timeout."""
+        return self.messages.get(timeout=timeout)
+
+    def expect(self, type_: str, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        message = self.recv(timeout)
+        assert message is not None, f"host closed stdout; stderr:\n{self.stderr.decode(errors='replace')}"
+        assert message["type"] == type_, message
+        for key, value in fields.items():
+            assert message.get(key) == value, (key, message)
+        return message
+
+    def hello(self) -> dict[str, Any]:
+        self.send({"type": "hello", "version": 1})
+        return self.expect("hello")
+
+    def close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def wait(self, timeout: float = 10) -> int:
+        return self.proc.wait(timeout)
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def rss_peak_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
