@@ -404,9 +404,9 @@
     /** @type {TcpSocketCore} */
     #core;
 
-    static #coreOf(self, what) {
-      if (self === null || typeof self !== 'object' || !(#core in self)) throw new TypeErrorCtor(`Illegal invocation: ${what}`);
-      return self.#core;
+    /** @returns {TcpSocketCore | null} */
+    static #coreOf(self) {
+      return self !== null && typeof self === 'object' && #core in self ? self.#core : null;
     }
 
     constructor(remoteAddress, remotePort, options = undefined) {
@@ -427,17 +427,20 @@
       this.#core = new TcpSocketCore(address, port, opts);
     }
 
-    get opened() { return TCPSocket.#coreOf(this, 'opened').opened.promise; }
+    // Promise-typed members reject, rather than throw, on a wrong `this` (WebIDL).
+    get opened() {
+      const core = TCPSocket.#coreOf(this);
+      return core ? core.opened.promise : PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+    }
 
-    get closed() { return TCPSocket.#coreOf(this, 'closed').closed.promise; }
+    get closed() {
+      const core = TCPSocket.#coreOf(this);
+      return core ? core.closed.promise : PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+    }
 
     close() {
-      let core;
-      try {
-        core = TCPSocket.#coreOf(this, 'close');
-      } catch (error) {
-        return PromiseCtor.reject(error);
-      }
+      const core = TCPSocket.#coreOf(this);
+      if (!core) return PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
       const info = core.info;
       if (info === null) {
         // opened is pending or rejected

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.browser.harness import CHROMIUM_BINARY, FIREFOX_BINARY, Browser, Chromium, Firefox, TestSite
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session")
+def site() -> Iterator[TestSite]:
+    s = TestSite()
+    yield s
+    s.close()
+
+
+def _launch(kind: str, base: Path, site: TestSite) -> Browser:
+    binary = CHROMIUM_BINARY if kind == "chromium" else FIREFOX_BINARY
+    if not Path(binary).exists():
+        message = f"{kind} is not installed ({binary}); .ci/run installs it"
+        if IN_CI:
+            pytest.fail(message)  # in CI a browser test that cannot run is a failure, not a skip
+        pytest.skip(message)
+    return Chromium(base, site) if kind == "chromium" else Firefox(base, site)
+
+
+@pytest.fixture(scope="session", params=["chromium", "firefox"])
+def browser(request: pytest.FixtureRequest, site: TestSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    b = _launch(request.param, tmp_path_factory.mktemp(request.param), site)
+    yield b
+    b.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Keep each browser's tests together so that only one browser runs at a time.
+    def key(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return 0 if callspec is None else ["chromium", "firefox"].index(callspec.params.get("browser", "chromium"))
+
+    items.sort(key=key)

@@ -1,0 +1,259 @@
+"""Real headless Chromium and Firefox with the extension loaded, and a local test site.
+
+A scenario runs inside a page (tests/browser/site/scenarios.js) and POSTs its result to the
+site, so the drivers only navigate: nothing is evaluated through DevTools or Marionette, and
+Firefox's Xray wrappers never stand between the test and the page.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTENSION = ROOT / "extension"
+SITE = Path(__file__).resolve().parent / "site"
+
+CHROMIUM_BINARY = "/usr/lib/chromium/chromium"  # the real binary; /usr/bin/chromium is a wrapper script
+FIREFOX_BINARY = shutil.which("firefox-esr") or shutil.which("firefox") or "/usr/bin/firefox-esr"
+
+
+class TestSite:
+    """Serves the scenario pages on 127.0.0.1 (a secure context) and collects their results."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, queue.Queue[Any]] = {}
+        self.lock = threading.Lock()
+        site = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(SITE), **kwargs)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def end_headers(self) -> None:
+                self.send_header("Cache-Control", "no-store")
+                super().end_headers()
+
+            def do_POST(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                site.inbox(query["token"][0]).put(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        self.origin = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def inbox(self, token: str) -> queue.Queue[Any]:
+        with self.lock:
+            return self.results.setdefault(token, queue.Queue())
+
+    def scenario_url(self, name: str, params: dict[str, Any], token: str, origin: str | None = None) -> str:
+        query = urllib.parse.urlencode({"scenario": name, "token": token, "params": json.dumps(params)})
+        return f"{origin or self.origin}/runner.html?{query}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser_env(base: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+        env[name] = str(base / sub)
+    return env
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "direct_sockets", *args], env=env, capture_output=True, text=True, check=True).stdout
+
+
+class Browser:
+    name = "browser"
+
+    def __init__(self, base: Path, site: TestSite) -> None:
+        self.base = base
+        self.site = site
+        self.env = browser_env(base)
+        self.manifest: Path
+
+    def grant(self, destination: str, origin: str | None = None) -> None:
+        cli(self.env, "permissions", "grant", "--origin", origin or self.site.origin, "--tcp", destination)
+
+    def navigate(self, url: str) -> None:
+        raise NotImplementedError
+
+    def run(self, scenario: str, timeout: float = 60, origin: str | None = None, **params: Any) -> Any:
+        """Runs a scenario in a fresh page load; returns its value or raises with its error."""
+        token = uuid.uuid4().hex
+        inbox = self.site.inbox(token)
+        self.navigate(self.site.scenario_url(scenario, params, token, origin))
+        result = inbox.get(timeout=timeout)
+        if not result.get("ok"):
+            raise ScenarioFailed(f"{self.name}: {scenario}: {result.get('error')}")
+        return result["value"]
+
+    def start(self, scenario: str, origin: str | None = None, **params: Any) -> queue.Queue[Any]:
+        """Starts a scenario that reports more than once; returns its inbox."""
+        token = uuid.uuid4().hex
+        inbox = self.site.inbox(token)
+        self.navigate(self.site.scenario_url(scenario, params, token, origin))
+        return inbox
+
+    def host_pids(self) -> list[int]:
+        """The native host processes this browser started (found through their manifest path)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"native-host" in cmdline and str(self.manifest).encode() in cmdline:
+                pids.append(int(entry.name))
+        return pids
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class ScenarioFailed(AssertionError):
+    pass
+
+
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP insecure.test 127.0.0.1",
+]
+
+
+class Chromium(Browser):
+    name = "chromium"
+
+    def __init__(self, base: Path, site: TestSite) -> None:
+        super().__init__(base, site)
+        from playwright.sync_api import sync_playwright
+
+        profile = base / "profile"
+        cli(self.env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
+        self.manifest = profile / "NativeMessagingHosts" / "direct_sockets.json"
+        self._pw = sync_playwright().start()
+        self.context = self._pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM_BINARY, headless=False, env=self.env,
+            args=[*CHROMIUM_FLAGS, f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}"],
+        )
+        self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
+
+    def navigate(self, url: str) -> None:
+        self.page.goto(url, wait_until="commit")
+
+    def close(self) -> None:
+        try:
+            self.context.close()
+        finally:
+            self._pw.stop()
+
+
+FIREFOX_PREFS = {
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.startup.page": 0,
+    "browser.startup.homepage_override.mstone": "ignore",
+    "browser.aboutwelcome.enabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "datareporting.healthreport.uploadEnabled": False,
+    "toolkit.telemetry.enabled": False,
+    "app.update.disabledForTesting": True,
+    "app.normandy.enabled": False,
+    "extensions.update.enabled": False,
+    "extensions.getAddons.cache.enabled": False,
+    "extensions.blocklist.enabled": False,
+    "browser.safebrowsing.malware.enabled": False,
+    "browser.safebrowsing.phishing.enabled": False,
+    "browser.safebrowsing.downloads.enabled": False,
+    "browser.search.update": False,
+    "services.settings.server": "http://127.0.0.1:9/",
+    "network.captive-portal-service.enabled": False,
+    "network.connectivity-service.enabled": False,
+    "privacy.reduceTimerPrecision": False,
+    "network.dns.localDomains": "insecure.test",
+    "dom.security.https_first": False,
+    "dom.security.https_only_mode": False,
+}
+
+
+class Firefox(Browser):
+    name = "firefox"
+
+    def __init__(self, base: Path, site: TestSite) -> None:
+        super().__init__(base, site)
+        from marionette_driver.addons import Addons
+        from marionette_driver.marionette import Marionette
+
+        cli(self.env, "install", "--browser", "firefox")
+        self.manifest = Path(self.env["HOME"]) / ".mozilla" / "native-messaging-hosts" / "direct_sockets.json"
+        profile = base / "ff-profile"
+        profile.mkdir()
+        port = free_port()
+        prefs = {**FIREFOX_PREFS, "marionette.port": port}
+        (profile / "user.js").write_text("".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items()))
+        self.log = open(base / "firefox.log", "w")
+        self.proc = subprocess.Popen(
+            [FIREFOX_BINARY, "--headless", "--marionette", "--no-remote", "--profile", str(profile)],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        try:
+            self.marionette = Marionette(host="127.0.0.1", port=port, startup_timeout=60)
+            self.marionette.start_session()
+            Addons(self.marionette).install(str(EXTENSION), temp=True)
+        except BaseException:
+            self.proc.kill()
+            raise
+
+    def navigate(self, url: str) -> None:
+        self.marionette.navigate(url)
+
+    def close(self) -> None:
+        try:
+            self.marionette.delete_session()
+        except Exception:
+            pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

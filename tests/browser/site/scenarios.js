@@ -1,0 +1,335 @@
+// Scenarios run in a real page through the extension. Each returns a JSON value for the test.
+'use strict';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function errorOf(e) {
+  return { name: e?.name ?? String(e), message: e?.message ?? '', isDOMException: e instanceof DOMException };
+}
+
+async function settle(promise) {
+  try {
+    return { ok: true, value: await promise };
+  } catch (e) {
+    return { ok: false, error: errorOf(e) };
+  }
+}
+
+async function sha256Hex(chunks) {
+  const total = chunks.reduce((n, c) => n + c.byteLength, 0);
+  const all = new Uint8Array(total);
+  let offset = 0;
+  for (const c of chunks) { all.set(c, offset); offset += c.byteLength; }
+  const digest = await crypto.subtle.digest('SHA-256', all);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function randomBytes(size) {
+  const out = new Uint8Array(size);
+  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(size, i + 65536)));
+  return out;
+}
+
+async function readAll(readable) {
+  const reader = readable.getReader();
+  const chunks = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+  }
+  reader.releaseLock();
+  return chunks;
+}
+
+window.scenarios = {
+  async presence() {
+    return {
+      TCPSocket: typeof TCPSocket,
+      isSecureContext: window.isSecureContext,
+      length: typeof TCPSocket === 'function' ? TCPSocket.length : null,
+      tag: typeof TCPSocket === 'function' ? Object.prototype.toString.call(TCPSocket.prototype) : null,
+      protoKeys: typeof TCPSocket === 'function' ? Object.keys(TCPSocket.prototype).sort() : null,
+    };
+  },
+
+  async echo({ port, text }) {
+    const socket = new TCPSocket('127.0.0.1', port, { noDelay: true, keepAliveDelay: 2000 });
+    const info = await socket.opened;
+    const writer = info.writable.getWriter();
+    const reader = info.readable.getReader();
+    await writer.write(enc.encode(text));
+    let got = '';
+    while (got.length < text.length) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += dec.decode(value, { stream: true });
+    }
+    await writer.close(); // FIN; the echo server answers with its own
+    const end = await reader.read();
+    await socket.closed;
+    return {
+      got, endDone: end.done,
+      remoteAddress: info.remoteAddress, remotePort: info.remotePort,
+      localAddress: info.localAddress, localPortValid: info.localPort > 0 && info.localPort < 65536,
+      readableIsStream: info.readable instanceof ReadableStream, writableIsStream: info.writable instanceof WritableStream,
+    };
+  },
+
+  async portWraps({ port }) {
+    // remotePort is an unsigned short without [EnforceRange]: 65536 + p wraps to p.
+    const socket = new TCPSocket('127.0.0.1', 65536 + port);
+    const info = await socket.opened;
+    const remotePort = info.remotePort;
+    await socket.close();
+    return { remotePort };
+  },
+
+  async bothWays({ port, size }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const upload = randomBytes(size);
+    const reading = readAll(info.readable);
+    const writer = info.writable.getWriter();
+    for (let i = 0; i < size; i += 256 * 1024) {
+      await writer.ready;
+      writer.write(upload.subarray(i, Math.min(size, i + 256 * 1024)));
+    }
+    await writer.close();
+    const received = await reading;
+    await socket.closed;
+    return {
+      uploadSha: await sha256Hex([upload]),
+      receivedSha: await sha256Hex(received),
+      receivedBytes: received.reduce((n, c) => n + c.byteLength, 0),
+      maxChunk: Math.max(...received.map((c) => c.byteLength)),
+    };
+  },
+
+  async peerFinFirst({ port }) {
+    // The server sends its data and FIN; the readable ends, the writable stays usable.
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const chunks = await readAll(info.readable);
+    const writer = info.writable.getWriter();
+    await writer.write(enc.encode('after your FIN'));
+    await writer.close();
+    await socket.closed;
+    return { received: chunks.reduce((n, c) => n + c.byteLength, 0) };
+  },
+
+  async pageFinFirst({ port }) {
+    // We send FIN first; the readable still delivers what the peer sends, then ends.
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const writer = info.writable.getWriter();
+    await writer.write(enc.encode('half'));
+    await writer.close();
+    const writeAfterClose = await settle(writer.write(enc.encode('x')));
+    const text = dec.decode(new Uint8Array((await readAll(info.readable)).flatMap((c) => Array.from(c))));
+    await socket.closed;
+    return { text, writeAfterClose };
+  },
+
+  async peerReset({ port }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const reader = info.readable.getReader();
+    const writer = info.writable.getWriter();
+    const first = await reader.read();
+    await writer.write(enc.encode('!'));
+    let readError = null;
+    try {
+      for (;;) {
+        const { done } = await reader.read();
+        if (done) break;
+      }
+    } catch (e) {
+      readError = errorOf(e);
+    }
+    const closed = await settle(socket.closed);
+    const writeAfter = await settle(writer.write(enc.encode('?')));
+    return { first: dec.decode(first.value), readError, closed, writeAfter };
+  },
+
+  async notAllowed({ port, address }) {
+    const unhandled = [];
+    const onUnhandled = (e) => unhandled.push(String(e.reason));
+    window.addEventListener('unhandledrejection', onUnhandled);
+    const socket = new TCPSocket(address ?? '127.0.0.1', port);
+    const opened = await settle(socket.opened);
+    const closed = await settle(socket.closed);
+    const closeCall = await settle(socket.close());
+    // Leave time for an unobserved rejection to be reported, if one were.
+    const socket2 = new TCPSocket(address ?? '127.0.0.1', port);
+    await settle(socket2.opened); // closed of socket2 is never observed
+    await new Promise((r) => setTimeout(r, 300));
+    window.removeEventListener('unhandledrejection', onUnhandled);
+    return { opened, closed, closeCall, unhandled };
+  },
+
+  async closeRules({ port }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const beforeOpen = await settle(socket.close());
+    const info = await socket.opened;
+    const reader = info.readable.getReader();
+    const whileReadLocked = await settle(socket.close());
+    reader.releaseLock();
+    const writer = info.writable.getWriter();
+    const whileWriteLocked = await settle(socket.close());
+    writer.releaseLock();
+    const closing = socket.close();
+    const sameAsClosed = closing === socket.closed;
+    const result = await settle(closing);
+    const again = socket.close();
+    const againSame = again === socket.closed;
+    const readAfter = await settle(info.readable.getReader().read());
+    const writeAfter = await settle(info.writable.getWriter().write(new Uint8Array(1)));
+    return { beforeOpen, whileReadLocked, whileWriteLocked, sameAsClosed, result, againSame, readAfter, writeAfter };
+  },
+
+  async orderlyClose({ port }) {
+    // The draft's orderly way out: close the writer, release it, then close the socket.
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const writer = info.writable.getWriter();
+    await writer.write(enc.encode('bye'));
+    await writer.close();
+    writer.releaseLock();
+    const closed = await settle(socket.close());
+    return { closed };
+  },
+
+  async byob({ port }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const writer = info.writable.getWriter();
+    await writer.write(enc.encode('0123456789'));
+    const reader = info.readable.getReader({ mode: 'byob' });
+    const got = [];
+    let total = 0;
+    while (total < 10) {
+      const { value, done } = await reader.read(new Uint8Array(4));
+      if (done) break;
+      got.push({ length: value.byteLength, bufferLength: value.buffer.byteLength, text: dec.decode(value) });
+      total += value.byteLength;
+    }
+    await writer.close();
+    const end = await reader.read(new Uint8Array(4));
+    reader.releaseLock();
+    await socket.closed;
+    return { got, endDone: end.done };
+  },
+
+  async backpressure({ port, megabytes }) {
+    const socket = new TCPSocket('127.0.0.1', port, { sendBufferSize: 65536 });
+    const info = await socket.opened;
+    const writer = info.writable.getWriter();
+    const chunk = randomBytes(1024 * 1024);
+    let minDesired = Infinity;
+    let pendingWrites = 0;
+    let maxPending = 0;
+    const started = performance.now();
+    for (let i = 0; i < megabytes; i++) {
+      await writer.ready;
+      minDesired = Math.min(minDesired, writer.desiredSize);
+      pendingWrites++;
+      maxPending = Math.max(maxPending, pendingWrites);
+      writer.write(chunk).then(() => { pendingWrites--; });
+      minDesired = Math.min(minDesired, writer.desiredSize);
+    }
+    await writer.close();
+    await socket.close().catch(() => {});
+    return { minDesired, maxPending, seconds: (performance.now() - started) / 1000 };
+  },
+
+  async badChunk({ port }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const writer = info.writable.getWriter();
+    const bad = await settle(writer.write('a string is not a BufferSource'));
+    const closed = await settle(socket.closed);
+    return { bad, closed };
+  },
+
+  async hold({ port }) {
+    // Opens a socket, says so, and waits for it to end: for the lifetime tests.
+    const socket = new TCPSocket('127.0.0.1', port);
+    await socket.opened;
+    await window.report({ ok: true, value: 'opened' });
+    const closed = await settle(socket.closed);
+    return { closed };
+  },
+
+  async afterHostDeath({ port }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const writer = info.writable.getWriter();
+    await writer.write(enc.encode('ping'));
+    const reader = info.readable.getReader();
+    const { value } = await reader.read();
+    await socket.close().catch(() => {});
+    return { echoed: dec.decode(value) };
+  },
+
+  async validation() {
+    const cases = {
+      noArgs: () => new TCPSocket(),
+      oneArg: () => new TCPSocket('127.0.0.1'),
+      symbolAddress: () => new TCPSocket(Symbol('x'), 1),
+      bigintPort: () => new TCPSocket('127.0.0.1', 1n),
+      optionsNotObject: () => new TCPSocket('127.0.0.1', 1, 5),
+      keepAliveLow: () => new TCPSocket('127.0.0.1', 1, { keepAliveDelay: 999 }),
+      keepAliveNegative: () => new TCPSocket('127.0.0.1', 1, { keepAliveDelay: -1 }),
+      keepAliveNaN: () => new TCPSocket('127.0.0.1', 1, { keepAliveDelay: NaN }),
+      sendBufferZero: () => new TCPSocket('127.0.0.1', 1, { sendBufferSize: 0 }),
+      receiveBufferZero: () => new TCPSocket('127.0.0.1', 1, { receiveBufferSize: 0 }),
+      sendBufferTooLarge: () => new TCPSocket('127.0.0.1', 1, { sendBufferSize: 2 ** 32 }),
+      receiveBufferInfinity: () => new TCPSocket('127.0.0.1', 1, { receiveBufferSize: Infinity }),
+      dnsBad: () => new TCPSocket('127.0.0.1', 1, { dnsQueryType: 'ipv5' }),
+      callWithoutNew: () => TCPSocket('127.0.0.1', 1),
+      keepAliveOk: () => new TCPSocket('127.0.0.1', 1, { keepAliveDelay: 1000 }),
+      sendBufferFraction: () => new TCPSocket('127.0.0.1', 1, { sendBufferSize: 1.9 }),
+      portNaN: () => new TCPSocket('127.0.0.1', NaN),
+      nullOptions: () => new TCPSocket('127.0.0.1', 1, null),
+      dnsOk: () => new TCPSocket('127.0.0.1', 1, { dnsQueryType: 'ipv6' }),
+    };
+    const out = {};
+    for (const [name, make] of Object.entries(cases)) {
+      try {
+        const socket = make();
+        out[name] = 'ok';
+        socket.opened.catch(() => {});
+      } catch (e) {
+        out[name] = e instanceof DOMException ? `DOMException:${e.name}` : e.constructor.name;
+      }
+    }
+    const illegal = await settle(Object.getOwnPropertyDescriptor(TCPSocket.prototype, 'opened').get.call({}));
+    out.illegalGetter = illegal.ok ? 'ok' : illegal.error.name;
+    return out;
+  },
+
+  async thirdPartyFrame({ frameUrl }) {
+    // The same scenario page, in a cross-origin iframe: its constructor must throw NotAllowedError.
+    const frame = document.createElement('iframe');
+    frame.src = frameUrl;
+    document.documentElement.append(frame);
+    return new Promise((resolve) => {
+      window.addEventListener('message', (e) => resolve(e.data), { once: true });
+    });
+  },
+
+  async inFrame() {
+    let outcome;
+    try {
+      const socket = new TCPSocket('127.0.0.1', 9);
+      socket.opened.catch(() => {});
+      outcome = 'constructed';
+    } catch (e) {
+      outcome = e instanceof DOMException ? `DOMException:${e.name}` : e.constructor.name;
+    }
+    parent.postMessage({ typeofTCPSocket: typeof TCPSocket, outcome }, '*');
+    return outcome;
+  },
+};

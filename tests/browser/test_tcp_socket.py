@@ -1,0 +1,240 @@
+"""TCPSocket through the real extension and the real host, in real headless Chromium and Firefox."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.browser.harness import Browser, TestSite, wait_for
+from tests.support.servers import TcpServer, echo, hashing_sink, make_source, reset_after_greeting, slow_sink
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def echo_server() -> TcpServer:
+    server = TcpServer(echo)
+    yield server
+    server.close()
+
+
+def test_api_present_with_webidl_shape(browser: Browser) -> None:
+    shape = browser.run("presence")
+    assert shape == {
+        "TCPSocket": "function", "isSecureContext": True, "length": 2,
+        "tag": "[object TCPSocket]", "protoKeys": ["close", "closed", "opened"],
+    }
+
+
+def test_absent_outside_secure_contexts(browser: Browser, site: TestSite) -> None:
+    # insecure.test resolves to 127.0.0.1 in both browsers (see harness), but is not trustworthy.
+    shape = browser.run("presence", origin=f"http://insecure.test:{site.port}")
+    assert shape["isSecureContext"] is False
+    assert shape["TCPSocket"] == "undefined"
+
+
+def test_echo(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    result = browser.run("echo", port=echo_server.port, text="hello, direct sockets ✓")
+    assert result == {
+        "got": "hello, direct sockets ✓", "endDone": True,
+        "remoteAddress": "127.0.0.1", "remotePort": echo_server.port,
+        "localAddress": "127.0.0.1", "localPortValid": True,
+        "readableIsStream": True, "writableIsStream": True,
+    }
+
+
+def test_remote_port_wraps_modulo_65536(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    assert browser.run("portWraps", port=echo_server.port) == {"remotePort": echo_server.port}
+
+
+def test_8_mib_both_ways_sha256(browser: Browser) -> None:
+    size = 8 * 1024 * 1024
+    payload, handler = make_source(size, seed=3)
+    server = TcpServer(handler)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        result = browser.run("bothWays", port=server.port, size=size, timeout=120)
+        assert result["receivedBytes"] == size
+        assert result["receivedSha"] == hashlib.sha256(payload).hexdigest()
+        [uploaded] = server.wait_results(1)
+        assert len(uploaded) == size
+        assert hashlib.sha256(uploaded).hexdigest() == result["uploadSha"]
+        assert result["maxChunk"] <= 512 * 1024
+    finally:
+        server.close()
+
+
+def test_half_close_peer_first(browser: Browser) -> None:
+    payload, handler = make_source(100_000, seed=4)
+    server = TcpServer(handler)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        assert browser.run("peerFinFirst", port=server.port) == {"received": 100_000}
+        assert server.wait_results(1) == [b"after your FIN"]
+    finally:
+        server.close()
+
+
+def test_half_close_page_first(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    result = browser.run("pageFinFirst", port=echo_server.port)
+    assert result["text"] == "half"
+    assert result["writeAfterClose"]["ok"] is False and result["writeAfterClose"]["error"]["name"] == "TypeError"
+
+
+def test_peer_reset_is_network_error(browser: Browser) -> None:
+    server = TcpServer(reset_after_greeting)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        result = browser.run("peerReset", port=server.port)
+        assert result["first"] == "hello"
+        assert result["readError"] == {"name": "NetworkError", "message": "Network error.", "isDOMException": True}
+        assert result["closed"] == {"ok": False, "error": result["readError"]}
+        assert result["writeAfter"]["ok"] is False and result["writeAfter"]["error"]["name"] == "NetworkError"
+    finally:
+        server.close()
+
+
+def test_ungranted_is_not_allowed_and_never_connects(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}", origin="https://someone-else.example")
+    result = browser.run("notAllowed", port=echo_server.port)
+    denied = {"ok": False, "error": {"name": "NotAllowedError", "message": "Permission denied.", "isDOMException": True}}
+    assert result["opened"] == denied
+    assert result["closed"] == denied
+    assert result["closeCall"]["error"]["name"] == "InvalidStateError"
+    assert result["unhandled"] == []  # closed's rejection is marked handled
+    time.sleep(0.2)
+    assert echo_server.accepted == 0
+
+
+def test_ungranted_message_is_the_same_for_a_name_that_does_not_exist(browser: Browser) -> None:
+    result = browser.run("notAllowed", port=1, address="no-such-host.invalid")
+    assert result["opened"]["error"] == {"name": "NotAllowedError", "message": "Permission denied.", "isDOMException": True}
+
+
+def test_close_rules(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    r = browser.run("closeRules", port=echo_server.port)
+    assert r["beforeOpen"]["error"]["name"] == "InvalidStateError"
+    assert r["whileReadLocked"]["error"]["name"] == "InvalidStateError"
+    assert r["whileWriteLocked"]["error"]["name"] == "InvalidStateError"
+    assert r["sameAsClosed"] is True
+    assert r["result"] == {"ok": True}
+    assert r["againSame"] is True
+    assert r["readAfter"] == {"ok": True, "value": {"done": True}}
+    assert r["writeAfter"]["ok"] is False and r["writeAfter"]["error"]["name"] == "AbortError"
+
+
+def test_orderly_close(browser: Browser) -> None:
+    server = TcpServer(hashing_sink)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        assert browser.run("orderlyClose", port=server.port) == {"closed": {"ok": True}}
+        assert server.wait_results(1) == [(3, hashlib.sha256(b"bye").hexdigest())]
+    finally:
+        server.close()
+
+
+def test_byob_reader(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    result = browser.run("byob", port=echo_server.port)
+    assert "".join(part["text"] for part in result["got"]) == "0123456789"
+    assert all(part["length"] <= 4 and part["bufferLength"] == 4 for part in result["got"])
+    assert result["endDone"] is True
+
+
+def test_non_buffer_chunk_is_type_error(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    result = browser.run("badChunk", port=echo_server.port)
+    assert result["bad"]["error"]["name"] == "TypeError"
+    assert result["closed"]["error"]["name"] == "TypeError"
+
+
+def test_constructor_validation(browser: Browser) -> None:
+    assert browser.run("validation") == {
+        "noArgs": "TypeError", "oneArg": "TypeError", "symbolAddress": "TypeError", "bigintPort": "TypeError",
+        "optionsNotObject": "TypeError", "keepAliveLow": "TypeError", "keepAliveNegative": "TypeError",
+        "keepAliveNaN": "TypeError", "sendBufferZero": "TypeError", "receiveBufferZero": "TypeError",
+        "sendBufferTooLarge": "TypeError", "receiveBufferInfinity": "TypeError", "dnsBad": "TypeError",
+        "callWithoutNew": "TypeError", "keepAliveOk": "ok", "sendBufferFraction": "ok", "portNaN": "ok",
+        "nullOptions": "ok", "dnsOk": "ok", "illegalGetter": "TypeError",
+    }
+
+
+def test_third_party_frame_is_not_allowed(browser: Browser, site: TestSite) -> None:
+    frame_url = site.scenario_url("inFrame", {}, "frame-token", origin=f"http://localhost:{site.port}")
+    result = browser.run("thirdPartyFrame", frameUrl=frame_url)
+    assert result == {"typeofTCPSocket": "function", "outcome": "DOMException:NotAllowedError"}
+
+
+def test_writer_backpressure_keeps_host_memory_bounded(browser: Browser) -> None:
+    server = TcpServer(slow_sink(delay=0.004, chunk=64 * 1024))
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        inbox = browser.start("backpressure", port=server.port, megabytes=64)
+        # The host is running once the page writes; sample its peak RSS while 64 MiB go through.
+        assert wait_for(lambda: browser.host_pids(), timeout=30)
+        [pid] = browser.host_pids()
+        start_kib = _rss_kib(pid)
+        result = inbox.get(timeout=180)
+        assert result["ok"], result
+        peak_kib = _peak_kib(pid)
+        assert server.wait_results(1, timeout=60) == [64 * 1024 * 1024]
+        growth = (peak_kib - start_kib) / 1024
+        assert growth < 16, f"host peak RSS grew {growth:.1f} MiB while the page wrote 64 MiB"
+        assert result["value"]["minDesired"] <= 0  # the writer did see backpressure
+    finally:
+        server.close()
+
+
+def _rss_kib(pid: int) -> int:
+    return _status_field(pid, "VmRSS:")
+
+
+def _peak_kib(pid: int) -> int:
+    return _status_field(pid, "VmHWM:")
+
+
+def _status_field(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} missing for {pid}")
+
+
+# -- lifetime ------------------------------------------------------------------------------------
+
+
+def test_navigation_closes_the_frames_sockets(browser: Browser) -> None:
+    server = TcpServer(hashing_sink)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        inbox = browser.start("hold", port=server.port)
+        assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
+        assert server.results == []
+        browser.navigate("about:blank")
+        assert len(server.wait_results(1, timeout=10)) == 1, "the socket stayed open after navigation"
+    finally:
+        server.close()
+
+
+def test_host_death_fails_open_sockets_and_next_socket_gets_a_fresh_host(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    inbox = browser.start("hold", port=echo_server.port)
+    assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
+    [pid] = browser.host_pids()
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    result = inbox.get(timeout=10)
+    elapsed = time.monotonic() - killed_at
+    assert result["value"]["closed"] == {"ok": False, "error": {"name": "NetworkError", "message": "Network error.", "isDOMException": True}}
+    assert elapsed < 1.5, f"the page learned of the dead host after {elapsed:.2f} s"
+    assert browser.run("afterHostDeath", port=echo_server.port) == {"echoed": "ping"}
+    assert wait_for(lambda: browser.host_pids() and browser.host_pids() != [pid])
