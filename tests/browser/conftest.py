@@ -7,19 +7,19 @@ from typing import Iterator
 
 import pytest
 
-from tests.browser.harness import CHROMIUM_BINARY, FIREFOX_BINARY, Browser, Chromium, Firefox, TestSite
+from tests.browser.harness import CHROMIUM_BINARY, FIREFOX_BINARY, Browser, Chromium, Firefox, ScenarioSite
 
 IN_CI = os.environ.get("CI") == "true"
 
 
 @pytest.fixture(scope="session")
-def site() -> Iterator[TestSite]:
-    s = TestSite()
+def site() -> Iterator[ScenarioSite]:
+    s = ScenarioSite()
     yield s
     s.close()
 
 
-def _launch(kind: str, base: Path, site: TestSite) -> Browser:
+def _launch(kind: str, base: Path, site: ScenarioSite) -> Browser:
     binary = CHROMIUM_BINARY if kind == "chromium" else FIREFOX_BINARY
     if not Path(binary).exists():
         message = f"{kind} is not installed ({binary}); .ci/run installs it"
@@ -30,7 +30,7 @@ def _launch(kind: str, base: Path, site: TestSite) -> Browser:
 
 
 @pytest.fixture(scope="session", params=["chromium", "firefox"])
-def browser(request: pytest.FixtureRequest, site: TestSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+def browser(request: pytest.FixtureRequest, site: ScenarioSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     b = _launch(request.param, tmp_path_factory.mktemp(request.param), site)
     yield b
     b.close()

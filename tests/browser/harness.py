@@ -30,7 +30,7 @@ CHROMIUM_BINARY = "/usr/lib/chromium/chromium"  # the real binary; /usr/bin/chro
 FIREFOX_BINARY = shutil.which("firefox-esr") or shutil.which("firefox") or "/usr/bin/firefox-esr"
 
 
-class TestSite:
+class ScenarioSite:
     """Serves the scenario pages on 127.0.0.1 (a secure context) and collects their results."""
 
     def __init__(self) -> None:
@@ -94,7 +94,7 @@ def cli(env: dict[str, str], *args: str) -> str:
 class Browser:
     name = "browser"
 
-    def __init__(self, base: Path, site: TestSite) -> None:
+    def __init__(self, base: Path, site: ScenarioSite) -> None:
         self.base = base
         self.site = site
         self.env = browser_env(base)
@@ -155,7 +155,7 @@ CHROMIUM_FLAGS = [
 class Chromium(Browser):
     name = "chromium"
 
-    def __init__(self, base: Path, site: TestSite) -> None:
+    def __init__(self, base: Path, site: ScenarioSite) -> None:
         super().__init__(base, site)
         from playwright.sync_api import sync_playwright
 
@@ -209,7 +209,7 @@ FIREFOX_PREFS = {
 class Firefox(Browser):
     name = "firefox"
 
-    def __init__(self, base: Path, site: TestSite) -> None:
+    def __init__(self, base: Path, site: ScenarioSite) -> None:
         super().__init__(base, site)
         from marionette_driver.addons import Addons
         from marionette_driver.marionette import Marionette

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import Browser, TestSite, wait_for
+from tests.browser.harness import Browser, ScenarioSite, wait_for
 from tests.support.servers import TcpServer, echo, hashing_sink, make_source, reset_after_greeting, slow_sink
 
 pytestmark = pytest.mark.browser
@@ -31,7 +31,7 @@ def test_api_present_with_webidl_shape(browser: Browser) -> None:
     }
 
 
-def test_absent_outside_secure_contexts(browser: Browser, site: TestSite) -> None:
+def test_absent_outside_secure_contexts(browser: Browser, site: ScenarioSite) -> None:
     # insecure.test resolves to 127.0.0.1 in both browsers (see harness), but is not trustworthy.
     shape = browser.run("presence", origin=f"http://insecure.test:{site.port}")
     assert shape["isSecureContext"] is False
@@ -168,7 +168,7 @@ def test_constructor_validation(browser: Browser) -> None:
     }
 
 
-def test_third_party_frame_is_not_allowed(browser: Browser, site: TestSite) -> None:
+def test_third_party_frame_is_not_allowed(browser: Browser, site: ScenarioSite) -> None:
     frame_url = site.scenario_url("inFrame", {}, "frame-token", origin=f"http://localhost:{site.port}")
     result = browser.run("thirdPartyFrame", frameUrl=frame_url)
     assert result == {"typeofTCPSocket": "function", "outcome": "DOMException:NotAllowedError"}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Sets up direct-sockets from this checkout on Debian (or any Linux with Python >= 3.11):
+# a virtual environment in .venv, the package in it, and the native host registered for the
+# browsers found. Then `direct-sockets doctor` starts the host the way each browser will.
+#
+#   ./install.sh          set up for this user and check it works
+#   ./install.sh --test   also install what the test suite needs (Debian chromium and
+#                         firefox-esr, Playwright, marionette_driver); needs root or sudo
+set -euo pipefail
+cd "$(dirname "$0")"
+
+want_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "install.sh: need root for: $*" >&2; return 1; fi
+}
+
+apt_updated=0
+apt_install() {
+  command -v apt-get >/dev/null || { echo "install.sh: please install: $*" >&2; return 1; }
+  if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "install.sh: Python 3.11 or newer is needed ($python)" >&2
+  exit 1
+fi
+if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+  echo "== installing python3-venv"
+  apt_install python3-venv
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$python" -m venv .venv
+fi
+echo "== installing direct-sockets into .venv"
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$want_test" -eq 1 ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+
+if [ "$want_test" -eq 1 ]; then
+  missing=()
+  [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
+  command -v firefox-esr >/dev/null || missing+=(firefox-esr)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+fi
+
+browsers=()
+{ [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null || [ -d "${CHROME_CONFIG_HOME:-${XDG_CONFIG_HOME:-$HOME/.config}}/chromium" ]; } && browsers+=(--browser chromium)
+{ command -v firefox-esr >/dev/null || command -v firefox >/dev/null || [ -d "$HOME/.mozilla" ]; } && browsers+=(--browser firefox)
+if [ "${#browsers[@]}" -eq 0 ]; then
+  echo "== no Chromium or Firefox found; registering for both anyway"
+  browsers=(--browser chromium --browser firefox)
+fi
+
+echo "== registering the native host"
+.venv/bin/direct-sockets install "${browsers[@]}"
+echo "== checking it works"
+.venv/bin/direct-sockets doctor "${browsers[@]}"
+cat <<MSG
+
+direct-sockets is set up. Load the extension (the folder $(pwd)/extension):
+  Chromium/Chrome: chrome://extensions -> Developer mode -> Load unpacked
+  Firefox:         about:debugging#/runtime/this-firefox -> Load Temporary Add-on -> manifest.json
+Then allow a page to reach a destination, for example:
+  .venv/bin/direct-sockets permissions grant --origin http://127.0.0.1:8000 --tcp 127.0.0.1:7
+MSG
