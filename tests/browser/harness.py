@@ -35,6 +35,7 @@ class ScenarioSite:
 
     def __init__(self) -> None:
         self.results: dict[str, queue.Queue[Any]] = {}
+        self.signals: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
         site = self
 
@@ -48,6 +49,16 @@ class ScenarioSite:
             def end_headers(self) -> None:
                 self.send_header("Cache-Control", "no-store")
                 super().end_headers()
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/wait?"):
+                    # A page waits here until the test calls signal(token).
+                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                    site.signal_event(query["token"][0]).wait(60)
+                    self.send_response(204)
+                    self.end_headers()
+                    return
+                super().do_GET()
 
             def do_POST(self) -> None:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
@@ -64,6 +75,14 @@ class ScenarioSite:
     def inbox(self, token: str) -> queue.Queue[Any]:
         with self.lock:
             return self.results.setdefault(token, queue.Queue())
+
+    def signal_event(self, token: str) -> threading.Event:
+        with self.lock:
+            return self.signals.setdefault(token, threading.Event())
+
+    def signal(self, token: str) -> None:
+        """Releases a page waiting on /wait?token=..."""
+        self.signal_event(token).set()
 
     def scenario_url(self, name: str, params: dict[str, Any], token: str, origin: str | None = None) -> str:
         query = urllib.parse.urlencode({"scenario": name, "token": token, "params": json.dumps(params)})
@@ -119,9 +138,26 @@ class Browser:
     def start(self, scenario: str, origin: str | None = None, **params: Any) -> queue.Queue[Any]:
         """Starts a scenario that reports more than once; returns its inbox."""
         token = uuid.uuid4().hex
+        self.last_token = token
         inbox = self.site.inbox(token)
         self.navigate(self.site.scenario_url(scenario, params, token, origin))
         return inbox
+
+    def start_in_new_tab(self, scenario: str, **params: Any) -> queue.Queue[Any]:
+        """Like start(), in a second tab; close_tab() closes it and returns to the first."""
+        token = uuid.uuid4().hex
+        inbox = self.site.inbox(token)
+        self.open_tab(self.site.scenario_url(scenario, params, token))
+        return inbox
+
+    def open_tab(self, url: str) -> None:
+        raise NotImplementedError
+
+    def close_tab(self) -> None:
+        raise NotImplementedError
+
+    def reload(self) -> None:
+        raise NotImplementedError
 
     def host_pids(self) -> list[int]:
         """The native host processes this browser started (found through their manifest path)."""
@@ -171,6 +207,16 @@ class Chromium(Browser):
 
     def navigate(self, url: str) -> None:
         self.page.goto(url, wait_until="commit")
+
+    def open_tab(self, url: str) -> None:
+        self.tab = self.context.new_page()
+        self.tab.goto(url, wait_until="commit")
+
+    def close_tab(self) -> None:
+        self.tab.close()
+
+    def reload(self) -> None:
+        self.page.reload(wait_until="commit")
 
     def close(self) -> None:
         try:
@@ -236,6 +282,19 @@ class Firefox(Browser):
 
     def navigate(self, url: str) -> None:
         self.marionette.navigate(url)
+
+    def open_tab(self, url: str) -> None:
+        self.first_tab = self.marionette.current_window_handle
+        handle = self.marionette.open(type="tab")["handle"]
+        self.marionette.switch_to_window(handle)
+        self.marionette.navigate(url)
+
+    def close_tab(self) -> None:
+        self.marionette.close()
+        self.marionette.switch_to_window(self.first_tab)
+
+    def reload(self) -> None:
+        self.marionette.refresh()
 
     def close(self) -> None:
         try:

@@ -212,15 +212,30 @@ def _status_field(pid: int, field: str) -> int:
 # -- lifetime ------------------------------------------------------------------------------------
 
 
-def test_navigation_closes_the_frames_sockets(browser: Browser) -> None:
-    server = TcpServer(hashing_sink)
+@pytest.mark.parametrize("how", ["navigate", "reload", "close-tab", "remove-iframe"])
+def test_sockets_close_when_their_frame_goes_away(browser: Browser, how: str) -> None:
+    server = TcpServer(hashing_sink)  # its handler returns when the connection ends
     try:
         browser.grant(f"127.0.0.1:{server.port}")
-        inbox = browser.start("hold", port=server.port)
+        if how == "close-tab":
+            inbox = browser.start_in_new_tab("hold", port=server.port)
+        elif how == "remove-iframe":
+            inbox = browser.start("frameHolds", port=server.port)
+        else:
+            inbox = browser.start("hold", port=server.port)
         assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
-        assert server.results == []
-        browser.navigate("about:blank")
-        assert len(server.wait_results(1, timeout=10)) == 1, "the socket stayed open after navigation"
+        time.sleep(0.3)
+        assert server.results == [] and server.accepted == 1
+        if how == "navigate":
+            browser.navigate("about:blank")
+        elif how == "reload":
+            browser.reload()
+        elif how == "close-tab":
+            browser.close_tab()
+        else:
+            browser.site.signal(browser.last_token)
+            assert inbox.get(timeout=10) == {"ok": True, "value": "removed"}
+        assert len(server.wait_results(1, timeout=10)) == 1, f"the socket stayed open after {how}"
     finally:
         server.close()
 

@@ -262,6 +262,17 @@ window.scenarios = {
     return { closed };
   },
 
+  async frameHolds({ port }) {
+    // A same-origin iframe opens a socket; the parent removes the iframe when the test says so.
+    const token = new URLSearchParams(location.search).get('token');
+    const frame = document.createElement('iframe');
+    frame.src = `runner.html?${new URLSearchParams({ scenario: 'hold', token, params: JSON.stringify({ port }) })}`;
+    document.documentElement.append(frame);
+    await fetch(`/wait?token=${token}`);
+    frame.remove();
+    return 'removed';
+  },
+
   async afterHostDeath({ port }) {
     const socket = new TCPSocket('127.0.0.1', port);
     const info = await socket.opened;
