@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -13,13 +14,14 @@ import socket
 import struct
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from direct_sockets.errors import Code
 from tests.conftest import cli
 from tests.support.hostproc import HEADER, HostProcess
-from tests.support.servers import TcpServer, hashing_sink, make_source, reset_after_greeting, slow_sink
+from tests.support.servers import Handler, TcpServer, hashing_sink, make_source, reset_after_greeting, slow_sink
 
 ORIGIN = "http://127.0.0.1:8000"
 CHUNK = 512 * 1024
@@ -32,6 +34,20 @@ def grant(env: dict[str, str], dest: str, origin: str = ORIGIN) -> None:
 def open_tcp(host: HostProcess, sid: int, port: int, address: str = "127.0.0.1", **options: object) -> None:
     host.send({"type": "tcp_open", "id": sid, "origin": ORIGIN, "tabId": 1, "frameId": 0, "incognito": False,
                "remoteAddress": address, "remotePort": port, "options": options})
+
+
+@contextlib.contextmanager
+def connected(host: HostProcess, env: dict[str, str], handler: Handler, sid: int = 1, **options: object) -> Iterator[TcpServer]:
+    """A server with `handler`, granted, and socket `sid` opened to it through the host."""
+    server = TcpServer(handler)
+    try:
+        grant(env, f"127.0.0.1:{server.port}")
+        host.hello()
+        open_tcp(host, sid, server.port, **options)
+        host.expect("opened", id=sid)
+        yield server
+    finally:
+        server.close()
 
 
 def b64(data: bytes) -> str:
@@ -270,12 +286,7 @@ def test_ipv6_loopback(host: HostProcess, isolated_env: dict[str, str]) -> None:
 
 def test_host_reads_only_what_the_page_granted(host: HostProcess, isolated_env: dict[str, str]) -> None:
     payload, handler = make_source(4 * 1024 * 1024)
-    server = TcpServer(handler)
-    try:
-        grant(isolated_env, f"127.0.0.1:{server.port}")
-        host.hello()
-        open_tcp(host, 1, server.port)
-        host.expect("opened", id=1)
+    with connected(host, isolated_env, handler) as server:
         host.send({"type": "read", "id": 1, "bytes": 1000})
         first = host.expect("data", id=1)
         assert len(base64.b64decode(first["data"])) <= 1000
@@ -285,18 +296,11 @@ def test_host_reads_only_what_the_page_granted(host: HostProcess, isolated_env: 
         assert base64.b64decode(first["data"]) + rest == payload
         host.send({"type": "read", "id": 1, "bytes": 10})
         host.expect("eof", id=1)
-    finally:
-        server.close()
 
 
 def test_half_close_peer_fin_leaves_writable_usable(host: HostProcess, isolated_env: dict[str, str]) -> None:
     payload, handler = make_source(1000)
-    server = TcpServer(handler)
-    try:
-        grant(isolated_env, f"127.0.0.1:{server.port}")
-        host.hello()
-        open_tcp(host, 1, server.port)
-        host.expect("opened", id=1)
+    with connected(host, isolated_env, handler) as server:
         assert read_until(host, 1, 1000, grant_bytes=4096) == payload
         host.expect("eof", id=1)
         host.send({"type": "send", "id": 1, "data": b64(b"after your FIN")})
@@ -305,8 +309,6 @@ def test_half_close_peer_fin_leaves_writable_usable(host: HostProcess, isolated_
         host.expect("fin_sent", id=1)
         host.expect("closed", id=1)
         assert server.wait_results(1) == [b"after your FIN"]
-    finally:
-        server.close()
 
 
 def test_cancel_then_shutdown_closes(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
@@ -323,12 +325,7 @@ def test_cancel_then_shutdown_closes(host: HostProcess, isolated_env: dict[str, 
 
 
 def test_peer_reset_is_network_error(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    server = TcpServer(reset_after_greeting)
-    try:
-        grant(isolated_env, f"127.0.0.1:{server.port}")
-        host.hello()
-        open_tcp(host, 1, server.port)
-        host.expect("opened", id=1)
+    with connected(host, isolated_env, reset_after_greeting) as server:
         assert read_until(host, 1, 5, grant_bytes=5) == b"hello"
         host.send({"type": "send", "id": 1, "data": b64(b"!")})
         host.expect("ack", id=1)
@@ -336,8 +333,6 @@ def test_peer_reset_is_network_error(host: HostProcess, isolated_env: dict[str, 
         msg = host.expect("error", id=1, name="NetworkError", code=Code.NETWORK_ERROR)
         assert msg["message"] == "Network error."  # generic; the reason is in the log
         assert b"Connection reset" in host.stderr or b"reset" in host.stderr.lower()
-    finally:
-        server.close()
 
 
 def test_connection_refused_is_network_error(host: HostProcess, isolated_env: dict[str, str]) -> None:
@@ -352,12 +347,7 @@ def test_connection_refused_is_network_error(host: HostProcess, isolated_env: di
 
 
 def test_window_exceeded_ends_the_socket_only(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    server = TcpServer(slow_sink(delay=1.0))
-    try:
-        grant(isolated_env, f"127.0.0.1:{server.port}")
-        host.hello()
-        open_tcp(host, 1, server.port, sendBufferSize=4096)
-        host.expect("opened", id=1)
+    with connected(host, isolated_env, slow_sink(delay=1.0), sendBufferSize=4096) as server:
         for _ in range(3):  # 1.5 MiB unacknowledged > 1 MiB window
             host.send({"type": "send", "id": 1, "data": b64(b"z" * CHUNK)})
         seen = []
@@ -369,8 +359,6 @@ def test_window_exceeded_ends_the_socket_only(host: HostProcess, isolated_env: d
         assert msg["code"] == Code.WINDOW_EXCEEDED and msg["id"] == 1 and msg["name"] == "NetworkError", seen
         host.send({"type": "ping", "seq": 9})
         host.expect("pong", seq=9)
-    finally:
-        server.close()
 
 
 def duplex(host: HostProcess, sid: int, upload: bytes, window: int = 1 << 20, credit_size: int = 1 << 20) -> bytes:
@@ -414,26 +402,14 @@ def test_8_mib_both_ways_checked_by_sha256(host: HostProcess, isolated_env: dict
     size = 8 * 1024 * 1024
     payload, handler = make_source(size, seed=1)
     upload = random.Random(2).randbytes(size)
-    server = TcpServer(handler)
-    try:
-        grant(isolated_env, f"127.0.0.1:{server.port}")
-        host.hello()
-        open_tcp(host, 1, server.port)
-        host.expect("opened", id=1)
+    with connected(host, isolated_env, handler) as server:
         received = duplex(host, 1, upload)
         assert hashlib.sha256(received).hexdigest() == hashlib.sha256(payload).hexdigest()
         assert server.wait_results(1) == [upload]
-    finally:
-        server.close()
 
 
 def test_slow_peer_keeps_host_memory_bounded(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    server = TcpServer(slow_sink(delay=0.002, chunk=256 * 1024))
-    try:
-        grant(isolated_env, f"127.0.0.1:{server.port}")
-        host.hello()
-        open_tcp(host, 1, server.port, sendBufferSize=65536)
-        host.expect("opened", id=1)
+    with connected(host, isolated_env, slow_sink(delay=0.002, chunk=256 * 1024), sendBufferSize=65536) as server:
         baseline = host.rss_peak_kib()
         send_all(host, 1, os.urandom(64 * 1024 * 1024))
         growth_mib = (host.rss_peak_kib() - baseline) / 1024
@@ -441,8 +417,6 @@ def test_slow_peer_keeps_host_memory_bounded(host: HostProcess, isolated_env: di
         host.send({"type": "shutdown", "id": 1})
         host.expect("fin_sent", id=1)
         assert server.wait_results(1, timeout=60) == [64 * 1024 * 1024]
-    finally:
-        server.close()
 
 
 # -- lifetime ------------------------------------------------------------------------------------
