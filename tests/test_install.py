@@ -107,3 +107,17 @@ def test_stdout_is_reserved_for_the_protocol() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=20)
     assert proc.stdout == b"FRAME"
     assert b"stray print" in proc.stderr and b"stray write to fd 1" in proc.stderr
+
+
+def test_native_host_mode_never_writes_stray_bytes_to_stdout(isolated_env: dict[str, str]) -> None:
+    import sys
+
+    bad_args = subprocess.run([sys.executable, "-m", "direct_sockets", "native-host", "--manifest"], capture_output=True, env=isolated_env, timeout=20)
+    assert bad_args.returncode == 2 and bad_args.stdout == b"" and b"usage" in bad_args.stderr
+    no_manifest = subprocess.run([sys.executable, "-m", "direct_sockets", "native-host", "chrome-extension://x/"], capture_output=True, env=isolated_env, timeout=20)
+    assert no_manifest.returncode == 2
+    # Only one protocol frame (error 122), nothing else.
+    from tests.support.hostproc import HEADER
+
+    (length,) = HEADER.unpack(no_manifest.stdout[:4])
+    assert len(no_manifest.stdout) == 4 + length and json.loads(no_manifest.stdout[4:])["code"] == 122

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__, install, paths
+from . import __version__, install, paths, stdio
 from .destinations import InvalidDestination, format_host_port, normalize_origin, parse_host_port
 from .permissions import Grant, PermissionStore, StoreDamaged
 
@@ -16,10 +16,14 @@ def _store() -> PermissionStore:
     return PermissionStore(paths.permissions_file())
 
 
+_PROTOCOL_FDS: list[int] = []
+
+
 def cmd_native_host(args: argparse.Namespace) -> int:
     from . import native_host
 
-    return native_host.run(args.browser_args, args.manifest)
+    fd_in, fd_out = _PROTOCOL_FDS
+    return native_host.run(fd_in, fd_out, args.browser_args, args.manifest)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -132,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["native-host"]:
+        # Before anything else can print: from here on only the protocol reaches the browser.
+        _PROTOCOL_FDS.extend(stdio.reserve())
     args = build_parser().parse_args(argv)
     if getattr(args, "browser", None) is None and args.command in ("install", "uninstall", "doctor"):
         args.browser = list(install.BROWSERS)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import caller as caller_mod
-from . import paths, stdio
+from . import paths
 from .errors import Code
 from .framing import FrameDecoder, encode
 from .permissions import PermissionStore
@@ -126,8 +126,8 @@ async def serve(fd_in: int, fd_out: int, store: PermissionStore) -> int:
     return 0
 
 
-def run(argv: list[str], manifest: Path | None) -> int:
-    fd_in, fd_out = stdio.reserve()
+def run(fd_in: int, fd_out: int, argv: list[str], manifest: Path | None) -> int:
+    """Serves the browser on the protocol descriptors that stdio.reserve() set aside."""
     setup_logging()
     try:
         who = caller_mod.identify(argv)
