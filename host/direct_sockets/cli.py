@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from pathlib import Path
 
 from . import __version__, install, paths, stdio
-from .destinations import InvalidDestination, format_host_port, normalize_origin, parse_host_port
+from .destinations import InvalidDestination, format_host_port, normalize_host, normalize_origin, parse_host_port
 from .permissions import Grant, PermissionStore, StoreDamaged
 
 
@@ -51,11 +52,44 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _grant_from(args: argparse.Namespace) -> tuple[str, str | None, int | str | None]:
-    if args.tcp is None:
-        return "tcp", None, None
-    host, port = parse_host_port(args.tcp)
-    return "tcp", host, port
+# CLI flag -> grant kind. Each takes HOST:PORT (PORT may be *), except --multicast: GROUP.
+KIND_FLAGS = {"tcp": "tcp", "udp": "udp", "udp_bind": "udp-bind", "tcp_listen": "tcp-listen", "multicast": "multicast"}
+
+
+def _destination(args: argparse.Namespace) -> tuple[str, str, int | str] | None:
+    """The one destination named on the command line, or None; more than one is an error."""
+    given = [(attr, getattr(args, attr)) for attr in KIND_FLAGS if getattr(args, attr, None) is not None]
+    if len(given) > 1:
+        raise InvalidDestination("name one destination at a time")
+    if not given:
+        return None
+    attr, text = given[0]
+    kind = KIND_FLAGS[attr]
+    if kind == "multicast":
+        group = normalize_host(text)
+        if not _is_multicast(group):
+            raise InvalidDestination(f"not a multicast group address: {text!r}")
+        return kind, group, "*"
+    host, port = parse_host_port(text)
+    if kind in ("udp-bind", "tcp-listen") and not _is_ip(host):
+        raise InvalidDestination(f"--{attr.replace('_', '-')} takes a local IP address, not a name: {text!r}")
+    return kind, host, port
+
+
+def describe(grant: Grant) -> str:
+    return grant.host if grant.kind == "multicast" else format_host_port(grant.host, grant.port)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_multicast(text: str) -> bool:
+    return _is_ip(text) and ipaddress.ip_address(text).is_multicast
 
 
 def cmd_permissions(args: argparse.Namespace) -> int:
@@ -70,23 +104,24 @@ def cmd_permissions(args: argparse.Namespace) -> int:
             elif not rows:
                 print("no grants")
             for g in rows if not args.json else []:
-                print(f"{g.origin}\t{g.kind}\t{format_host_port(g.host, g.port)}")
+                print(f"{g.origin}\t{g.kind}\t{describe(g)}")
             return 0
         origin = normalize_origin(args.origin)
+        destination = _destination(args)
         if args.action == "grant":
-            kind, host, port = _grant_from(args)
-            if host is None or port is None:
-                print("direct-sockets: grant needs a destination (--tcp HOST:PORT)", file=sys.stderr)
+            if destination is None:
+                print("direct-sockets: grant needs a destination (--tcp, --udp, --udp-bind, --tcp-listen or --multicast)", file=sys.stderr)
                 return 2
+            kind, host, port = destination
             aside = store.grant(Grant(origin, kind, host, port))
             if aside is not None:
                 print(f"warning: the permission store was damaged; it was kept as {aside} and a new one started", file=sys.stderr)
-            print(f"granted {origin} {kind} {format_host_port(host, port)}")
+            print(f"granted {origin} {kind} {describe(Grant(origin, kind, host, port))}")
             return 0
-        kind, host, port = _grant_from(args)
-        removed = store.revoke(origin, None if args.tcp is None and not args.all_kinds else kind, host, port)
+        kind, host, port = destination if destination is not None else (None, None, None)
+        removed = store.revoke(origin, kind, host, port)
         for g in removed:
-            print(f"revoked {g.origin} {g.kind} {format_host_port(g.host, g.port)}")
+            print(f"revoked {g.origin} {g.kind} {describe(g)}")
         if not removed:
             print("no matching grant", file=sys.stderr)
             return 1
@@ -126,11 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.add_argument("--json", action="store_true")
     p_grant = psub.add_parser("grant", help="allow an origin to reach a destination")
     p_grant.add_argument("--origin", required=True, help="e.g. https://app.example")
-    p_grant.add_argument("--tcp", metavar="HOST:PORT", help="a TCP destination; PORT may be *")
     p_revoke = psub.add_parser("revoke", help="remove grants of an origin (all of them unless a destination is given)")
     p_revoke.add_argument("--origin", required=True)
-    p_revoke.add_argument("--tcp", metavar="HOST:PORT")
-    p_revoke.set_defaults(all_kinds=False)
+    for p in (p_grant, p_revoke):
+        p.add_argument("--tcp", metavar="HOST:PORT", help="connect over TCP; PORT may be *")
+        p.add_argument("--udp", metavar="HOST:PORT", help="UDP to HOST:PORT (connected, or sent from a bound socket)")
+        p.add_argument("--udp-bind", metavar="ADDR:PORT", help="bind UDP on a local address; * includes an OS-chosen port")
+        p.add_argument("--tcp-listen", metavar="ADDR:PORT", help="listen for TCP on a local address; * includes an OS-chosen port")
+        p.add_argument("--multicast", metavar="GROUP", help="join a multicast group")
     perms.set_defaults(func=cmd_permissions)
     return parser
 

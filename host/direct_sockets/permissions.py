@@ -25,7 +25,13 @@ import jsonschema
 
 from .destinations import normalize_host, normalize_origin
 
-KINDS = ("tcp",)
+# What a grant can allow. Each names its destination as host and port:
+#   tcp         connect to host:port
+#   udp         a connected UDP socket to host:port, or a bound socket sending there
+#   udp-bind    bind a UDP socket to local address:port (port "*" includes an OS-chosen one)
+#   tcp-listen  listen on local address:port (likewise)
+#   multicast   join the group at host (port is always "*")
+KINDS = ("tcp", "udp", "udp-bind", "tcp-listen", "multicast")
 
 
 @dataclass(frozen=True, order=True)

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import socket
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
-from .errors import PAGE_MESSAGE, Code
-from .tcp_state import Phase, TcpSocketState
+from .connection import Connection, Emit, family_for, set_buffer_sizes
+from .tcp_state import TcpSocketState
 
 log = logging.getLogger(__name__)
-
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 _SHUTDOWN = object()
 
@@ -36,35 +33,17 @@ def apply_options(sock: socket.socket, options: dict[str, Any]) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, min(seconds, 32767))
         elif hasattr(socket, "TCP_KEEPALIVE"):  # macOS
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPALIVE, min(seconds, 32767))
-    if "sendBufferSize" in options:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(options["sendBufferSize"], 2**31 - 1))
-    if "receiveBufferSize" in options:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(options["receiveBufferSize"], 2**31 - 1))
+    set_buffer_sizes(sock, options)
 
 
-def _family(dns_query_type: str | None) -> int:
-    return {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(dns_query_type or "", socket.AF_UNSPEC)
+class TcpConnection(Connection):
+    kind = "tcp socket"
+    state: TcpSocketState
 
-
-class TcpConnection:
     def __init__(self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None]) -> None:
-        self.state = state
-        self._emit = emit
-        self._on_gone = on_gone
-        self._sock: socket.socket | None = None
+        super().__init__(state, emit, on_gone)
         self._credit_changed = asyncio.Event()
         self._outbox: asyncio.Queue[bytes | object] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.description = ""
-
-    @property
-    def id(self) -> int:
-        return self.state.id
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -76,7 +55,7 @@ class TcpConnection:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(
-                host, port, family=_family(options.get("dnsQueryType")), type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                host, port, family=family_for(options.get("dnsQueryType")), type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
         except OSError as exc:
             await self.fail(f"resolving {host}: {exc}")
@@ -108,6 +87,16 @@ class TcpConnection:
         await self._emit(
             {"type": "opened", "id": self.id, "remoteAddress": peer[0], "remotePort": peer[1], "localAddress": local[0], "localPort": local[1]}
         )
+        self._spawn(self._read_loop())
+        self._spawn(self._write_loop())
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Takes over a connection accepted by a listening socket: it is open from the start."""
+        sock.setblocking(False)
+        self._sock = sock
+        self.state.connected()
+        peer = sock.getpeername()
+        self.description = f"accepted from {peer[0]}:{peer[1]}"
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())
 
@@ -179,40 +168,3 @@ class TcpConnection:
                 await self._emit({"type": "ack", "id": self.id, "bytes": len(item)})
         except OSError as exc:
             await self.fail(f"writing: {exc}")
-
-    # -- ending -------------------------------------------------------------------------------
-
-    async def _maybe_finish(self) -> None:
-        if not self.state.finished:
-            return
-        self.state.close()
-        self._teardown()
-        log.info("socket %d closed (%d bytes sent, %d received)", self.id, self.state.bytes_sent, self.state.bytes_received)
-        await self._emit({"type": "closed", "id": self.id})
-
-    async def fail(self, detail: str, code: Code = Code.NETWORK_ERROR) -> None:
-        """An OS error or a protocol fault: the socket is gone and the page gets NetworkError."""
-        if self.state.phase in (Phase.CLOSED, Phase.FAILED):
-            return
-        self.state.failed()
-        self._teardown()
-        # The page sees a generic message; the details are for the log (security-model.md).
-        log.warning("socket %d to %s failed: %s", self.id, self.description, detail)
-        message = PAGE_MESSAGE[Code.NETWORK_ERROR] if code is Code.NETWORK_ERROR else detail
-        await self._emit({"type": "error", "id": self.id, "code": int(code), "name": "NetworkError", "message": message})
-
-    def release(self) -> None:
-        """The page is gone or closed the socket: close it now, say nothing."""
-        if self.state.phase not in (Phase.CLOSED, Phase.FAILED):
-            self.state.failed()
-        self._teardown()
-
-    def _teardown(self) -> None:
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-        self._on_gone(self.id)

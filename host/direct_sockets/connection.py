@@ -1,0 +1,96 @@
+"""What every socket the host holds for a page has in common: its tasks, and how it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any, Awaitable, Callable, Protocol
+
+from .errors import PAGE_MESSAGE, Code
+from .tcp_state import Phase
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class State(Protocol):
+    id: int
+    phase: Phase
+
+    @property
+    def finished(self) -> bool: ...
+
+    def failed(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Connection:
+    kind = "socket"
+
+    def __init__(self, state: State, emit: Emit, on_gone: Callable[[int], None]) -> None:
+        self.state = state
+        self._emit = emit
+        self._on_gone = on_gone
+        self._sock: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.description = ""
+
+    @property
+    def id(self) -> int:
+        return self.state.id
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _maybe_finish(self) -> None:
+        """Both sides ended cleanly: close the OS socket and report `closed`."""
+        if not self.state.finished:
+            return
+        self.state.close()
+        self._teardown()
+        log.info("%s %d closed", self.kind, self.id)
+        await self._emit({"type": "closed", "id": self.id})
+
+    async def fail(self, detail: str, code: Code = Code.NETWORK_ERROR, name: str = "NetworkError") -> None:
+        """An OS error or a protocol fault: the socket is gone and the page gets `name`."""
+        if self.state.phase in (Phase.CLOSED, Phase.FAILED):
+            return
+        self.state.failed()
+        self._teardown()
+        # The page sees a generic message; the details are for the log (security-model.md).
+        log.warning("%s %d (%s) failed: %s", self.kind, self.id, self.description, detail)
+        message = PAGE_MESSAGE.get(code, detail)
+        await self._emit({"type": "error", "id": self.id, "code": int(code), "name": name, "message": message})
+
+    def release(self) -> None:
+        """The page is gone or closed the socket: close it now, say nothing."""
+        if self.state.phase not in (Phase.CLOSED, Phase.FAILED):
+            self.state.failed()
+        self._teardown()
+
+    def _teardown(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._on_gone(self.id)
+
+
+def family_for(dns_query_type: str | None) -> int:
+    return {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(dns_query_type or "", socket.AF_UNSPEC)
+
+
+def set_buffer_sizes(sock: socket.socket, options: dict[str, Any]) -> None:
+    if "sendBufferSize" in options:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(options["sendBufferSize"], 2**31 - 1))
+    if "receiveBufferSize" in options:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(options["receiveBufferSize"], 2**31 - 1))

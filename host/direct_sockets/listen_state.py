@@ -1,0 +1,58 @@
+"""The state of one listening TCP socket in the host, without I/O.
+
+The page asks for connections one at a time, naming in advance the socket id each will have
+(so every id on the native port is still chosen by the extension). The host accepts only while
+such ids are waiting: a page that stops reading its server's stream leaves further connections
+in the kernel's backlog. Cancelling the stream closes the listening socket; the connections it
+accepted live on independently.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from .errors import Code, ProtocolError
+from .tcp_state import Phase
+
+MAX_PENDING_ACCEPTS = 64
+
+
+class ListenState:
+    def __init__(self, socket_id: int) -> None:
+        self.id = socket_id
+        self.phase = Phase.CONNECTING  # until listen() succeeds
+        self.accept_ids: collections.deque[int] = collections.deque()
+        self.accepted = 0
+
+    def page_accept(self, socket_id: int) -> None:
+        if self.phase is not Phase.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, f"accept on a socket that is {self.phase.value}", self.id)
+        if len(self.accept_ids) >= MAX_PENDING_ACCEPTS:
+            raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {MAX_PENDING_ACCEPTS} accepts pending", self.id)
+        if socket_id in self.accept_ids:
+            raise ProtocolError(Code.SOCKET_ID_IN_USE, f"socket id {socket_id} is already waiting", self.id)
+        self.accept_ids.append(socket_id)
+
+    def page_cancel(self) -> None:
+        if self.phase is not Phase.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, f"cancel on a socket that is {self.phase.value}", self.id)
+        self.accept_ids.clear()
+
+    def listening(self) -> None:
+        assert self.phase is Phase.CONNECTING
+        self.phase = Phase.OPEN
+
+    def take_accept_id(self) -> int:
+        assert self.accept_ids
+        self.accepted += 1
+        return self.accept_ids.popleft()
+
+    @property
+    def may_accept(self) -> bool:
+        return self.phase is Phase.OPEN and bool(self.accept_ids)
+
+    def failed(self) -> None:
+        self.phase = Phase.FAILED
+
+    def close(self) -> None:
+        self.phase = Phase.CLOSED

@@ -1,0 +1,141 @@
+"""The state of one UDP socket in the host, without I/O.
+
+UDP has no FIN: the writing side simply ends when the page closes or aborts its writable (or
+when a send fails), and the reading side when the page cancels its readable. When both have
+ended the OS socket closes. Flow control counts datagrams: the host receives from the OS only
+while the page has granted room, so a page that stops reading leaves datagrams to the kernel,
+which drops them when its buffer is full, as UDP does; and a page may have at most `window`
+datagrams sent and not yet handed to the OS.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import Code, ProtocolError
+from .tcp_state import Phase
+
+
+class UdpMode(enum.Enum):
+    CONNECTED = "connected"
+    BOUND = "bound"
+
+
+class UdpWriteSide(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # the page closed its writable; earlier sends are still going out
+    CLOSED = "closed"
+    FAILED = "failed"  # a send failed; the page's writable is errored
+
+
+MAX_CREDIT = 4096  # datagrams granted and not yet delivered
+
+
+class UdpSocketState:
+    def __init__(self, socket_id: int, mode: UdpMode, window: int) -> None:
+        self.id = socket_id
+        self.mode = mode
+        self.window = window
+        self.phase = Phase.CONNECTING
+        self.reading = True
+        self.write_side = UdpWriteSide.OPEN
+        self.credit = 0
+        self.unacked = 0
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
+
+    def _require_open(self, what: str) -> None:
+        if self.phase is not Phase.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, f"{what} on a socket that is {self.phase.value}", self.id)
+
+    # -- what the page asks -------------------------------------------------------------------
+
+    def page_send(self, has_destination: bool) -> bool:
+        """Counts a datagram against the window. Returns False when the writing side has
+        already failed: the page's writable is errored and the datagram is dropped."""
+        self._require_open("udp_send")
+        if self.write_side is UdpWriteSide.FAILED:
+            return False
+        if self.write_side is not UdpWriteSide.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, "udp_send after the writable closed", self.id)
+        if has_destination != (self.mode is UdpMode.BOUND):
+            raise ProtocolError(
+                Code.SCHEMA_VIOLATION,
+                "a bound socket's datagram names its destination; a connected socket's does not",
+                self.id,
+            )
+        if self.unacked >= self.window:
+            raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {self.window} datagrams unacknowledged", self.id)
+        self.unacked += 1
+        return True
+
+    def page_read(self, count: int) -> None:
+        self._require_open("udp_read")
+        if not self.reading:
+            return
+        if self.credit + count > MAX_CREDIT:
+            raise ProtocolError(Code.WINDOW_EXCEEDED, f"datagram credit above {MAX_CREDIT}", self.id)
+        self.credit += count
+
+    def page_shutdown(self) -> None:
+        self._require_open("shutdown")
+        if self.write_side is UdpWriteSide.FAILED:
+            return  # the failure already ended the writing side
+        if self.write_side is not UdpWriteSide.OPEN:
+            raise ProtocolError(Code.OUT_OF_ORDER, "shutdown twice", self.id)
+        self.write_side = UdpWriteSide.CLOSING
+
+    def page_cancel(self) -> None:
+        self._require_open("cancel")
+        self.reading = False
+        self.credit = 0
+
+    def page_membership(self, join: bool, group: str, source: str | None) -> None:
+        self._require_open("join" if join else "leave")
+        if self.mode is not UdpMode.BOUND:
+            raise ProtocolError(Code.OUT_OF_ORDER, "multicast needs a bound socket", self.id)
+
+    # -- what the OS did ----------------------------------------------------------------------
+
+    def connected(self) -> None:
+        assert self.phase is Phase.CONNECTING, self.phase
+        self.phase = Phase.OPEN
+
+    def sent(self) -> None:
+        assert self.unacked > 0
+        self.unacked -= 1
+        self.datagrams_sent += 1
+
+    def send_failed(self) -> None:
+        self.unacked = 0
+        self.write_side = UdpWriteSide.FAILED
+
+    def writing_closed(self) -> None:
+        assert self.write_side is UdpWriteSide.CLOSING, self.write_side
+        self.write_side = UdpWriteSide.CLOSED
+
+    def received(self) -> None:
+        assert self.reading and self.credit > 0
+        self.credit -= 1
+        self.datagrams_received += 1
+
+    def failed(self) -> None:
+        self.phase = Phase.FAILED
+
+    # -- what follows -------------------------------------------------------------------------
+
+    @property
+    def may_receive(self) -> bool:
+        return self.phase is Phase.OPEN and self.reading and self.credit > 0
+
+    @property
+    def finished(self) -> bool:
+        return (
+            self.phase is Phase.OPEN
+            and not self.reading
+            and self.write_side in (UdpWriteSide.CLOSED, UdpWriteSide.FAILED)
+        )
+
+    def close(self) -> None:
+        assert self.finished
+        self.phase = Phase.CLOSED
