@@ -8,11 +8,30 @@ from typing import Iterator
 
 import pytest
 
+from tests.support import netns
+
+# Before anything starts a thread: see tests/support/netns.py.
+PRIVATE_NETWORK = netns.enter()
+
 from direct_sockets.install import extension_ids
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer, echo
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_report_header() -> str:
+    if PRIVATE_NETWORK.active:
+        return "network: a private namespace made for this session (loopback and an internal veth pair only)"
+    return f"network: the machine's own (no private namespace: {PRIVATE_NETWORK.reason}); multicast tests skip"
+
+
+@pytest.fixture
+def private_network() -> netns.PrivateNetwork:
+    """For tests that need multicast: they skip, saying why, where no namespace could be made."""
+    if not PRIVATE_NETWORK.active:
+        pytest.skip(f"multicast needs a route that stays on this machine; {PRIVATE_NETWORK.reason}")
+    return PRIVATE_NETWORK
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ class Code(enum.IntEnum):
     OUT_OF_ORDER = 132
     WINDOW_EXCEEDED = 133
     TOO_MANY_SOCKETS = 134
+    WRONG_KIND = 135
     # The host itself.
     INTERNAL_ERROR = 190
     # Socket outcomes, as the page sees them.

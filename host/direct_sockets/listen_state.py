@@ -23,10 +23,13 @@ class ListenState:
         self.phase = Phase.CONNECTING  # until listen() succeeds
         self.accept_ids: collections.deque[int] = collections.deque()
         self.accepted = 0
+        self.cancelled = False
 
     def page_accept(self, socket_id: int) -> None:
         if self.phase is not Phase.OPEN:
             raise ProtocolError(Code.OUT_OF_ORDER, f"accept on a socket that is {self.phase.value}", self.id)
+        if self.cancelled:
+            return  # crossed the cancel on the way: nothing to do
         if len(self.accept_ids) >= MAX_PENDING_ACCEPTS:
             raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {MAX_PENDING_ACCEPTS} accepts pending", self.id)
         if socket_id in self.accept_ids:
@@ -36,7 +39,7 @@ class ListenState:
     def page_cancel(self) -> None:
         if self.phase is not Phase.OPEN:
             raise ProtocolError(Code.OUT_OF_ORDER, f"cancel on a socket that is {self.phase.value}", self.id)
-        self.accept_ids.clear()
+        self.cancelled = True  # ids still waiting stay listed, for the session to release
 
     def listening(self) -> None:
         assert self.phase is Phase.CONNECTING
@@ -49,10 +52,16 @@ class ListenState:
 
     @property
     def may_accept(self) -> bool:
-        return self.phase is Phase.OPEN and bool(self.accept_ids)
+        return self.phase is Phase.OPEN and not self.cancelled and bool(self.accept_ids)
+
+    @property
+    def finished(self) -> bool:
+        """A listening socket has only a reading side: cancelling it ends the socket."""
+        return self.phase is Phase.OPEN and self.cancelled
 
     def failed(self) -> None:
         self.phase = Phase.FAILED
 
     def close(self) -> None:
+        assert self.finished
         self.phase = Phase.CLOSED

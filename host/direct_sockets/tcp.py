@@ -90,12 +90,11 @@ class TcpConnection(Connection):
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())
 
-    def adopt(self, sock: socket.socket) -> None:
+    def adopt(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
         """Takes over a connection accepted by a listening socket: it is open from the start."""
         sock.setblocking(False)
         self._sock = sock
         self.state.connected()
-        peer = sock.getpeername()
         self.description = f"accepted from {peer[0]}:{peer[1]}"
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())

@@ -1,0 +1,94 @@
+"""A listening TCP socket on behalf of a page: accepts only as many connections as the page asked
+for, each becoming an ordinary `TcpConnection` under the id the page chose for it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any, Callable
+
+from .connection import Connection, Emit
+from .listen_state import ListenState
+from .tcp import TcpConnection
+from .tcp_state import TcpSocketState
+
+log = logging.getLogger(__name__)
+
+# Connections the kernel may queue before the page accepts them, when the page does not say.
+DEFAULT_BACKLOG = 128
+
+
+class TcpListener(Connection):
+    kind = "tcp server"
+    state: ListenState
+
+    def __init__(
+        self,
+        state: ListenState,
+        emit: Emit,
+        on_gone: Callable[[int], None],
+        new_connection: Callable[[int], TcpConnection],
+    ) -> None:
+        super().__init__(state, emit, on_gone)
+        self._new_connection = new_connection
+        self._accept_wanted = asyncio.Event()
+
+    def start(self, message: dict[str, Any]) -> None:
+        address, port = message["localAddress"], message.get("localPort", 0)
+        self.description = f"listening on {address}:{port}"
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if message.get("ipv6Only") else 0)
+            sock.bind((address, port))
+            sock.listen(min(message.get("backlog", DEFAULT_BACKLOG), socket.SOMAXCONN))
+        except OSError as exc:
+            sock.close()
+            self._spawn(self.fail(f"listening on {address}:{port}: {exc}"))
+            return
+        self._sock = sock
+        self.state.listening()
+        local = sock.getsockname()
+        self.description = f"listening on {local[0]}:{local[1]}"
+        log.info("tcp server %d %s", self.id, self.description)
+        self._spawn(self._emit({"type": "opened", "id": self.id, "localAddress": local[0], "localPort": local[1]}))
+        self._spawn(self._accept_loop())
+
+    def grant(self, socket_id: int) -> None:
+        self.state.page_accept(socket_id)
+        self._accept_wanted.set()
+
+    async def cancel_reading(self) -> None:
+        self.state.page_cancel()
+        await self._maybe_finish()
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            if not self.state.may_accept:
+                self._accept_wanted.clear()
+                await self._accept_wanted.wait()
+                continue
+            try:
+                conn, _ = await loop.sock_accept(self._sock)
+            except OSError as exc:
+                await self.fail(f"accepting: {exc}")
+                return
+            try:
+                peer, local = conn.getpeername(), conn.getsockname()
+            except OSError as exc:  # gone before we looked: it never uses one of the page's ids
+                log.info("tcp server %d: accepted connection vanished: %s", self.id, exc)
+                conn.close()
+                continue
+            connection = self._new_connection(self.state.take_accept_id())
+            connection.adopt(conn, peer)
+            log.info("tcp server %d accepted %s:%d as socket %d", self.id, peer[0], peer[1], connection.id)
+            await self._emit(
+                {"type": "accepted", "id": self.id, "socketId": connection.id, "remoteAddress": peer[0], "remotePort": peer[1],
+                 "localAddress": local[0], "localPort": local[1]}
+            )
