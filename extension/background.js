@@ -12,6 +12,7 @@ const PROTOCOL_VERSION = 1;
 /**
  * @typedef {{port: chrome.runtime.Port, origin: string, tabId: number, frameId: number,
  *   incognito: boolean, sids: Map<number, number>}} Frame
+ * @typedef {{frame: Frame, sid: number, accepts: Set<number>}} Route
  */
 
 /** @type {chrome.runtime.Port | null} */
@@ -20,7 +21,7 @@ let greeted = false;
 /** Messages waiting for the host's hello. */
 let queued = [];
 let nextId = 1;
-/** @type {Map<number, {frame: Frame, sid: number}>} host socket id -> its frame and page id */
+/** @type {Map<number, Route>} host socket id -> its frame, its page id, and ids it will accept as */
 const routes = new Map();
 
 function originOf(sender) {
@@ -86,14 +87,24 @@ function fromHost(message) {
     return;
   }
   if (type === 'closed') forget(id);
+  if (type === 'accepted') {
+    const accepted = routes.get(fields.socketId);
+    if (!accepted) return;
+    route.accepts.delete(fields.socketId);
+    const { socketId, ...addresses } = fields;
+    safePost(frame.port, { op: type, sid, newSid: accepted.sid, ...addresses });
+    return;
+  }
   safePost(frame.port, { op: type, sid, ...fields });
 }
 
+/** The socket ended: drop its routes, and those of connections it was still to accept. */
 function forget(id) {
-  const route = routes.get(id);
-  if (!route) return;
+  const entry = routes.get(id);
+  if (!entry) return;
   routes.delete(id);
-  route.frame.sids.delete(route.sid);
+  entry.frame.sids.delete(entry.sid);
+  for (const pending of entry.accepts) forget(pending);
 }
 
 function safePost(port, message) {
@@ -106,33 +117,64 @@ function safePost(port, message) {
 
 // -- the frames --------------------------------------------------------------------------------
 
-const PASS_THROUGH = {
-  send: (m) => ({ data: String(m.data) }),
-  read: (m) => ({ bytes: m.bytes }),
-  shutdown: (m) => ({ abort: !!m.abort }),
-  cancel: () => ({}),
-  release: () => ({}),
+/** Copies the listed members that are present, and nothing else a frame sent. */
+function pick(message, names) {
+  const out = {};
+  for (const name of names) if (message[name] !== undefined) out[name] = message[name];
+  return out;
+}
+
+/** What a frame may ask to open, as the host message for it (the sender fields are added). */
+const OPENERS = {
+  tcp: (m) => ({ type: 'tcp_open', ...pick(m, ['remoteAddress', 'remotePort', 'options']) }),
+  udp: (m) => ({ type: 'udp_open', ...pick(m, ['mode', 'remoteAddress', 'remotePort', 'localAddress', 'localPort', 'options']) }),
+  listen: (m) => ({ type: 'tcp_listen', ...pick(m, ['localAddress', 'localPort', 'backlog', 'ipv6Only']) }),
 };
+
+/** What a frame may ask of its open sockets, as host messages. */
+const OPERATIONS = {
+  send: (m) => ({ type: 'send', data: String(m.data) }),
+  read: (m) => ({ type: 'read', bytes: m.bytes }),
+  shutdown: (m) => ({ type: 'shutdown', abort: !!m.abort }),
+  cancel: () => ({ type: 'cancel' }),
+  release: () => ({ type: 'release' }),
+  udp_send: (m) => ({ type: 'udp_send', data: String(m.data), ...pick(m, ['remoteAddress', 'remotePort', 'dnsQueryType']) }),
+  udp_read: (m) => ({ type: 'udp_read', datagrams: m.datagrams }),
+  join: (m) => ({ type: 'join', ...pick(m, ['req', 'groupAddress', 'sourceAddress']) }),
+  leave: (m) => ({ type: 'leave', ...pick(m, ['req', 'groupAddress', 'sourceAddress']) }),
+};
+
+/** Gives a page id its host id, in this frame's table and the router's. */
+function addRoute(frame, sid) {
+  const id = nextId++;
+  frame.sids.set(sid, id);
+  routes.set(id, { frame, sid, accepts: new Set() });
+  return id;
+}
 
 function fromFrame(frame, message) {
   if (!message || typeof message !== 'object' || !Number.isSafeInteger(message.sid)) return;
   if (message.op === 'open') {
-    if (frame.sids.has(message.sid) || message.kind !== 'tcp') return;
-    const id = nextId++;
-    frame.sids.set(message.sid, id);
-    routes.set(id, { frame, sid: message.sid });
-    toHost({
-      type: 'tcp_open', id,
-      origin: frame.origin, tabId: frame.tabId, frameId: frame.frameId, incognito: frame.incognito,
-      remoteAddress: message.remoteAddress, remotePort: message.remotePort, options: message.options,
-    });
+    const open = Object.hasOwn(OPENERS, message.kind) ? OPENERS[message.kind] : undefined;
+    if (frame.sids.has(message.sid) || !open) return;
+    const id = addRoute(frame, message.sid);
+    toHost({ ...open(message), id, origin: frame.origin, tabId: frame.tabId, frameId: frame.frameId, incognito: frame.incognito });
     return;
   }
   const id = frame.sids.get(message.sid);
-  const build = Object.hasOwn(PASS_THROUGH, message.op) ? PASS_THROUGH[message.op] : undefined;
-  if (id === undefined || !build) return;
+  if (id === undefined) return;
+  if (message.op === 'accept') {
+    // The connection's page id is chosen now; its host id too, before the host accepts it.
+    if (!Number.isSafeInteger(message.newSid) || frame.sids.has(message.newSid)) return;
+    const socketId = addRoute(frame, message.newSid);
+    routes.get(id).accepts.add(socketId);
+    toHost({ type: 'accept', id, socketId });
+    return;
+  }
+  const build = Object.hasOwn(OPERATIONS, message.op) ? OPERATIONS[message.op] : undefined;
+  if (!build) return;
   if (message.op === 'release') forget(id);
-  toHost({ type: message.op, id, ...build(message) });
+  toHost({ ...build(message), id });
 }
 
 function frameGone(frame) {

@@ -49,38 +49,31 @@
     const sid = message.sid;
     if (message.op === 'open') {
       live.add(sid);
-      connect().postMessage({
-        op: 'open', sid, kind: message.kind,
-        remoteAddress: message.remoteAddress, remotePort: message.remotePort, options: message.options,
-      });
+      connect();
+    } else if (!live.has(sid) || !background) {
       return;
     }
-    if (!live.has(sid) || !background) return;
-    switch (message.op) {
-      case 'send':
-        background.postMessage({ op: 'send', sid, data: new Uint8Array(message.buf).toBase64() });
-        break;
-      case 'read':
-        background.postMessage({ op: 'read', sid, bytes: message.bytes });
-        break;
-      case 'shutdown':
-        background.postMessage({ op: 'shutdown', sid, abort: !!message.abort });
-        break;
-      case 'cancel':
-      case 'release':
-        background.postMessage({ op: message.op, sid });
-        break;
+    // Bytes cross the page channel as transferred ArrayBuffers and the runtime port as base64
+    // (Chrome serialises port messages as JSON).
+    const out = { ...message };
+    if (out.buf !== undefined) {
+      // (No instanceof here: in Firefox the page's ArrayBuffer is another compartment's.)
+      out.data = new Uint8Array(out.buf).toBase64();
+      delete out.buf;
     }
+    background?.postMessage(out);
   }
 
   function fromBackground(message) {
-    const sid = message.sid;
-    if (message.op === 'data') {
-      const buf = Uint8Array.fromBase64(message.data).buffer;
-      toPage({ op: 'data', sid, buf }, [buf]);
+    const { sid, op } = message;
+    if (op === 'accepted') live.add(message.newSid);
+    if (op === 'closed' || op === 'error') live.delete(sid);
+    if (typeof message.data === 'string') {
+      const { data, ...rest } = message;
+      const buf = Uint8Array.fromBase64(data).buffer;
+      toPage({ ...rest, buf }, [buf]);
       return;
     }
-    if (message.op === 'closed' || message.op === 'error') live.delete(sid);
     toPage(message);
   }
 })();

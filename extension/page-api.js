@@ -15,6 +15,7 @@
     ArrayBuffer: ArrayBufferCtor, MessageChannel: MessageChannelCtor,
     MessageEvent: MessageEventCtor, Map: MapCtor, Object: ObjectCtor,
     Number: NumberCtor, Math: MathObj, Reflect: ReflectObj, Symbol: SymbolCtor, queueMicrotask: queueTask,
+    URL: URLCtor, Set: SetCtor, Array: ArrayCtor,
   } = globalThis;
   const apply = ReflectObj.apply;
   const isView = ArrayBufferCtor.isView;
@@ -26,6 +27,16 @@
   const mapGet = MapCtor.prototype.get;
   const mapSet = MapCtor.prototype.set;
   const mapDelete = MapCtor.prototype.delete;
+  const mapForEach = MapCtor.prototype.forEach;
+  const setAdd = SetCtor.prototype.add;
+  const setHas = SetCtor.prototype.has;
+  const setDelete = SetCtor.prototype.delete;
+  const arrayPush = ArrayCtor.prototype.push;
+  const arrayFilter = ArrayCtor.prototype.filter;
+  const arrayMap = ArrayCtor.prototype.map;
+  const freeze = ObjectCtor.freeze;
+  const regexTest = RegExp.prototype.test;
+  const getHostname = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'hostname').get;
   const u8Slice = Uint8ArrayCtor.prototype.slice;
   const getBufferByteLength = ObjectCtor.getOwnPropertyDescriptor(ArrayBufferCtor.prototype, 'byteLength').get;
   const SharedArrayBufferCtor = globalThis.SharedArrayBuffer;
@@ -37,6 +48,10 @@
   const MAX_CHUNK = 512 * 1024; // bytes per message to the host (PROTOCOL.md)
   const SEND_WINDOW = 1024 * 1024; // unacknowledged bytes in flight per socket
   const RECEIVE_WINDOW = 1024 * 1024; // bytes the host may deliver ahead of the reader
+  const UDP_SEND_WINDOW = 32; // unacknowledged datagrams in flight per socket
+  const UDP_RECEIVE_WINDOW = 64; // datagrams the host may deliver ahead of the reader
+  const MAX_DATAGRAM = 65507; // the most an IPv4 UDP datagram can carry
+  const ACCEPT_WINDOW = 4; // connections a server may accept ahead of the reader
 
   // -- the private channel -------------------------------------------------------------------
 
@@ -58,7 +73,7 @@
     apply(addListener, window, [EVT_READY, onReady, true]);
   }
 
-  /** @type {Map<number, TcpSocketCore>} */
+  /** @type {Map<number, SocketCore>} */
   const sockets = new MapCtor();
   let nextSid = 1;
 
@@ -116,6 +131,9 @@
     return text;
   }
 
+  const DNS_QUERY_TYPES = ['ipv4', 'ipv6'];
+  const U32 = 4294967295;
+
   /** TCPSocketOptions, members read once each in lexicographic order, as WebIDL does. */
   function convertTcpOptions(value) {
     const dict = toDictionary(value, "Failed to construct 'TCPSocket': options");
@@ -131,6 +149,64 @@
     const sendBufferSize = dict.sendBufferSize;
     if (sendBufferSize !== undefined) out.sendBufferSize = enforceRange(sendBufferSize, 4294967295, 'sendBufferSize');
     return out;
+  }
+
+  /** UDPSocketOptions, members in lexicographic order. Absent members stay absent. */
+  function convertUdpOptions(value) {
+    const dict = toDictionary(value, "Failed to construct 'UDPSocket': options");
+    const out = {};
+    const read = (name, convert) => {
+      const member = dict[name];
+      if (member !== undefined) out[name] = convert(member, name);
+    };
+    read('dnsQueryType', (v, n) => toEnum(v, DNS_QUERY_TYPES, n));
+    read('ipv6Only', (v) => !!v);
+    read('localAddress', toDOMString);
+    read('localPort', (v, n) => enforceRange(v, 65535, n));
+    read('multicastAllowAddressSharing', (v) => !!v);
+    read('multicastLoopback', (v) => !!v);
+    read('multicastTimeToLive', (v, n) => enforceRange(v, 255, n));
+    read('receiveBufferSize', (v, n) => enforceRange(v, U32, n));
+    read('remoteAddress', toDOMString);
+    read('remotePort', (v, n) => enforceRange(v, 65535, n));
+    read('sendBufferSize', (v, n) => enforceRange(v, U32, n));
+    return out;
+  }
+
+  /** TCPServerSocketOptions, members in lexicographic order. */
+  function convertServerOptions(value) {
+    const dict = toDictionary(value, "Failed to construct 'TCPServerSocket': options");
+    const out = {};
+    const backlog = dict.backlog;
+    if (backlog !== undefined) out.backlog = enforceRange(backlog, U32, 'backlog');
+    const ipv6Only = dict.ipv6Only;
+    if (ipv6Only !== undefined) out.ipv6Only = !!ipv6Only;
+    const localPort = dict.localPort;
+    if (localPort !== undefined) out.localPort = enforceRange(localPort, 65535, 'localPort');
+    return out;
+  }
+
+  const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+  /**
+   * An IP literal in canonical form, with what kind of address it is; null for anything else
+   * (a name, a bracketed or scoped address).
+   * @returns {{version: 4|6, text: string, multicast: boolean, loopback: boolean, unspecified: boolean} | null}
+   */
+  function parseIp(text) {
+    if (apply(regexTest, IPV4, [text])) {
+      const first = +text.split('.')[0];
+      return { version: 4, text, multicast: first >= 224 && first <= 239, loopback: first === 127, unspecified: text === '0.0.0.0' };
+    }
+    if (!text.includes(':') || /[[\]%/]/.test(text)) return null;
+    let host;
+    try {
+      host = apply(getHostname, new URLCtor(`http://[${text}]/`), []);
+    } catch {
+      return null;
+    }
+    const canonical = host.slice(1, -1);
+    return { version: 6, text: canonical, multicast: /^ff[0-9a-f]{2}:/.test(canonical), loopback: canonical === '::1', unspecified: canonical === '::' };
   }
 
   /** A private copy of the bytes of a BufferSource, or null if `chunk` is not one. */
@@ -174,90 +250,59 @@
     return { promise, resolve, reject };
   }
 
-  // -- one socket -----------------------------------------------------------------------------
+  // -- what every socket shares: opened, closed and how it fails ---------------------------------
 
-  class TcpSocketCore {
-    constructor(remoteAddress, remotePort, options) {
-      this.sid = nextSid++;
+  /** A token only this script holds: it lets the interfaces adopt a core without validation. */
+  const ADOPT = SymbolCtor('adopt');
+
+  class SocketCore {
+    /** @param {number} [sid] given for a connection a server accepted (its id was chosen then) */
+    constructor(sid = nextSid++) {
+      this.sid = sid;
       this.state = 'opening'; // opening -> open -> ended (closed settled)
       this.opened = deferred();
       this.closed = deferred();
       markHandled(this.closed.promise);
       this.firstError = null;
-      this.info = null; // the TCPSocketOpenInfo, once opened resolved
+      this.info = null; // the open info dictionary, once opened resolved
       this.readableDone = false;
       this.writableDone = false;
-      // receive side
       this.readController = null;
-      this.credit = 0;
-      this.pullWaiter = null;
-      // send side
       this.writeController = null;
-      this.sentTotal = 0;
-      this.ackedTotal = 0;
-      this.ackWaiters = []; // {until, resolve, reject}
+      this.pullWaiter = null;
+      this.waiters = []; // {until, resolve, reject}: writes waiting for acknowledgements
       this.finWaiter = null;
       apply(mapSet, sockets, [this.sid, this]);
-      if (!bridged || remoteAddress.length === 0 || remoteAddress.length > 253) {
-        // No bridge (the extension is gone) or an address no resolver accepts: fail, never hang.
+    }
+
+    /** Sends the open request, or fails at once when no bridge can carry it (never hangs). */
+    request(message, valid = true) {
+      if (!bridged || !valid) {
         queueTask(() => this.fail(domError('NetworkError', 'Network error.')));
         return;
       }
-      post({ op: 'open', sid: this.sid, kind: 'tcp', remoteAddress, remotePort, options });
+      post({ ...message, op: 'open', sid: this.sid });
     }
 
     onMessage(message) {
       switch (message.op) {
-        case 'opened': return this.onOpened(message);
-        case 'data': return this.onData(message.buf);
-        case 'ack': return this.onAck(message.bytes);
-        case 'eof': return this.onEof();
+        case 'opened': return this.state === 'opening' ? this.onOpened(message) : undefined;
         case 'fin_sent': return this.onFinSent();
         case 'closed': return this.onClosed();
         case 'error': return this.fail(domError(message.name || 'NetworkError', message.message || 'Network error.'));
+        default: return this.onData(message);
       }
     }
 
-    onOpened(message) {
-      if (this.state !== 'opening') return;
+    resolveOpened(info) {
       this.state = 'open';
-      const readable = new ReadableStreamCtor({
-        type: 'bytes',
-        start: (controller) => { this.readController = controller; },
-        pull: (controller) => this.pull(controller),
-        cancel: () => {
-          this.readableDone = true;
-          this.wakePull();
-          if (this.state === 'open') post({ op: 'cancel', sid: this.sid });
-        },
-      }, { highWaterMark: RECEIVE_WINDOW });
-      const writable = new WritableStreamCtor({
-        start: (controller) => { this.writeController = controller; },
-        write: (chunk) => this.write(chunk),
-        close: () => this.closeWriting(),
-        abort: () => this.abortWriting(),
-      }, { highWaterMark: 1 });
-      this.info = {
-        readable, writable,
-        remoteAddress: message.remoteAddress, remotePort: message.remotePort,
-        localAddress: message.localAddress, localPort: message.localPort,
-      };
-      this.opened.resolve(this.info);
+      this.info = info;
+      this.opened.resolve(info);
     }
 
-    // receiving
+    // reading: pull() waits for the next message so that the stream never asks twice
 
-    pull(controller) {
-      if (this.readableDone || this.state !== 'open') return undefined;
-      const request = controller.byobRequest;
-      const want = MathObj.max(controller.desiredSize || 0, request && request.view ? request.view.byteLength : 0);
-      const grant = MathObj.min(want, RECEIVE_WINDOW) - this.credit;
-      // Grant in large steps (or when nothing is granted at all): fewer messages to the host.
-      if (grant > 0 && (this.credit === 0 || grant >= RECEIVE_WINDOW / 4)) {
-        this.credit += grant;
-        post({ op: 'read', sid: this.sid, bytes: grant });
-      }
-      // Called again once something arrives: the stream never asks twice for the same room.
+    waitForArrival() {
       return new PromiseCtor((resolve) => { this.pullWaiter = resolve; });
     }
 
@@ -267,64 +312,28 @@
       if (waiter) waiter();
     }
 
-    onData(buffer) {
-      if (this.readableDone) return;
-      const bytes = new Uint8ArrayCtor(buffer);
-      this.credit -= bytes.byteLength;
-      this.readController.enqueue(bytes);
-      this.wakePull();
-    }
-
-    onEof() {
-      if (this.readableDone) return;
+    cancelReading() {
       this.readableDone = true;
-      const controller = this.readController;
-      controller.close();
-      const request = controller.byobRequest;
-      if (request) request.respond(0);
       this.wakePull();
+      if (this.state === 'open') post({ op: 'cancel', sid: this.sid });
     }
 
-    // sending
+    // writing: the window, the acknowledgements and the end of the writable
 
-    write(chunk) {
-      const bytes = copyBufferSource(chunk);
-      if (bytes === null) {
-        // Errors the writable; the host ends the writing side as for an abort.
-        this.writeError(new TypeErrorCtor('The chunk is not an ArrayBuffer or ArrayBufferView.'));
-        throw new TypeErrorCtor('The chunk is not an ArrayBuffer or ArrayBufferView.');
-      }
-      if (bytes.byteLength === 0) return undefined;
-      return this.sendBytes(bytes);
-    }
-
-    async sendBytes(bytes) {
-      for (let offset = 0; offset < bytes.byteLength; offset += MAX_CHUNK) {
-        const piece = apply(u8Slice, bytes, [offset, offset + MAX_CHUNK]);
-        // Never more than the window unacknowledged: the host refuses more, memory stays flat.
-        await this.acked(this.sentTotal + piece.byteLength - SEND_WINDOW);
-        this.sentTotal += piece.byteLength;
-        post({ op: 'send', sid: this.sid, buf: piece.buffer }, [piece.buffer]);
-      }
-      // The write resolves once the host has handed every byte to the OS.
-      await this.acked(this.sentTotal);
-    }
-
-    acked(until) {
+    acked(count, until) {
       if (this.firstError && !this.writableDone) return PromiseCtor.reject(this.firstError);
-      if (this.ackedTotal >= until) return PromiseCtor.resolve();
+      if (count >= until) return PromiseCtor.resolve();
       const waiter = deferred();
-      this.ackWaiters.push({ until, resolve: waiter.resolve, reject: waiter.reject });
+      apply(arrayPush, this.waiters, [{ until, resolve: waiter.resolve, reject: waiter.reject }]);
       return waiter.promise;
     }
 
-    onAck(bytes) {
-      this.ackedTotal += bytes;
-      const waiting = this.ackWaiters;
-      this.ackWaiters = [];
+    wakeWriters(count) {
+      const waiting = this.waiters;
+      this.waiters = [];
       for (const waiter of waiting) {
-        if (this.ackedTotal >= waiter.until) waiter.resolve();
-        else this.ackWaiters.push(waiter);
+        if (count >= waiter.until) waiter.resolve();
+        else apply(arrayPush, this.waiters, [waiter]);
       }
     }
 
@@ -348,17 +357,19 @@
       this.rejectWaiters(domError('AbortError', 'Stream closed.'));
     }
 
+    /** The page broke the writable's contract (a bad chunk): it errors, the host ends writing. */
     writeError(error) {
       if (!this.firstError) this.firstError = error;
       if (!this.writableDone && this.state === 'open') {
         this.writableDone = true;
         post({ op: 'shutdown', sid: this.sid, abort: true });
       }
+      return error;
     }
 
     rejectWaiters(error) {
-      for (const waiter of this.ackWaiters) waiter.reject(error);
-      this.ackWaiters = [];
+      for (const waiter of this.waiters) waiter.reject(error);
+      this.waiters = [];
       if (this.finWaiter) this.finWaiter.reject(error);
       this.finWaiter = null;
     }
@@ -387,82 +398,561 @@
           this.readableDone = true;
           try { this.readController.error(error); } catch { /* already closed */ }
         }
-        if (!this.writableDone) {
+        if (!this.writableDone && this.writeController) {
           this.writableDone = true;
           try { this.writeController.error(error); } catch { /* already errored */ }
         }
         this.rejectWaiters(error);
         this.wakePull();
+        this.onFailed(error);
       }
       this.closed.reject(this.firstError);
     }
+
+    onFailed() {}
+
+    /** socket.close(), the same for every interface. */
+    close() {
+      const info = this.info;
+      if (info === null) {
+        // opened is pending or rejected
+        return PromiseCtor.reject(domError('InvalidStateError', 'Socket is not properly initialized.'));
+      }
+      if (this.state === 'ended') return this.closed.promise;
+      if (info.readable.locked || (info.writable && info.writable.locked)) {
+        return PromiseCtor.reject(domError('InvalidStateError', 'Close called on a socket with locked streams.'));
+      }
+      const reason = domError('AbortError', 'Stream closed.');
+      markHandled(info.readable.cancel(reason));
+      if (info.writable) markHandled(info.writable.abort(reason));
+      return this.closed.promise;
+    }
   }
 
-  // -- the interface ----------------------------------------------------------------------------
+  // -- TCP ----------------------------------------------------------------------------------------
+
+  class TcpSocketCore extends SocketCore {
+    constructor(sid = undefined) {
+      super(sid);
+      this.credit = 0; // bytes the host may still deliver
+      this.sentTotal = 0;
+      this.ackedTotal = 0;
+    }
+
+    onOpened(message) {
+      const readable = new ReadableStreamCtor({
+        type: 'bytes',
+        start: (controller) => { this.readController = controller; },
+        pull: (controller) => this.pull(controller),
+        cancel: () => this.cancelReading(),
+      }, { highWaterMark: RECEIVE_WINDOW });
+      const writable = new WritableStreamCtor({
+        start: (controller) => { this.writeController = controller; },
+        write: (chunk) => this.write(chunk),
+        close: () => this.closeWriting(),
+        abort: () => this.abortWriting(),
+      }, { highWaterMark: 1 });
+      this.resolveOpened({
+        readable, writable,
+        remoteAddress: message.remoteAddress, remotePort: message.remotePort,
+        localAddress: message.localAddress, localPort: message.localPort,
+      });
+    }
+
+    pull(controller) {
+      if (this.readableDone || this.state !== 'open') return undefined;
+      const request = controller.byobRequest;
+      const want = MathObj.max(controller.desiredSize || 0, request && request.view ? request.view.byteLength : 0);
+      const grant = MathObj.min(want, RECEIVE_WINDOW) - this.credit;
+      // Grant in large steps (or when nothing is granted at all): fewer messages to the host.
+      if (grant > 0 && (this.credit === 0 || grant >= RECEIVE_WINDOW / 4)) {
+        this.credit += grant;
+        post({ op: 'read', sid: this.sid, bytes: grant });
+      }
+      return this.waitForArrival();
+    }
+
+    onData(message) {
+      switch (message.op) {
+        case 'data': {
+          if (this.readableDone) return;
+          const bytes = new Uint8ArrayCtor(message.buf);
+          this.credit -= bytes.byteLength;
+          this.readController.enqueue(bytes);
+          this.wakePull();
+          return;
+        }
+        case 'eof': {
+          if (this.readableDone) return;
+          this.readableDone = true;
+          const controller = this.readController;
+          controller.close();
+          const request = controller.byobRequest;
+          if (request) request.respond(0);
+          this.wakePull();
+          return;
+        }
+        case 'ack':
+          this.ackedTotal += message.bytes;
+          this.wakeWriters(this.ackedTotal);
+      }
+    }
+
+    write(chunk) {
+      const bytes = copyBufferSource(chunk);
+      if (bytes === null) throw this.writeError(new TypeErrorCtor('The chunk is not an ArrayBuffer or ArrayBufferView.'));
+      if (bytes.byteLength === 0) return undefined;
+      return this.sendBytes(bytes);
+    }
+
+    async sendBytes(bytes) {
+      for (let offset = 0; offset < bytes.byteLength; offset += MAX_CHUNK) {
+        const piece = apply(u8Slice, bytes, [offset, offset + MAX_CHUNK]);
+        // Never more than the window unacknowledged: the host refuses more, memory stays flat.
+        await this.acked(this.ackedTotal, this.sentTotal + piece.byteLength - SEND_WINDOW);
+        this.sentTotal += piece.byteLength;
+        post({ op: 'send', sid: this.sid, buf: piece.buffer }, [piece.buffer]);
+      }
+      // The write resolves once the host has handed every byte to the OS.
+      await this.acked(this.ackedTotal, this.sentTotal);
+    }
+  }
+
+  // -- UDP ----------------------------------------------------------------------------------------
+
+  /** UDPMessage, members in lexicographic order; the checks depend on the socket's mode. */
+  function convertUdpMessage(value, bound) {
+    if (value === undefined || value === null || (typeof value !== 'object' && typeof value !== 'function')) {
+      throw new TypeErrorCtor('A UDPMessage must be an object.');
+    }
+    const data = value.data;
+    const dnsQueryType = value.dnsQueryType === undefined ? undefined : toEnum(value.dnsQueryType, DNS_QUERY_TYPES, 'dnsQueryType');
+    const remoteAddress = value.remoteAddress === undefined ? undefined : toDOMString(value.remoteAddress, 'remoteAddress');
+    const remotePort = value.remotePort === undefined ? undefined : enforceRange(value.remotePort, 65535, 'remotePort');
+    const bytes = data === undefined ? null : copyBufferSource(data);
+    if (bytes === null) throw new TypeErrorCtor('UDPMessage: data must be an ArrayBuffer or ArrayBufferView.');
+    if (bytes.byteLength > MAX_DATAGRAM) throw new TypeErrorCtor(`UDPMessage: data exceeds ${MAX_DATAGRAM} bytes.`);
+    if (!bound) {
+      if (remoteAddress !== undefined || remotePort !== undefined || dnsQueryType !== undefined) {
+        throw new TypeErrorCtor('UDPMessage: a connected socket sends to its remote end; remoteAddress, remotePort and dnsQueryType are not allowed.');
+      }
+      return { bytes };
+    }
+    if (remoteAddress === undefined || remotePort === undefined) {
+      throw new TypeErrorCtor('UDPMessage: a bound socket needs remoteAddress and remotePort.');
+    }
+    if (remoteAddress.length === 0 || remoteAddress.length > 253) throw new TypeErrorCtor('UDPMessage: remoteAddress is not a valid host.');
+    return { bytes, remoteAddress, remotePort, dnsQueryType };
+  }
+
+  class UdpSocketCore extends SocketCore {
+    constructor(bound) {
+      super();
+      this.bound = bound;
+      this.credit = 0; // datagrams the host may still deliver
+      this.sentCount = 0;
+      this.ackedCount = 0;
+      this.multicast = null;
+    }
+
+    onOpened(message) {
+      const readable = new ReadableStreamCtor({
+        start: (controller) => { this.readController = controller; },
+        pull: (controller) => this.pull(controller),
+        cancel: () => this.cancelReading(),
+      }, { highWaterMark: UDP_RECEIVE_WINDOW });
+      const writable = new WritableStreamCtor({
+        start: (controller) => { this.writeController = controller; },
+        write: (message) => this.write(message),
+        close: () => this.closeWriting(),
+        abort: () => this.abortWriting(),
+      }, { highWaterMark: 1 });
+      const info = { readable, writable };
+      if (!this.bound) {
+        info.remoteAddress = message.remoteAddress;
+        info.remotePort = message.remotePort;
+      }
+      info.localAddress = message.localAddress;
+      info.localPort = message.localPort;
+      if (this.bound) {
+        this.multicast = new MulticastController(ADOPT, this);
+        info.multicastController = this.multicast;
+      }
+      this.resolveOpened(info);
+    }
+
+    pull(controller) {
+      if (this.readableDone || this.state !== 'open') return undefined;
+      const grant = (controller.desiredSize || 0) - this.credit;
+      if (grant > 0 && (this.credit === 0 || grant >= UDP_RECEIVE_WINDOW / 4)) {
+        this.credit += grant;
+        post({ op: 'udp_read', sid: this.sid, datagrams: grant });
+      }
+      return this.waitForArrival();
+    }
+
+    onData(message) {
+      switch (message.op) {
+        case 'datagram': {
+          if (this.readableDone) return;
+          this.credit -= 1;
+          const received = { data: new Uint8ArrayCtor(message.buf) };
+          if (this.bound) {
+            received.remoteAddress = message.remoteAddress;
+            received.remotePort = message.remotePort;
+          }
+          this.readController.enqueue(received);
+          this.wakePull();
+          return;
+        }
+        case 'udp_ack':
+          this.ackedCount += message.datagrams;
+          this.wakeWriters(this.ackedCount);
+          return;
+        case 'write_failed': {
+          // The host refused or failed a send: the writable errors, reading goes on.
+          const error = domError(message.name, message.message);
+          if (!this.firstError) this.firstError = error;
+          this.writableDone = true;
+          try { this.writeController.error(error); } catch { /* already errored */ }
+          this.rejectWaiters(error);
+          return;
+        }
+        case 'done':
+        case 'request_failed':
+          if (this.multicast) this.multicast.settle(message);
+      }
+    }
+
+    async write(value) {
+      let message;
+      try {
+        message = convertUdpMessage(value, this.bound);
+      } catch (error) {
+        throw this.writeError(error);
+      }
+      await this.acked(this.ackedCount, this.sentCount + 1 - UDP_SEND_WINDOW);
+      this.sentCount += 1;
+      const out = { op: 'udp_send', sid: this.sid, buf: message.bytes.buffer };
+      if (this.bound) {
+        out.remoteAddress = message.remoteAddress;
+        out.remotePort = message.remotePort;
+        if (message.dnsQueryType !== undefined) out.dnsQueryType = message.dnsQueryType;
+      }
+      post(out, [message.bytes.buffer]);
+      await this.acked(this.ackedCount, this.sentCount);
+    }
+
+    onFailed() {
+      if (this.multicast) this.multicast.socketEnded();
+    }
+  }
+
+  // -- multicast ------------------------------------------------------------------------------------
+
+  class MulticastController {
+    #core;
+    /** @type {Array<{key: string, entry: string | {groupAddress: string, sourceAddress: string}}>} */
+    #joined = [];
+    #pending = new MapCtor(); // req -> {join, key, entry, resolve, reject}
+    #busy = new SetCtor(); // keys being joined or left
+    #nextReq = 1;
+    #cachedList = null;
+
+    constructor(token, core) {
+      if (token !== ADOPT) throw new TypeErrorCtor('Illegal constructor');
+      this.#core = core;
+    }
+
+    static #of(self) {
+      return self !== null && typeof self === 'object' && #core in self ? self : null;
+    }
+
+    #request(join, groupAddress, options) {
+      const group = parseIp(toDOMString(groupAddress, 'groupAddress'));
+      if (group === null || !group.multicast) return PromiseCtor.reject(new TypeErrorCtor(`${groupAddress} is not a multicast group address.`));
+      const opts = toDictionary(options, 'MulticastGroupOptions');
+      let source = null;
+      if (opts.sourceAddress !== undefined) {
+        source = parseIp(toDOMString(opts.sourceAddress, 'sourceAddress'));
+        if (source === null || source.multicast || source.loopback || source.unspecified || source.version !== group.version) {
+          return PromiseCtor.reject(new TypeErrorCtor(`${opts.sourceAddress} is not a valid source address for ${groupAddress}.`));
+        }
+      }
+      const key = source ? `${group.text} ${source.text}` : group.text;
+      const core = this.#core;
+      if (core.state !== 'open') return PromiseCtor.reject(domError('InvalidStateError', 'The socket is closed.'));
+      const joined = apply(arrayFilter, this.#joined, [(item) => item.key === key]).length > 0;
+      if (apply(setHas, this.#busy, [key]) || joined === join) {
+        return PromiseCtor.reject(domError('InvalidStateError', join ? 'Already joined or joining this group.' : 'Not a member of this group.'));
+      }
+      const req = this.#nextReq++;
+      const done = deferred();
+      const entry = source ? freeze({ groupAddress: group.text, sourceAddress: source.text }) : group.text;
+      apply(mapSet, this.#pending, [req, { join, key, entry, resolve: done.resolve, reject: done.reject }]);
+      apply(setAdd, this.#busy, [key]);
+      const message = { op: join ? 'join' : 'leave', sid: core.sid, req, groupAddress: group.text };
+      if (source) message.sourceAddress = source.text;
+      post(message);
+      return done.promise;
+    }
+
+    settle(message) {
+      const pending = apply(mapGet, this.#pending, [message.req]);
+      if (!pending) return;
+      apply(mapDelete, this.#pending, [message.req]);
+      apply(setDelete, this.#busy, [pending.key]);
+      if (message.op === 'request_failed') {
+        pending.reject(message.name === 'TypeError' ? new TypeErrorCtor(message.message) : domError(message.name, message.message));
+        return;
+      }
+      if (pending.join) apply(arrayPush, this.#joined, [{ key: pending.key, entry: pending.entry }]);
+      else this.#joined = apply(arrayFilter, this.#joined, [(item) => item.key !== pending.key]);
+      this.#cachedList = null;
+      pending.resolve(undefined);
+    }
+
+    socketEnded() {
+      const error = domError('InvalidStateError', 'The socket is closed.');
+      apply(mapForEach, this.#pending, [(pending) => pending.reject(error)]);
+      this.#pending = new MapCtor();
+      this.#busy = new SetCtor();
+    }
+
+    joinGroup(groupAddress, options = undefined) {
+      const self = MulticastController.#of(this);
+      if (!self) return PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+      if (arguments.length < 1) return PromiseCtor.reject(new TypeErrorCtor('1 argument required.'));
+      try {
+        return self.#request(true, groupAddress, options);
+      } catch (error) {
+        return PromiseCtor.reject(error);
+      }
+    }
+
+    leaveGroup(groupAddress, options = undefined) {
+      const self = MulticastController.#of(this);
+      if (!self) return PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+      if (arguments.length < 1) return PromiseCtor.reject(new TypeErrorCtor('1 argument required.'));
+      try {
+        return self.#request(false, groupAddress, options);
+      } catch (error) {
+        return PromiseCtor.reject(error);
+      }
+    }
+
+    /** A FrozenArray: the same object until the memberships change. */
+    get joinedGroups() {
+      const self = MulticastController.#of(this);
+      if (!self) throw new TypeErrorCtor('Illegal invocation');
+      if (self.#cachedList === null) self.#cachedList = freeze(apply(arrayMap, self.#joined, [(item) => item.entry]));
+      return self.#cachedList;
+    }
+  }
+
+  // -- listening ----------------------------------------------------------------------------------
+
+  class ServerSocketCore extends SocketCore {
+    constructor() {
+      super();
+      this.awaitingAccept = 0; // accepts asked of the host and not yet answered
+    }
+
+    onOpened(message) {
+      const readable = new ReadableStreamCtor({
+        start: (controller) => { this.readController = controller; },
+        pull: (controller) => this.pull(controller),
+        cancel: () => this.cancelReading(),
+      }, { highWaterMark: ACCEPT_WINDOW });
+      this.writableDone = true; // a server has no writable
+      this.resolveOpened({ readable, localAddress: message.localAddress, localPort: message.localPort });
+    }
+
+    pull(controller) {
+      if (this.readableDone || this.state !== 'open') return undefined;
+      // One id per connection, chosen here: the accepted socket's messages come under it.
+      while (this.awaitingAccept < MathObj.max(controller.desiredSize || 0, 1) && this.awaitingAccept < ACCEPT_WINDOW) {
+        this.awaitingAccept += 1;
+        post({ op: 'accept', sid: this.sid, newSid: nextSid++ });
+      }
+      return this.waitForArrival();
+    }
+
+    onData(message) {
+      if (message.op !== 'accepted' || this.readableDone) return;
+      this.awaitingAccept -= 1;
+      const core = new TcpSocketCore(message.newSid);
+      core.onOpened(message);
+      this.readController.enqueue(new TCPSocket(ADOPT, core));
+      this.wakePull();
+    }
+  }
+
+  // -- the interfaces -----------------------------------------------------------------------------
+
+  /** The getters and close() of every socket interface: the core does the work. */
+  function socketMembers(coreOf) {
+    return {
+      // Promise-typed members reject, rather than throw, on a wrong `this` (WebIDL).
+      opened: function opened() {
+        const core = coreOf(this);
+        return core ? core.opened.promise : PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+      },
+      closed: function closed() {
+        const core = coreOf(this);
+        return core ? core.closed.promise : PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+      },
+      close: function close() {
+        const core = coreOf(this);
+        return core ? core.close() : PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+      },
+    };
+  }
+
+  function notAllowedUnlessPermitted(what) {
+    if (!documentAllowed()) {
+      throw domError('NotAllowedError', `Failed to construct '${what}': Permissions-Policy: direct-sockets is disabled.`);
+    }
+  }
+
+  function checkBufferSizes(options, what) {
+    if (options.sendBufferSize === 0) throw new TypeErrorCtor(`Failed to construct '${what}': sendBufferSize must be greater than zero.`);
+    if (options.receiveBufferSize === 0) throw new TypeErrorCtor(`Failed to construct '${what}': receiveBufferSize must be greater than zero.`);
+  }
 
   class TCPSocket {
     /** @type {TcpSocketCore} */
     #core;
 
-    /** @returns {TcpSocketCore | null} */
-    static #coreOf(self) {
+    static coreOf(self) {
       return self !== null && typeof self === 'object' && #core in self ? self.#core : null;
     }
 
     constructor(remoteAddress, remotePort, options = undefined) {
+      if (remoteAddress === ADOPT && remotePort instanceof TcpSocketCore) {
+        this.#core = remotePort; // a connection a TCPServerSocket accepted
+        return;
+      }
       if (arguments.length < 2) {
         throw new TypeErrorCtor(`Failed to construct 'TCPSocket': 2 arguments required, but only ${arguments.length} present.`);
       }
       const address = toDOMString(remoteAddress, 'remoteAddress');
       const port = wrapUnsignedShort(remotePort, 'remotePort');
       const opts = convertTcpOptions(options);
-      if (!documentAllowed()) {
-        throw domError('NotAllowedError', "Failed to construct 'TCPSocket': Permissions-Policy: direct-sockets is disabled.");
-      }
+      notAllowedUnlessPermitted('TCPSocket');
       if (opts.keepAliveDelay !== undefined && opts.keepAliveDelay < 1000) {
         throw new TypeErrorCtor("Failed to construct 'TCPSocket': keepAliveDelay must be no less than 1000 milliseconds.");
       }
-      if (opts.sendBufferSize === 0) throw new TypeErrorCtor("Failed to construct 'TCPSocket': sendBufferSize must be greater than zero.");
-      if (opts.receiveBufferSize === 0) throw new TypeErrorCtor("Failed to construct 'TCPSocket': receiveBufferSize must be greater than zero.");
-      this.#core = new TcpSocketCore(address, port, opts);
-    }
-
-    // Promise-typed members reject, rather than throw, on a wrong `this` (WebIDL).
-    get opened() {
-      const core = TCPSocket.#coreOf(this);
-      return core ? core.opened.promise : PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
-    }
-
-    get closed() {
-      const core = TCPSocket.#coreOf(this);
-      return core ? core.closed.promise : PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
-    }
-
-    close() {
-      const core = TCPSocket.#coreOf(this);
-      if (!core) return PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
-      const info = core.info;
-      if (info === null) {
-        // opened is pending or rejected
-        return PromiseCtor.reject(domError('InvalidStateError', 'Socket is not properly initialized.'));
-      }
-      if (core.state === 'ended') return core.closed.promise;
-      if (info.readable.locked || info.writable.locked) {
-        return PromiseCtor.reject(domError('InvalidStateError', 'Close called on a socket with locked streams.'));
-      }
-      const reason = domError('AbortError', 'Stream closed.');
-      markHandled(info.readable.cancel(reason));
-      markHandled(info.writable.abort(reason));
-      return core.closed.promise;
+      checkBufferSizes(opts, 'TCPSocket');
+      this.#core = new TcpSocketCore();
+      // An address no resolver accepts fails as a resolution would, without asking anyone.
+      this.#core.request({ kind: 'tcp', remoteAddress: address, remotePort: port, options: opts },
+        address.length > 0 && address.length <= 253);
     }
   }
 
-  // WebIDL attributes and operations are enumerable, and interfaces carry their tag.
-  for (const name of ['opened', 'closed', 'close']) {
-    const descriptor = ObjectCtor.getOwnPropertyDescriptor(TCPSocket.prototype, name);
+  class UDPSocket {
+    /** @type {UdpSocketCore} */
+    #core;
+
+    static coreOf(self) {
+      return self !== null && typeof self === 'object' && #core in self ? self.#core : null;
+    }
+
+    constructor(options = undefined) {
+      const opts = convertUdpOptions(options);
+      notAllowedUnlessPermitted('UDPSocket');
+      const fail = (text) => { throw new TypeErrorCtor(`Failed to construct 'UDPSocket': ${text}`); };
+      checkBufferSizes(opts, 'UDPSocket');
+      const hasRemote = opts.remoteAddress !== undefined || opts.remotePort !== undefined;
+      if (hasRemote && (opts.remoteAddress === undefined || opts.remotePort === undefined)) {
+        fail('remoteAddress and remotePort should either be specified together or not specified at all.');
+      }
+      if (opts.localPort !== undefined && opts.localAddress === undefined) fail('localPort needs localAddress.');
+      if (hasRemote && opts.localAddress !== undefined) fail('remoteAddress and localAddress cannot both be given.');
+      if (!hasRemote && opts.localAddress === undefined) fail('either remoteAddress and remotePort, or localAddress, must be given.');
+      const message = { kind: 'udp', options: {} };
+      for (const name of ['sendBufferSize', 'receiveBufferSize', 'multicastTimeToLive', 'multicastLoopback', 'multicastAllowAddressSharing']) {
+        if (opts[name] !== undefined) message.options[name] = opts[name];
+      }
+      let valid = true;
+      if (hasRemote) {
+        message.mode = 'connected';
+        message.remoteAddress = opts.remoteAddress;
+        message.remotePort = opts.remotePort;
+        if (opts.dnsQueryType !== undefined) message.options.dnsQueryType = opts.dnsQueryType;
+        if (opts.ipv6Only !== undefined) fail('ipv6Only is only for a socket bound to ::.');
+        valid = opts.remoteAddress.length > 0 && opts.remoteAddress.length <= 253;
+      } else {
+        const local = parseIp(opts.localAddress);
+        if (local === null) fail('localAddress must be an IP address.');
+        if (opts.localPort === 0) fail('localPort must not be 0; leave it out for any port.');
+        if (opts.dnsQueryType !== undefined) fail('dnsQueryType is not allowed for a bound socket.');
+        if (opts.ipv6Only !== undefined && !(local.version === 6 && local.unspecified)) fail('ipv6Only is only for a socket bound to ::.');
+        if (opts.ipv6Only !== undefined) message.options.ipv6Only = opts.ipv6Only;
+        message.mode = 'bound';
+        message.localAddress = local.text;
+        if (opts.localPort !== undefined) message.localPort = opts.localPort;
+      }
+      this.#core = new UdpSocketCore(!hasRemote);
+      this.#core.request(message, valid);
+    }
+  }
+
+  class TCPServerSocket {
+    /** @type {ServerSocketCore} */
+    #core;
+
+    static coreOf(self) {
+      return self !== null && typeof self === 'object' && #core in self ? self.#core : null;
+    }
+
+    constructor(localAddress, options = undefined) {
+      if (arguments.length < 1) throw new TypeErrorCtor("Failed to construct 'TCPServerSocket': 1 argument required, but only 0 present.");
+      const address = toDOMString(localAddress, 'localAddress');
+      const opts = convertServerOptions(options);
+      notAllowedUnlessPermitted('TCPServerSocket');
+      const fail = (text) => { throw new TypeErrorCtor(`Failed to construct 'TCPServerSocket': ${text}`); };
+      const local = parseIp(address);
+      if (local === null) fail('localAddress must be an IP address.');
+      if (opts.localPort === 0) fail('localPort must not be 0; leave it out for any port.');
+      if (opts.backlog === 0) fail('backlog must be greater than zero.');
+      if (opts.ipv6Only === true && !(local.version === 6 && local.unspecified)) fail('ipv6Only is only for a socket bound to ::.');
+      this.#core = new ServerSocketCore();
+      const message = { kind: 'listen', localAddress: local.text };
+      if (opts.localPort !== undefined) message.localPort = opts.localPort;
+      if (opts.backlog !== undefined) message.backlog = opts.backlog;
+      if (opts.ipv6Only !== undefined) message.ipv6Only = opts.ipv6Only;
+      this.#core.request(message);
+    }
+  }
+
+  // WebIDL shape: attributes are enumerable accessors on the prototype, operations enumerable
+  // methods; interfaces carry their tag; the coreOf helpers are not visible to pages.
+  /** @param {any} Interface */
+  function expose(Interface, name) {
+    const members = socketMembers(Interface.coreOf);
+    delete Interface.coreOf;
+    ObjectCtor.defineProperties(Interface.prototype, {
+      opened: { get: members.opened, enumerable: true, configurable: true },
+      closed: { get: members.closed, enumerable: true, configurable: true },
+      close: { value: members.close, enumerable: true, configurable: true, writable: true },
+      [SymbolCtor.toStringTag]: { value: name, configurable: true },
+    });
+    ObjectCtor.defineProperty(globalThis, name, { value: Interface, writable: true, configurable: true, enumerable: false });
+  }
+  expose(TCPSocket, 'TCPSocket');
+  expose(UDPSocket, 'UDPSocket');
+  expose(TCPServerSocket, 'TCPServerSocket');
+
+  for (const name of ['joinGroup', 'leaveGroup']) {
+    const descriptor = ObjectCtor.getOwnPropertyDescriptor(MulticastController.prototype, name);
     descriptor.enumerable = true;
-    ObjectCtor.defineProperty(TCPSocket.prototype, name, descriptor);
+    ObjectCtor.defineProperty(MulticastController.prototype, name, descriptor);
   }
-  ObjectCtor.defineProperty(TCPSocket.prototype, SymbolCtor.toStringTag, { value: 'TCPSocket', configurable: true });
-  ObjectCtor.defineProperty(globalThis, 'TCPSocket', { value: TCPSocket, writable: true, configurable: true, enumerable: false });
+  const joined = ObjectCtor.getOwnPropertyDescriptor(MulticastController.prototype, 'joinedGroups');
+  joined.enumerable = true;
+  ObjectCtor.defineProperty(MulticastController.prototype, 'joinedGroups', joined);
+  ObjectCtor.defineProperty(MulticastController.prototype, SymbolCtor.toStringTag, { value: 'MulticastController', configurable: true });
+  ObjectCtor.defineProperty(globalThis, 'MulticastController', { value: MulticastController, writable: true, configurable: true, enumerable: false });
 })();

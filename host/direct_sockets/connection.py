@@ -63,9 +63,10 @@ class Connection:
             return
         self.state.failed()
         self._teardown()
-        # The page sees a generic message; the details are for the log (security-model.md).
-        log.warning("%s %d (%s) failed: %s", self.kind, self.id, self.description, detail)
-        message = PAGE_MESSAGE.get(code, detail)
+        # The page sees a generic message, whatever went wrong (a refusal, a reset, a fault in
+        # what the extension sent); the details are for the log (security-model.md).
+        log.warning("%s %d (%s) failed (%d): %s", self.kind, self.id, self.description, code, detail)
+        message = PAGE_MESSAGE[Code.NOT_ALLOWED if name == "NotAllowedError" else Code.NETWORK_ERROR]
         await self._emit({"type": "error", "id": self.id, "code": int(code), "name": name, "message": message})
 
     def release(self) -> None:
