@@ -43,3 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 0 if callspec is None else ["chromium", "firefox"].index(callspec.params.get("browser", "chromium"))
 
     items.sort(key=key)
+
+
+@pytest.fixture(autouse=True)
+def _no_grants_left_over(request: pytest.FixtureRequest) -> None:
+    if "browser" in request.fixturenames:
+        request.getfixturevalue("browser").revoke_all()

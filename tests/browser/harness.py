@@ -106,8 +106,11 @@ def browser_env(base: Path) -> dict[str, str]:
     return env
 
 
-def cli(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "direct_sockets", *args], env=env, capture_output=True, text=True, check=True).stdout
+def cli(env: dict[str, str], *args: str, check: bool = True) -> str:
+    result = subprocess.run([sys.executable, "-m", "direct_sockets", *args], env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"direct-sockets {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result.stdout
 
 
 class Browser:
@@ -119,8 +122,13 @@ class Browser:
         self.env = browser_env(base)
         self.manifest: Path
 
-    def grant(self, destination: str, origin: str | None = None) -> None:
-        cli(self.env, "permissions", "grant", "--origin", origin or self.site.origin, "--tcp", destination)
+    def grant(self, destination: str, origin: str | None = None, kind: str = "tcp") -> None:
+        """kind: tcp, udp, udp-bind, tcp-listen or multicast (the CLI's flags)."""
+        cli(self.env, "permissions", "grant", "--origin", origin or self.site.origin, f"--{kind}", destination)
+
+    def revoke_all(self) -> None:
+        """Every test starts with no grants, whatever the tests before it allowed."""
+        cli(self.env, "permissions", "revoke", "--origin", self.site.origin, check=False)
 
     def navigate(self, url: str) -> None:
         raise NotImplementedError

@@ -343,4 +343,238 @@ window.scenarios = {
     parent.postMessage({ typeofTCPSocket: typeof TCPSocket, outcome }, '*');
     return outcome;
   },
+
+  // -- issue 4: UDP, servers, multicast -----------------------------------------------------------
+
+  async serverEcho() {
+    const server = new TCPServerSocket('127.0.0.1');
+    const { readable: incoming, localAddress, localPort } = await server.opened;
+    const client = new TCPSocket('127.0.0.1', localPort);
+    const clientInfo = await client.opened;
+    const acceptReader = incoming.getReader();
+    const { value: accepted } = await acceptReader.read();
+    const acceptedInfo = await accepted.opened;
+    const isTCPSocket = accepted instanceof TCPSocket;
+    // client -> server -> client
+    const clientWriter = clientInfo.writable.getWriter();
+    const serverReader = acceptedInfo.readable.getReader();
+    const serverWriter = acceptedInfo.writable.getWriter();
+    const clientReader = clientInfo.readable.getReader();
+    await clientWriter.write(enc.encode('ping from client'));
+    const atServer = dec.decode((await serverReader.read()).value);
+    // Closing the server leaves the accepted socket open.
+    acceptReader.releaseLock();
+    const serverClosed = await settle(server.close());
+    await serverWriter.write(enc.encode('pong from server'));
+    const atClient = dec.decode((await clientReader.read()).value);
+    await clientWriter.close();
+    const serverSawEnd = (await serverReader.read()).done;
+    await serverWriter.close();
+    const clientSawEnd = (await clientReader.read()).done;
+    const closedBoth = [await settle(client.closed), await settle(accepted.closed)];
+    return {
+      localAddress, localPortValid: localPort >= 1024, isTCPSocket, atServer, atClient, serverClosed, serverSawEnd, clientSawEnd, closedBoth,
+      acceptedRemotePortMatches: acceptedInfo.remotePort === clientInfo.localPort,
+      acceptedLocalPortMatches: acceptedInfo.localPort === localPort,
+      acceptedRemoteAddress: acceptedInfo.remoteAddress,
+    };
+  },
+
+  async udpExchange({ count }) {
+    const bound = new UDPSocket({ localAddress: '127.0.0.1' });
+    const boundInfo = await bound.opened;
+    const connected = new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: boundInfo.localPort });
+    const connectedInfo = await connected.opened;
+    const boundReader = boundInfo.readable.getReader();
+    const boundWriter = boundInfo.writable.getWriter();
+    const connectedReader = connectedInfo.readable.getReader();
+    const connectedWriter = connectedInfo.writable.getWriter();
+    const problems = [];
+    for (let size = 1; size <= count; size++) {
+      await connectedWriter.write({ data: new Uint8Array(size).fill(size) });
+      const { value } = await boundReader.read();
+      if (value.data.byteLength !== size || value.data[size - 1] !== size) problems.push(`bound got ${value.data.byteLength} for ${size}`);
+      if (value.remoteAddress !== '127.0.0.1' || value.remotePort !== connectedInfo.localPort) problems.push(`sender ${value.remoteAddress}:${value.remotePort}`);
+      await boundWriter.write({ data: value.data, remoteAddress: value.remoteAddress, remotePort: value.remotePort });
+      const reply = (await connectedReader.read()).value;
+      if (reply.data.byteLength !== size || 'remoteAddress' in reply) problems.push(`connected got ${JSON.stringify(Object.keys(reply))} ${reply.data.byteLength}`);
+    }
+    boundReader.releaseLock(); boundWriter.releaseLock(); connectedReader.releaseLock(); connectedWriter.releaseLock();
+    const closed = [await settle(bound.close()), await settle(connected.close())];
+    return {
+      problems, closed,
+      connectedInfo: { remoteAddress: connectedInfo.remoteAddress, remotePort: connectedInfo.remotePort === boundInfo.localPort, hasMulticast: 'multicastController' in connectedInfo },
+      boundInfo: { localAddress: boundInfo.localAddress, hasRemote: 'remoteAddress' in boundInfo, controller: Object.prototype.toString.call(boundInfo.multicastController) },
+    };
+  },
+
+  async udpMessageRules() {
+    const bound = new UDPSocket({ localAddress: '127.0.0.1' });
+    const boundInfo = await bound.opened;
+    const connected = new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: boundInfo.localPort });
+    const connectedInfo = await connected.opened;
+    const outcome = async (writable, message) => {
+      const writer = writable.getWriter();
+      const result = await settle(writer.write(message));
+      writer.releaseLock();
+      return result.ok ? 'ok' : result.error.name;
+    };
+    return {
+      connectedWithAddress: await outcome(connectedInfo.writable, { data: new Uint8Array(1), remoteAddress: '127.0.0.1', remotePort: 1 }),
+      boundWithoutAddress: await outcome(boundInfo.writable, { data: new Uint8Array(1) }),
+      // each writable is errored now; fresh sockets for the rest
+      notBuffer: await outcome((await new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: boundInfo.localPort }).opened).writable, { data: 'text' }),
+      notObject: await outcome((await new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: boundInfo.localPort }).opened).writable, 5),
+      emptyOk: await outcome((await new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: boundInfo.localPort }).opened).writable, { data: new Uint8Array(0) }),
+    };
+  },
+
+  async udpNotAllowed({ port }) {
+    const connected = await settle(new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: port }).opened);
+    const lowBound = await settle(new UDPSocket({ localAddress: '127.0.0.1', localPort: 1023 }).opened);
+    const lowServer = await settle(new TCPServerSocket('127.0.0.1', { localPort: 32767 }).opened);
+    const bound = new UDPSocket({ localAddress: '127.0.0.1' });
+    const info = await bound.opened;
+    const writer = info.writable.getWriter();
+    const ungrantedSend = await settle(writer.write({ data: new Uint8Array(1), remoteAddress: '127.0.0.1', remotePort: port }));
+    return { connected, lowBound, lowServer, ungrantedSend };
+  },
+
+  async udpFlood({ port, total }) {
+    // A bound socket that reads everything a Python sender sends, and says how far it got.
+    const socket = new UDPSocket({ localAddress: '127.0.0.1', receiveBufferSize: 4 * 1024 * 1024 });
+    const info = await socket.opened;
+    const reader = info.readable.getReader();
+    const writer = info.writable.getWriter();
+    const tell = (text) => writer.write({ data: enc.encode(text), remoteAddress: '127.0.0.1', remotePort: port });
+    await tell('hello');
+    let expected = 0;
+    const problems = [];
+    while (expected < total) {
+      const { value } = await reader.read();
+      const view = new DataView(value.data.buffer, value.data.byteOffset, value.data.byteLength);
+      const index = view.getUint32(0);
+      if (index !== expected) { problems.push(`got ${index}, expected ${expected}`); if (problems.length > 5) break; }
+      if (value.data.byteLength !== 4 * (1 + (index % 8))) problems.push(`datagram ${index} has ${value.data.byteLength} bytes`);
+      expected = index + 1;
+      if (expected % 100 === 0) tell(String(expected));
+    }
+    await tell('done');
+    return { received: expected, problems };
+  },
+
+  async multicast({ group, count }) {
+    const receivers = [];
+    for (let i = 0; i < 2; i++) {
+      const socket = new UDPSocket({ localAddress: '0.0.0.0', localPort: i ? receivers[0].info.localPort : undefined, multicastAllowAddressSharing: true });
+      receivers.push({ socket, info: await socket.opened });
+    }
+    const port = receivers[0].info.localPort;
+    const controller = receivers[0].info.multicastController;
+    const errors = {};
+    errors.badGroup = (await settle(controller.joinGroup('10.0.0.1'))).error?.name;
+    errors.notIp = (await settle(controller.joinGroup('not-an-ip'))).error?.name;
+    errors.leaveNotJoined = (await settle(controller.leaveGroup(group))).error?.name;
+    const joining = controller.joinGroup(group);
+    errors.joinWhileJoining = (await settle(controller.joinGroup(group))).error?.name;
+    const listedWhileJoining = controller.joinedGroups.length;
+    await joining;
+    errors.joinTwice = (await settle(controller.joinGroup(group))).error?.name;
+    errors.badSource = (await settle(controller.joinGroup(group, { sourceAddress: '127.0.0.1' }))).error?.name;
+    await receivers[1].info.multicastController.joinGroup(group);
+    const joinedGroups = controller.joinedGroups;
+    const frozen = Object.isFrozen(joinedGroups) && joinedGroups === controller.joinedGroups;
+    const sender = new UDPSocket({ localAddress: '127.0.0.1', multicastTimeToLive: 0, multicastLoopback: true });
+    const senderInfo = await sender.opened;
+    const writer = senderInfo.writable.getWriter();
+    for (let n = 0; n < count; n++) await writer.write({ data: enc.encode(`datagram ${n}`), remoteAddress: group, remotePort: port });
+    const got = [];
+    for (const { info } of receivers) {
+      const reader = info.readable.getReader();
+      const texts = [];
+      for (let n = 0; n < count; n++) {
+        const { value } = await reader.read();
+        texts.push(dec.decode(value.data));
+        if (value.remoteAddress !== '127.0.0.1' || value.remotePort !== senderInfo.localPort) texts.push(`from ${value.remoteAddress}:${value.remotePort}`);
+      }
+      reader.releaseLock();
+      got.push(texts);
+    }
+    await controller.leaveGroup(group);
+    const afterLeave = controller.joinedGroups;
+    await receivers[0].socket.close();
+    errors.joinAfterClose = (await settle(controller.joinGroup(group))).error?.name;
+    return { errors, listedWhileJoining, joinedGroups, frozen, afterLeave, got };
+  },
+
+  async udpValidation() {
+    const cases = {
+      none: () => new UDPSocket(),
+      empty: () => new UDPSocket({}),
+      onlyRemoteAddress: () => new UDPSocket({ remoteAddress: '127.0.0.1' }),
+      onlyRemotePort: () => new UDPSocket({ remotePort: 1 }),
+      bothModes: () => new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: 1, localAddress: '127.0.0.1' }),
+      localPortWithoutAddress: () => new UDPSocket({ localPort: 5000 }),
+      localPortZero: () => new UDPSocket({ localAddress: '127.0.0.1', localPort: 0 }),
+      localAddressName: () => new UDPSocket({ localAddress: 'localhost' }),
+      dnsInBound: () => new UDPSocket({ localAddress: '127.0.0.1', dnsQueryType: 'ipv4' }),
+      ipv6OnlyNotAny: () => new UDPSocket({ localAddress: '::1', ipv6Only: true }),
+      ipv6OnlyConnected: () => new UDPSocket({ remoteAddress: '::1', remotePort: 1, ipv6Only: false }),
+      remotePortRange: () => new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: 65536 }),
+      ttlRange: () => new UDPSocket({ localAddress: '127.0.0.1', multicastTimeToLive: 256 }),
+      sendBufferZero: () => new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: 1, sendBufferSize: 0 }),
+      connectedOk: () => new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: 1, dnsQueryType: 'ipv4' }),
+      boundOk: () => new UDPSocket({ localAddress: '127.0.0.1', localPort: 5000 }),
+      ipv6OnlyOnAny: () => new UDPSocket({ localAddress: '::', ipv6Only: true }),
+      ipv6Expanded: () => new UDPSocket({ localAddress: '0:0:0:0:0:0:0:0', ipv6Only: false }),
+    };
+    const server = {
+      noArgs: () => new TCPServerSocket(),
+      name: () => new TCPServerSocket('localhost'),
+      portZero: () => new TCPServerSocket('127.0.0.1', { localPort: 0 }),
+      backlogZero: () => new TCPServerSocket('127.0.0.1', { backlog: 0 }),
+      ipv6OnlyNotAny: () => new TCPServerSocket('::1', { ipv6Only: true }),
+      portRange: () => new TCPServerSocket('127.0.0.1', { localPort: -1 }),
+      ok: () => new TCPServerSocket('127.0.0.1', { localPort: 40000, backlog: 5 }),
+      ipv6OnlyFalseOk: () => new TCPServerSocket('::1', { ipv6Only: false }),
+    };
+    const run = (table) => {
+      const out = {};
+      for (const [name, make] of Object.entries(table)) {
+        try {
+          make().opened.catch(() => {});
+          out[name] = 'ok';
+        } catch (e) {
+          out[name] = e instanceof DOMException ? `DOMException:${e.name}` : e.constructor.name;
+        }
+      }
+      return out;
+    };
+    return {
+      udp: run(cases), server: run(server),
+      shapes: ['UDPSocket', 'TCPServerSocket', 'MulticastController'].map((n) => [n, typeof globalThis[n], Object.keys(globalThis[n].prototype).sort()]),
+      controllerConstructible: (() => { try { new MulticastController(); return true; } catch (e) { return e.constructor.name; } })(),
+    };
+  },
+
+  async ipv6() {
+    const server = new TCPServerSocket('::1');
+    const { readable: incoming, localPort } = await server.opened;
+    const client = new TCPSocket('::1', localPort, { dnsQueryType: 'ipv6' });
+    const clientInfo = await client.opened;
+    const accepted = (await incoming.getReader().read()).value;
+    const acceptedInfo = await accepted.opened;
+    await clientInfo.writable.getWriter().write(enc.encode('v6'));
+    const tcpText = dec.decode((await acceptedInfo.readable.getReader().read()).value);
+    const bound = new UDPSocket({ localAddress: '::1' });
+    const boundInfo = await bound.opened;
+    const connected = new UDPSocket({ remoteAddress: '::1', remotePort: boundInfo.localPort });
+    const connectedInfo = await connected.opened;
+    await connectedInfo.writable.getWriter().write({ data: enc.encode('udp6') });
+    const datagram = (await boundInfo.readable.getReader().read()).value;
+    return {
+      tcp: [clientInfo.remoteAddress, clientInfo.localAddress, acceptedInfo.remoteAddress, tcpText],
+      udp: [boundInfo.localAddress, connectedInfo.remoteAddress, datagram.remoteAddress, dec.decode(datagram.data), datagram.remotePort === connectedInfo.localPort],
+    };
+  },
 };
