@@ -47,10 +47,11 @@ def test_multicast_two_receivers_sharing_a_port(browser: Browser, private_networ
     assert r["got"] == [expected, expected]
     assert r["joinedGroups"] == [group] and r["frozen"] is True
     assert r["listedWhileJoining"] == 0 and r["afterLeave"] == []
+    assert r["sourceSpecific"] == [{"groupAddress": group, "sourceAddress": "192.0.2.1"}]
     assert r["errors"] == {
         "badGroup": "TypeError", "notIp": "TypeError", "leaveNotJoined": "InvalidStateError",
         "joinWhileJoining": "InvalidStateError", "joinTwice": "InvalidStateError", "badSource": "TypeError",
-        "joinAfterClose": "InvalidStateError",
+        "leaveWithoutSource": "InvalidStateError", "joinAfterClose": "InvalidStateError",
     }
 
 

@@ -502,9 +502,12 @@ window.scenarios = {
     }
     await controller.leaveGroup(group);
     const afterLeave = controller.joinedGroups;
+    await controller.joinGroup(group, { sourceAddress: '192.0.2.1' });
+    const sourceSpecific = controller.joinedGroups;
+    errors.leaveWithoutSource = (await settle(controller.leaveGroup(group))).error?.name;
     await receivers[0].socket.close();
     errors.joinAfterClose = (await settle(controller.joinGroup(group))).error?.name;
-    return { errors, listedWhileJoining, joinedGroups, frozen, afterLeave, got };
+    return { errors, listedWhileJoining, joinedGroups, frozen, afterLeave, sourceSpecific, got };
   },
 
   async udpValidation() {
