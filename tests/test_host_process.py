@@ -234,8 +234,12 @@ def test_ungranted_destination_is_refused_without_touching_the_network(host: Hos
     grant(isolated_env, f"127.0.0.1:{echo_server.port}", origin="https://other.example")  # another origin
     host.hello()
     open_tcp(host, 1, echo_server.port)
-    msg = host.expect("error", id=1, code=Code.NOT_ALLOWED, name="NotAllowedError")
     open_tcp(host, 2, 9, address="no-such-host.invalid")
+    host.expect("prompt", id=1)  # the user is asked; the second waits its turn in the tab
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
+    msg = host.expect("error", id=1, code=Code.NOT_ALLOWED, name="NotAllowedError")
+    host.expect("prompt", id=2, addresses=[])
+    host.send({"type": "consent", "id": 2, "decision": "deny"})
     msg2 = host.expect("error", id=2, code=Code.NOT_ALLOWED, name="NotAllowedError")
     assert msg["message"] == msg2["message"]
     time.sleep(0.2)
@@ -249,6 +253,8 @@ def test_wildcard_port_grant_and_revoke(host: HostProcess, isolated_env: dict[st
     host.expect("opened", id=1)
     cli(isolated_env, "permissions", "revoke", "--origin", ORIGIN, "--tcp", "127.0.0.1:*")
     open_tcp(host, 2, echo_server.port)
+    host.expect("prompt", id=2)  # no grant any more: the user is asked again
+    host.send({"type": "consent", "id": 2, "decision": "deny"})
     host.expect("error", id=2, name="NotAllowedError")
 
 

@@ -120,10 +120,16 @@ def test_ungranted_udp_is_refused_before_any_packet(host: HostProcess, isolated_
     peer = udp_peer()
     host.hello()
     host.send({"type": "udp_open", "id": 1, **who(), "mode": "connected", "remoteAddress": "127.0.0.1", "remotePort": peer.getsockname()[1], "options": {}})
+    host.expect("prompt", id=1, kind="udp", host="127.0.0.1", port=peer.getsockname()[1], scope="loopback")
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
     host.expect("error", id=1, name="NotAllowedError")
-    open_msg = {"type": "udp_open", "id": 2, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}}
-    host.send(open_msg)
+    host.send({"type": "udp_open", "id": 2, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+    host.expect("prompt", id=2, kind="udp-bind", host="127.0.0.1", port=0)
+    host.send({"type": "consent", "id": 2, "decision": "deny"})
     host.expect("error", id=2, name="NotAllowedError")
+    peer.settimeout(0.2)
+    with pytest.raises(socket.timeout):
+        peer.recvfrom(10)
 
 
 @pytest.mark.parametrize(

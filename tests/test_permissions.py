@@ -150,4 +150,4 @@ def test_no_allow_everything_switch() -> None:
     assert flags == sorted(["-h", "--help", "--origin", "--tcp", "--udp", "--udp-bind", "--tcp-listen", "--multicast"])
     sources = "".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "host").rglob("*.py"))
     read = set(re.findall(r"environ(?:\.get)?\(?\[?\s*\"([A-Z_]+)\"", sources))
-    assert read == {"DIRECT_SOCKETS_LOG", "CHROME_CONFIG_HOME", "XDG_CONFIG_HOME"}, read
+    assert read == {"DIRECT_SOCKETS_LOG", "DIRECT_SOCKETS_PROMPT_TIMEOUT", "CHROME_CONFIG_HOME", "XDG_CONFIG_HOME"}, read

@@ -8,20 +8,26 @@ its other sockets.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import collections
 import ipaddress
 import logging
+import os
+import socket
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from . import PROTOCOL_VERSION, __version__
 from .connection import Connection
+from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, scope_of, service_name
+from .destinations import InvalidDestination, normalize_host, normalize_origin
 from .errors import PAGE_MESSAGE, Code, ProtocolError
 from .framing import Event, FrameError
 from .listen_state import ListenState
 from .listener import TcpListener
-from .permissions import PermissionStore
+from .permissions import Grant, PermissionStore
 from .tcp import TcpConnection
 from .tcp_state import TcpSocketState
 from .udp import MAX_DATAGRAM, UdpConnection
@@ -48,6 +54,14 @@ def _ip_literal(text: str, what: str, socket_id: int) -> ipaddress.IPv4Address |
         raise ProtocolError(Code.SCHEMA_VIOLATION, f"{what}: not an IP address: {text!r}", socket_id) from exc
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _decode(data: str, what: str, socket_id: int, limit: int, allow_empty: bool) -> bytes:
     try:
         raw = base64.b64decode(data, validate=True)
@@ -60,10 +74,35 @@ def _decode(data: str, what: str, socket_id: int, limit: int, allow_empty: bool)
     return raw
 
 
+@dataclass
+class PendingOpen:
+    """A socket waiting for the user's answer. Its id is taken; only `release` may name it."""
+
+    message: dict[str, Any]
+    kind: str
+    host: str
+    port: int
+    tab: tuple[int, bool]
+    timer: asyncio.TimerHandle | None = None
+    shown: bool = False
+
+
+def prompt_timeout() -> float:
+    try:
+        return min(600.0, max(1.0, float(os.environ.get("DIRECT_SOCKETS_PROMPT_TIMEOUT", PROMPT_TIMEOUT_SECONDS))))
+    except ValueError:
+        return PROMPT_TIMEOUT_SECONDS
+
+
 class Session:
-    def __init__(self, emit: Emit, store: PermissionStore) -> None:
+    def __init__(self, emit: Emit, store: PermissionStore, consent: ConsentBroker | None = None) -> None:
         self._emit = emit
         self._store = store
+        self._consent = consent or ConsentBroker(timeout_seconds=prompt_timeout())
+        # Grants made in private windows: kept here, in memory, never written (questionnaire 2.14).
+        self._private_grants: set[Grant] = set()
+        self._pending: dict[int, PendingOpen] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.greeted = False
         self.sockets: dict[int, Connection] = {}
         self.origins: dict[int, str] = {}
@@ -122,6 +161,14 @@ class Session:
             await self._open(message, openers[kind])
             return
         socket_id = message["id"]
+        if kind == "consent":
+            await self._answer(message)
+            return
+        if socket_id in self._pending:
+            if kind != "release":
+                raise ProtocolError(Code.OUT_OF_ORDER, f"{kind} while the user is being asked", socket_id)
+            await self._stop_asking(socket_id, allowed=None)
+            return
         connection = self.sockets.get(socket_id)
         if connection is None:
             if socket_id in self._ended:
@@ -145,60 +192,193 @@ class Session:
     # -- opening: policy first, before any name is resolved or packet sent ----------------------
 
     def _id_taken(self, socket_id: int) -> bool:
-        return socket_id in self.sockets or socket_id in self._ended or socket_id in self._reserved
+        return socket_id in self.sockets or socket_id in self._ended or socket_id in self._reserved or socket_id in self._pending
 
-    async def _open(self, message: dict[str, Any], opener: Callable[[dict[str, Any]], Connection | None]) -> None:
+    async def _open(self, message: dict[str, Any], opener: Callable[[dict[str, Any]], Connection]) -> None:
         socket_id = message["id"]
         if self._id_taken(socket_id):
             raise ProtocolError(Code.SOCKET_ID_IN_USE, f"socket id {socket_id} was used before")
-        if len(self.sockets) >= MAX_SOCKETS:
+        if len(self.sockets) + len(self._pending) >= MAX_SOCKETS:
             raise ProtocolError(Code.TOO_MANY_SOCKETS, f"more than {MAX_SOCKETS} sockets", socket_id)
-        connection = opener(message)
-        if connection is None:
-            # A page learns nothing about a destination it may not reach: one message for
-            # every refusal, and the network untouched (security-model.md).
-            self._mark_ended(socket_id)
-            await self._emit(
-                {"type": "error", "id": socket_id, "code": int(Code.NOT_ALLOWED), "name": "NotAllowedError", "message": PAGE_MESSAGE[Code.NOT_ALLOWED]}
-            )
+        destination = self._destination(message)
+        if destination is None:
+            await self._refuse(socket_id)
             return
-        self.sockets[socket_id] = connection
-        self.origins[socket_id] = message["origin"]
+        kind, host, port = destination
+        origin = message["origin"]
+        if self._granted(origin, message["incognito"], kind, host, port):
+            self._start(message, opener)
+            return
+        if self._consent.in_cooldown(origin):
+            log.info("refused %s -> %s %s:%s without asking: refused too often lately", origin, kind, host, port)
+            await self._refuse(socket_id)
+            return
+        pending = PendingOpen(message, kind, host, port, (message["tabId"], message["incognito"]))
+        turn = self._consent.request(pending.tab, socket_id)
+        if turn == "refuse":
+            log.info("refused %s -> %s %s:%s: too many prompts waiting in tab %s", origin, kind, host, port, message["tabId"])
+            await self._refuse(socket_id)
+            return
+        self._pending[socket_id] = pending
+        if turn == "show":
+            self._spawn(self._show_prompt(socket_id))
 
-    def _allowed(self, message: dict[str, Any], kind: str, host: str, port: int) -> bool:
-        if self._store.allows(message["origin"], kind, host, port):
+    def _destination(self, message: dict[str, Any]) -> tuple[str, str, int] | None:
+        """What a grant must cover for this socket; None when the draft forbids it outright."""
+        socket_id = message["id"]
+        if message["type"] == "tcp_open":
+            return "tcp", message["remoteAddress"], message["remotePort"]
+        if message["type"] == "udp_open":
+            if message["mode"] == "connected":
+                return "udp", message["remoteAddress"], message["remotePort"]
+            _ip_literal(message["localAddress"], "udp_open: localAddress", socket_id)
+            port = message.get("localPort", 0)
+            return None if 0 < port < BOUND_UDP_MIN_PORT else ("udp-bind", message["localAddress"], port)
+        _ip_literal(message["localAddress"], "tcp_listen: localAddress", socket_id)
+        port = message.get("localPort", 0)
+        return None if 0 < port < LISTEN_MIN_PORT else ("tcp-listen", message["localAddress"], port)
+
+    def _granted(self, origin: str, incognito: bool, kind: str, host: str, port: int) -> bool:
+        if self._store.allows(origin, kind, host, port):
             return True
-        log.info("denied %s (tab %s, frame %s) -> %s %s:%s (no grant)", message["origin"], message["tabId"], message["frameId"], kind, host, port)
+        if incognito:
+            try:
+                origin, host = normalize_origin(origin), normalize_host(host)
+            except InvalidDestination:
+                return False
+            return any(g.covers(origin, kind, host, port) for g in self._private_grants)
         return False
 
-    def _open_tcp(self, message: dict[str, Any]) -> Connection | None:
+    async def _refuse(self, socket_id: int) -> None:
+        # A page learns nothing about a destination it may not reach: one message for every
+        # refusal, and the network untouched (security-model.md).
+        self._mark_ended(socket_id)
+        await self._emit(
+            {"type": "error", "id": socket_id, "code": int(Code.NOT_ALLOWED), "name": "NotAllowedError", "message": PAGE_MESSAGE[Code.NOT_ALLOWED]}
+        )
+
+    def _start(self, message: dict[str, Any], opener: Callable[[dict[str, Any]], Connection]) -> None:
+        connection = opener(message)
+        self.sockets[message["id"]] = connection
+        self.origins[message["id"]] = message["origin"]
+
+    def _opener_for(self, message: dict[str, Any]) -> Callable[[dict[str, Any]], Connection]:
+        return {"tcp_open": self._open_tcp, "udp_open": self._open_udp, "tcp_listen": self._listen}[message["type"]]
+
+    # -- asking the user ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _show_prompt(self, socket_id: int) -> None:
+        pending = self._pending.get(socket_id)
+        if pending is None or pending.shown:
+            return
+        pending.shown = True
+        message = pending.message
+        addresses = await self._addresses_for_prompt(pending)
+        if self._pending.get(socket_id) is not pending:
+            return  # released while we looked the name up
+        timeout = self._consent.timeout_seconds
+        pending.timer = asyncio.get_running_loop().call_later(timeout, lambda: self._spawn(self._stop_asking(socket_id, allowed=False)))
+        prompt: dict[str, Any] = {
+            "type": "prompt", "id": socket_id, "origin": message["origin"], "tabId": message["tabId"],
+            "frameId": message["frameId"], "incognito": message["incognito"], "kind": pending.kind,
+            "host": pending.host, "port": pending.port, "addresses": addresses, "scope": scope_of(addresses),
+            # Every socket is plain text for now: an https page opening one is downgrading (2.16).
+            "plaintext": message["origin"].startswith("https:"),
+            "offerAlways": not message["incognito"], "timeoutSeconds": timeout,
+        }
+        if (service := service_name(pending.port)) is not None:
+            prompt["service"] = service
+        log.info("asking the user: %s -> %s %s:%s", message["origin"], pending.kind, pending.host, pending.port)
+        await self._emit(prompt)
+
+    async def _addresses_for_prompt(self, pending: PendingOpen) -> list[str]:
+        """What the name stands for, for the user to judge. Only a name lookup: no packet goes
+        to the destination before the user answers."""
+        try:
+            return [str(ipaddress.ip_address(pending.host))]
+        except ValueError:
+            pass
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(pending.host, pending.port, type=socket.SOCK_STREAM), timeout=5
+            )
+        except (OSError, asyncio.TimeoutError):
+            return []
+        return list(dict.fromkeys(info[4][0] for info in infos))
+
+    async def _answer(self, message: dict[str, Any]) -> None:
+        socket_id, decision = message["id"], message["decision"]
+        pending = self._pending.get(socket_id)
+        if pending is None or not pending.shown:
+            if socket_id in self._ended:
+                return  # the answer crossed a timeout or a release
+            raise ProtocolError(Code.UNKNOWN_SOCKET, f"consent for socket {socket_id}, which is not waiting for one")
+        origin = pending.message["origin"]
+        if decision == "deny":
+            log.info("the user refused %s -> %s %s:%s", origin, pending.kind, pending.host, pending.port)
+            await self._stop_asking(socket_id, allowed=False, notify=False)
+            return
+        incognito = pending.message["incognito"]
+        if (decision == "always" and incognito) or (decision == "session" and not incognito):
+            raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {decision!r} is not offered {'in' if incognito else 'outside'} private windows")
+        host = pending.host
+        if "host" in message and message["host"] != pending.host:
+            host = message["host"]
+            if pending.kind in ("udp-bind", "tcp-listen") and not _is_ip(host):
+                raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a local address must be an IP address")
+            address_field = "localAddress" if pending.kind in ("udp-bind", "tcp-listen") else "remoteAddress"
+            pending.message[address_field] = host
+            log.info("the user corrected %s to %s", pending.host, host)
+        log.info("the user allowed (%s) %s -> %s %s:%s", decision, origin, pending.kind, host, pending.port)
+        if decision in ("always", "session"):
+            try:
+                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), pending.port)
+            except InvalidDestination as exc:
+                raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {exc}") from exc
+            if decision == "always":
+                self._store.grant(grant)
+            else:
+                self._private_grants.add(grant)
+        await self._stop_asking(socket_id, allowed=True, notify=False)
+        self._start(pending.message, self._opener_for(pending.message))
+
+    async def _stop_asking(self, socket_id: int, allowed: bool | None, notify: bool = True) -> None:
+        """Ends a prompt: answered, timed out (allowed=False) or released (allowed=None)."""
+        pending = self._pending.pop(socket_id, None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if allowed is not None:
+            self._consent.answered(pending.message["origin"], allowed)
+        following = self._consent.finished(pending.tab, socket_id)
+        if notify and pending.shown:
+            await self._emit({"type": "prompt_closed", "id": socket_id})
+        if allowed is False:
+            await self._refuse(socket_id)
+        elif allowed is None:
+            self._mark_ended(socket_id)
+        if following is not None:
+            self._spawn(self._show_prompt(following))
+
+    def _open_tcp(self, message: dict[str, Any]) -> Connection:
         host, port = message["remoteAddress"], message["remotePort"]
-        if not self._allowed(message, "tcp", host, port):
-            return None
         connection = TcpConnection(TcpSocketState(message["id"], SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone)
         log.info("%s (tab %s, frame %s) opens tcp %s:%d", message["origin"], message["tabId"], message["frameId"], host, port)
         connection.start(host, port, message["options"])
         return connection
 
-    def _open_udp(self, message: dict[str, Any]) -> Connection | None:
-        mode = UdpMode(message["mode"])
-        if mode is UdpMode.CONNECTED:
-            if not self._allowed(message, "udp", message["remoteAddress"], message["remotePort"]):
-                return None
-        else:
-            _ip_literal(message["localAddress"], "udp_open: localAddress", message["id"])
-            port = message.get("localPort", 0)
-            if 0 < port < BOUND_UDP_MIN_PORT or not self._allowed(message, "udp-bind", message["localAddress"], port):
-                return None
-        connection = UdpConnection(UdpSocketState(message["id"], mode, UDP_SEND_WINDOW), self._emit, self._gone)
+    def _open_udp(self, message: dict[str, Any]) -> Connection:
+        connection = UdpConnection(UdpSocketState(message["id"], UdpMode(message["mode"]), UDP_SEND_WINDOW), self._emit, self._gone)
         connection.start(message)
         return connection
 
-    def _listen(self, message: dict[str, Any]) -> Connection | None:
-        _ip_literal(message["localAddress"], "tcp_listen: localAddress", message["id"])
-        port = message.get("localPort", 0)
-        if 0 < port < LISTEN_MIN_PORT or not self._allowed(message, "tcp-listen", message["localAddress"], port):
-            return None
+    def _listen(self, message: dict[str, Any]) -> Connection:
         origin = message["origin"]
 
         def new_connection(socket_id: int) -> TcpConnection:
@@ -304,5 +484,11 @@ class Session:
             self._ended.popitem(last=False)
 
     def close_all(self) -> None:
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+        self._pending.clear()
+        for task in self._tasks:
+            task.cancel()
         for connection in list(self.sockets.values()):
             connection.release()

@@ -1,0 +1,122 @@
+"""Asking the user, without I/O: who may be asked now, who must wait, who is refused unasked.
+
+The session asks the extension to show a prompt (in trusted extension UI, never page content)
+for a destination no grant covers. This module decides the order and the limits:
+
+- one prompt per tab at a time; later requests from that tab wait their turn, a few at most;
+- an origin refused several times in a row is refused without a prompt for a cool-down period,
+  so a page cannot pester the user into saying yes;
+- a prompt not answered in time is a refusal.
+
+It also says what the prompt shows about a destination: the port's well-known service and
+whether the addresses are loopback, on the local network, or on the internet.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+WELL_KNOWN_SERVICES = {
+    7: "Echo", 21: "FTP", 22: "SSH", 23: "Telnet", 25: "SMTP", 53: "DNS", 80: "HTTP", 110: "POP3",
+    123: "NTP", 143: "IMAP", 161: "SNMP", 194: "IRC", 389: "LDAP", 443: "HTTPS", 465: "SMTP over TLS",
+    514: "Syslog", 515: "LPD printing", 554: "RTSP", 587: "SMTP submission", 631: "IPP printing",
+    993: "IMAP over TLS", 995: "POP3 over TLS", 1883: "MQTT", 3306: "MySQL", 3389: "Remote Desktop",
+    5060: "SIP", 5353: "mDNS", 5432: "PostgreSQL", 5683: "CoAP", 5900: "VNC", 6379: "Redis",
+    6667: "IRC", 8883: "MQTT over TLS", 9100: "Raw printing (JetDirect)", 27017: "MongoDB",
+}
+
+DENIALS_BEFORE_COOLDOWN = 3
+COOLDOWN_SECONDS = 300.0
+PROMPT_TIMEOUT_SECONDS = 60.0
+MAX_WAITING_PER_TAB = 8
+
+
+def service_name(port: int) -> str | None:
+    return WELL_KNOWN_SERVICES.get(port)
+
+
+def scope_of(addresses: Iterable[str]) -> str:
+    """'loopback', 'local' (private, link-local, unique-local, multicast) or 'internet'; the
+    widest of the addresses, so that a name that resolves partly to the internet says so."""
+    rank = {"loopback": 0, "local": 1, "internet": 2}
+    widest = "loopback"
+    seen = False
+    for text in addresses:
+        seen = True
+        address = ipaddress.ip_address(text.split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if address.is_loopback:
+            scope = "loopback"
+        elif address.is_private or address.is_link_local or address.is_multicast or address.is_unspecified:
+            scope = "local"
+        else:
+            scope = "internet"
+        if rank[scope] > rank[widest]:
+            widest = scope
+    return widest if seen else "unknown"
+
+
+@dataclass
+class _OriginRecord:
+    consecutive_denials: int = 0
+    cooldown_until: float = 0.0
+
+
+@dataclass
+class ConsentBroker:
+    clock: Callable[[], float] = time.monotonic
+    denials_before_cooldown: int = DENIALS_BEFORE_COOLDOWN
+    cooldown_seconds: float = COOLDOWN_SECONDS
+    timeout_seconds: float = PROMPT_TIMEOUT_SECONDS
+    _origins: dict[str, _OriginRecord] = field(default_factory=dict)
+    _showing: dict[object, int] = field(default_factory=dict)  # tab -> socket id of its prompt
+    _waiting: dict[object, collections.deque[int]] = field(default_factory=dict)
+
+    def in_cooldown(self, origin: str) -> bool:
+        record = self._origins.get(origin)
+        return record is not None and self.clock() < record.cooldown_until
+
+    def answered(self, origin: str, allowed: bool) -> None:
+        """Counts a user's answer (or a timeout, or a closed window) for the cool-down."""
+        record = self._origins.setdefault(origin, _OriginRecord())
+        if allowed:
+            record.consecutive_denials = 0
+            return
+        record.consecutive_denials += 1
+        if record.consecutive_denials >= self.denials_before_cooldown:
+            record.consecutive_denials = 0
+            record.cooldown_until = self.clock() + self.cooldown_seconds
+
+    def request(self, tab: object, socket_id: int) -> str:
+        """'show' (the tab's prompt slot was free), 'wait' (queued), or 'refuse' (queue full)."""
+        if tab not in self._showing:
+            self._showing[tab] = socket_id
+            return "show"
+        queue = self._waiting.setdefault(tab, collections.deque())
+        if len(queue) >= MAX_WAITING_PER_TAB:
+            return "refuse"
+        queue.append(socket_id)
+        return "wait"
+
+    def finished(self, tab: object, socket_id: int) -> int | None:
+        """The prompt of `socket_id` is over (or it stopped waiting). Returns the socket whose
+        prompt the tab shows next, if one was waiting."""
+        queue = self._waiting.get(tab)
+        if self._showing.get(tab) != socket_id:
+            if queue is not None and socket_id in queue:
+                queue.remove(socket_id)
+            return None
+        del self._showing[tab]
+        if queue:
+            following = queue.popleft()
+            self._showing[tab] = following
+            return following
+        return None
+
+    def deadline(self) -> float:
+        return self.clock() + self.timeout_seconds

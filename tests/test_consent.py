@@ -1,0 +1,239 @@
+"""Asking the user: the consent broker on its own, and the host's prompts over real pipes."""
+
+from __future__ import annotations
+
+import json
+import queue
+from pathlib import Path
+
+import pytest
+
+from direct_sockets.consent import ConsentBroker, scope_of, service_name
+from direct_sockets.errors import Code
+from tests.conftest import cli
+from tests.support.hostproc import HostProcess
+from tests.support.servers import TcpServer
+
+ORIGIN = "http://127.0.0.1:8000"
+
+
+# -- the broker, with a clock the test moves --------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_prompt_per_tab_and_the_queue() -> None:
+    broker = ConsentBroker(clock=Clock())
+    assert broker.request("tab1", 1) == "show"
+    assert broker.request("tab1", 2) == "wait"
+    assert broker.request("tab2", 3) == "show"  # another tab is not held up
+    assert broker.request("tab1", 4) == "wait"
+    assert broker.finished("tab1", 4) is None  # a waiting one gave up
+    assert broker.finished("tab1", 1) == 2
+    assert broker.finished("tab1", 2) is None
+    assert broker.request("tab1", 5) == "show"
+
+
+def test_queue_is_bounded() -> None:
+    broker = ConsentBroker(clock=Clock())
+    broker.request("t", 0)
+    answers = [broker.request("t", i) for i in range(1, 20)]
+    assert answers.count("wait") == 8 and answers[8:] == ["refuse"] * 11
+
+
+def test_cooldown_after_repeated_refusals_and_its_end() -> None:
+    clock = Clock()
+    broker = ConsentBroker(clock=clock, denials_before_cooldown=3, cooldown_seconds=300)
+    broker.answered("https://a.example", False)
+    broker.answered("https://a.example", False)
+    broker.answered("https://a.example", True)  # an allow resets the count
+    broker.answered("https://a.example", False)
+    broker.answered("https://a.example", False)
+    assert not broker.in_cooldown("https://a.example")
+    broker.answered("https://a.example", False)
+    assert broker.in_cooldown("https://a.example") and not broker.in_cooldown("https://b.example")
+    clock.now += 299
+    assert broker.in_cooldown("https://a.example")
+    clock.now += 2
+    assert not broker.in_cooldown("https://a.example")
+
+
+def test_what_the_prompt_says_about_a_destination() -> None:
+    assert service_name(22) == "SSH" and service_name(631) == "IPP printing" and service_name(1883) == "MQTT"
+    assert service_name(40000) is None
+    assert scope_of(["127.0.0.1", "::1"]) == "loopback"
+    assert scope_of(["192.168.1.20"]) == "local" and scope_of(["fe80::1%eth0"]) == "local" and scope_of(["fd00::5"]) == "local"
+    assert scope_of(["127.0.0.1", "93.184.216.34"]) == "internet"  # the widest wins
+    assert scope_of(["::ffff:10.0.0.1"]) == "local"
+    assert scope_of([]) == "unknown"
+
+
+# -- the host ----------------------------------------------------------------------------------
+
+
+def tcp_open(host: HostProcess, sid: int, port: int, address: str = "127.0.0.1", origin: str = ORIGIN, tab: int = 1, incognito: bool = False) -> None:
+    host.send({"type": "tcp_open", "id": sid, "origin": origin, "tabId": tab, "frameId": 0, "incognito": incognito,
+               "remoteAddress": address, "remotePort": port, "options": {}})
+
+
+def grants(env: dict[str, str]) -> list[dict]:
+    return json.loads(cli(env, "permissions", "list", "--json").stdout)
+
+
+@pytest.fixture
+def server() -> TcpServer:
+    from tests.support.servers import echo
+
+    s = TcpServer(echo)
+    yield s
+    s.close()
+
+
+def test_prompt_describes_the_request(host: HostProcess, server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port, address="localhost", tab=7)
+    prompt = host.expect("prompt", id=1)
+    assert prompt["origin"] == ORIGIN and prompt["tabId"] == 7 and prompt["kind"] == "tcp"
+    assert prompt["host"] == "localhost" and prompt["port"] == server.port
+    assert "127.0.0.1" in prompt["addresses"] and prompt["scope"] == "loopback"
+    assert prompt["plaintext"] is False and prompt["offerAlways"] is True and prompt["timeoutSeconds"] == 60
+    assert server.accepted == 0  # nothing reached the destination while asking
+    tcp_open(host, 2, 22, origin="https://app.example", tab=8)
+    ssh = host.expect("prompt", id=2)
+    assert ssh["service"] == "SSH" and ssh["plaintext"] is True
+
+
+def test_allow_once_is_not_remembered(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port)
+    host.expect("prompt", id=1)
+    host.send({"type": "consent", "id": 1, "decision": "once"})
+    host.expect("opened", id=1)
+    assert grants(isolated_env) == []
+    tcp_open(host, 2, server.port)
+    host.expect("prompt", id=2)
+
+
+def test_always_is_remembered(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port)
+    host.expect("prompt", id=1)
+    host.send({"type": "consent", "id": 1, "decision": "always"})
+    host.expect("opened", id=1)
+    assert grants(isolated_env) == [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": server.port}]
+    tcp_open(host, 2, server.port)
+    host.expect("opened", id=2)  # no prompt the second time
+
+
+def test_the_user_corrects_the_address(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port, address="printer.invalid")
+    host.expect("prompt", id=1, host="printer.invalid")
+    host.send({"type": "consent", "id": 1, "decision": "always", "host": "127.0.0.1"})
+    host.expect("opened", id=1, remoteAddress="127.0.0.1")
+    assert server.wait_results(0) == [] and server.accepted == 1
+    assert grants(isolated_env)[0]["host"] == "127.0.0.1"  # what the user chose is remembered
+
+
+def test_deny_and_timeout_refuse_alike(isolated_env: dict[str, str], chromium_manifest: Path, server: TcpServer) -> None:
+    from direct_sockets.install import extension_ids
+
+    env = {**isolated_env, "DIRECT_SOCKETS_PROMPT_TIMEOUT": "1"}
+    host = HostProcess(chromium_manifest, f"chrome-extension://{extension_ids().chrome}/", env)
+    try:
+        host.hello()
+        tcp_open(host, 1, server.port)
+        assert host.expect("prompt", id=1)["timeoutSeconds"] == 1
+        host.expect("prompt_closed", id=1, timeout=5)  # nobody answered: the window must close
+        timed_out = host.expect("error", id=1, code=Code.NOT_ALLOWED)
+        tcp_open(host, 2, server.port)
+        host.expect("prompt", id=2)
+        host.send({"type": "consent", "id": 2, "decision": "deny"})
+        denied = host.expect("error", id=2, code=Code.NOT_ALLOWED)
+        assert timed_out["message"] == denied["message"] == "Permission denied."
+        host.send({"type": "consent", "id": 1, "decision": "once"})  # too late: dropped quietly
+        host.send({"type": "ping", "seq": 1})
+        host.expect("pong", seq=1)
+        assert server.accepted == 0
+    finally:
+        host.kill()
+
+
+def test_one_prompt_per_tab(host: HostProcess, server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port, tab=1)
+    tcp_open(host, 2, server.port, tab=1)
+    tcp_open(host, 3, server.port, tab=2)
+    assert {host.expect("prompt")["id"], host.expect("prompt")["id"]} == {1, 3}
+    with pytest.raises(queue.Empty):
+        host.recv(timeout=0.3)  # the second prompt of tab 1 waits
+    host.send({"type": "consent", "id": 1, "decision": "once"})
+    following = {(m["type"], m["id"]) for m in (host.recv(), host.recv())}
+    assert following == {("opened", 1), ("prompt", 2)}  # in either order: connecting is not instant
+
+
+def test_refused_three_times_then_refused_without_asking(host: HostProcess, server: TcpServer) -> None:
+    host.hello()
+    for sid in (1, 2, 3):
+        tcp_open(host, sid, server.port)
+        host.expect("prompt", id=sid)
+        host.send({"type": "consent", "id": sid, "decision": "deny"})
+        host.expect("error", id=sid, name="NotAllowedError")
+    tcp_open(host, 4, server.port)
+    host.expect("error", id=4, name="NotAllowedError")  # no prompt: the site is cooling down
+    tcp_open(host, 5, server.port, origin="https://other.example")
+    host.expect("prompt", id=5)  # other sites are still asked
+
+
+def test_release_while_asking_closes_the_prompt(host: HostProcess, server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port)
+    tcp_open(host, 2, server.port)
+    host.expect("prompt", id=1)
+    host.send({"type": "send", "id": 1, "data": "AAAA"})
+    host.expect("error", code=Code.OUT_OF_ORDER)  # nothing but release while asking
+    host.send({"type": "release", "id": 1})
+    host.expect("prompt_closed", id=1)
+    host.expect("prompt", id=2)  # the tab's next request is shown
+    host.send({"type": "consent", "id": 1, "decision": "once"})  # the answer crossed the release
+    host.send({"type": "ping", "seq": 3})
+    host.expect("pong", seq=3)
+
+
+def test_private_window_grants_stay_in_memory(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port, incognito=True)
+    assert host.expect("prompt", id=1)["offerAlways"] is False
+    host.send({"type": "consent", "id": 1, "decision": "always"})
+    host.expect("error", code=Code.SCHEMA_VIOLATION)  # "always" is not offered there
+    host.send({"type": "consent", "id": 1, "decision": "session"})
+    host.expect("opened", id=1)
+    tcp_open(host, 2, server.port, incognito=True)
+    host.expect("opened", id=2)  # remembered for the private session...
+    tcp_open(host, 3, server.port, incognito=False)
+    host.expect("prompt", id=3)  # ...but not for normal windows
+    assert grants(isolated_env) == []
+    store = Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
+    assert not store.exists()  # nothing was written
+
+
+def test_consent_for_a_socket_that_is_not_asking(host: HostProcess) -> None:
+    host.hello()
+    host.send({"type": "consent", "id": 99, "decision": "once"})
+    host.expect("error", code=Code.UNKNOWN_SOCKET)
+
+
+def test_listening_and_bound_prompts_take_only_ip_corrections(host: HostProcess) -> None:
+    host.hello()
+    host.send({"type": "tcp_listen", "id": 1, "origin": ORIGIN, "tabId": 1, "frameId": 0, "incognito": False, "localAddress": "127.0.0.1"})
+    host.expect("prompt", id=1, kind="tcp-listen", port=0)
+    host.send({"type": "consent", "id": 1, "decision": "once", "host": "localhost"})
+    host.expect("error", code=Code.SCHEMA_VIOLATION)
+    host.send({"type": "consent", "id": 1, "decision": "once", "host": "::1"})
+    host.expect("opened", id=1, localAddress="::1")
