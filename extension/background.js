@@ -42,26 +42,40 @@ function connectNative() {
   greeted = false;
   port.onMessage.addListener(fromHost);
   port.onDisconnect.addListener(() => {
-    const reason = api.runtime.lastError?.message ?? port.error?.message ?? 'disconnected';
-    console.warn(`direct-sockets: native host gone: ${reason}`);
-    if (native === port) native = null;
-    queued = [];
-    // Every socket that was open is gone with the host: the pages see NetworkError now, and the
-    // next socket starts a fresh host.
-    for (const [id, route] of routes) {
-      route.frame.sids.delete(route.sid);
-      safePost(route.frame.port, { op: 'error', sid: route.sid, name: 'NetworkError', message: 'Network error.' });
-      routes.delete(id);
-    }
+    hostGone(port, api.runtime.lastError?.message ?? port.error?.message ?? 'disconnected');
   });
   port.postMessage({ type: 'hello', version: PROTOCOL_VERSION });
   return port;
 }
 
+function hostGone(port, reason) {
+  if (native !== port) return; // already handled
+  console.warn(`direct-sockets: native host gone: ${reason}`);
+  native = null;
+  queued = [];
+  // Every socket that was open is gone with the host: the pages see NetworkError now, and the
+  // next socket starts a fresh host.
+  for (const [id, route] of routes) {
+    route.frame.sids.delete(route.sid);
+    safePost(route.frame.port, { op: 'error', sid: route.sid, name: 'NetworkError', message: 'Network error.' });
+    routes.delete(id);
+  }
+  for (const id of [...prompts.keys()]) closePrompt(id);
+}
+
 function toHost(message) {
   const port = connectNative();
-  if (greeted) port.postMessage(message);
-  else queued.push(message);
+  if (!greeted) {
+    queued.push(message);
+    return;
+  }
+  try {
+    port.postMessage(message);
+  } catch {
+    // The host died a moment ago and onDisconnect has not run yet: start a fresh one.
+    hostGone(port, 'disconnected');
+    toHost(message);
+  }
 }
 
 function fromHost(message) {
@@ -73,6 +87,14 @@ function fromHost(message) {
     return;
   }
   if (message.type === 'pong') return;
+  if (message.type === 'prompt') {
+    showPrompt(message);
+    return;
+  }
+  if (message.type === 'prompt_closed') {
+    closePrompt(message.id);
+    return;
+  }
   const route = typeof message.id === 'number' ? routes.get(message.id) : undefined;
   if (!route) {
     if (message.type === 'error') console.warn(`direct-sockets: host error ${message.code}: ${message.message}`);
@@ -114,6 +136,89 @@ function safePost(port, message) {
     // The frame is gone; its onDisconnect releases its sockets.
   }
 }
+
+// -- asking the user ----------------------------------------------------------------------------
+
+/**
+ * @typedef {{message: any, windowId: number | null, wake: (() => void) | null}} Prompt
+ * @type {Map<number, Prompt>} host socket id -> the prompt shown (or about to be) for it
+ */
+const prompts = new Map();
+const CONSENT_PAGE = 'consent.html';
+
+async function showPrompt(message) {
+  /** @type {Prompt} */
+  const entry = { message, windowId: null, wake: null };
+  prompts.set(message.id, entry);
+  // Never from a background tab without the user seeing it: wait until the tab is in front.
+  const tab = await api.tabs.get(message.tabId).catch(() => null);
+  if (tab && !tab.active) {
+    await new Promise((resolve) => {
+      const onActivated = (info) => {
+        if (info.tabId !== message.tabId) return;
+        api.tabs.onActivated.removeListener(onActivated);
+        resolve(undefined);
+      };
+      entry.wake = () => { api.tabs.onActivated.removeListener(onActivated); resolve(undefined); };
+      api.tabs.onActivated.addListener(onActivated);
+    });
+  }
+  if (prompts.get(message.id) !== entry) return; // answered or withdrawn meanwhile
+  const created = await api.windows.create({
+    url: api.runtime.getURL(`${CONSENT_PAGE}?id=${message.id}`), type: 'popup', width: 500, height: 640, focused: true,
+  });
+  if (prompts.get(message.id) !== entry) {
+    api.windows.remove(created.id).catch(() => {});
+    return;
+  }
+  entry.windowId = created.id ?? null;
+}
+
+function closePrompt(id) {
+  const entry = prompts.get(id);
+  if (!entry) return;
+  prompts.delete(id);
+  entry.wake?.();
+  if (entry.windowId !== null) api.windows.remove(entry.windowId).catch(() => {});
+}
+
+const DECISIONS = new Set(['once', 'always', 'session', 'deny']);
+
+function answerPrompt(id, decision, host) {
+  const entry = prompts.get(id);
+  if (!entry || !DECISIONS.has(decision)) return;
+  const offered = decision === 'always' ? entry.message.offerAlways : decision === 'session' ? !entry.message.offerAlways : true;
+  if (!offered) return;
+  closePrompt(id);
+  const reply = { type: 'consent', id, decision };
+  if (decision !== 'deny' && typeof host === 'string' && host !== entry.message.host) reply.host = host;
+  if (native) toHost(reply);
+}
+
+// A closed consent window is a refusal.
+api.windows.onRemoved.addListener((windowId) => {
+  for (const [id, entry] of prompts) {
+    if (entry.windowId === windowId) answerPrompt(id, 'deny');
+  }
+});
+
+function fromConsentPage(sender) {
+  return sender.id === api.runtime.id && typeof sender.url === 'string'
+    && sender.url.startsWith(api.runtime.getURL(CONSENT_PAGE));
+}
+
+api.runtime.onMessage.addListener((request, sender, sendResponse) => {
+  // Only the extension's own consent page may read a prompt or answer it; content scripts and
+  // pages cannot, whatever they send.
+  if (!fromConsentPage(sender) || !request || typeof request !== 'object') return false;
+  if (request.op === 'prompt-details') {
+    sendResponse(prompts.get(request.id)?.message ?? null);
+  } else if (request.op === 'prompt-answer') {
+    answerPrompt(request.id, request.decision, request.host);
+    sendResponse(true);
+  }
+  return false;
+});
 
 // -- the frames --------------------------------------------------------------------------------
 

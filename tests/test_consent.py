@@ -191,6 +191,19 @@ def test_refused_three_times_then_refused_without_asking(host: HostProcess, serv
     host.expect("prompt", id=5)  # other sites are still asked
 
 
+def test_requests_waiting_in_the_tab_are_refused_once_the_site_cools_down(host: HostProcess, server: TcpServer) -> None:
+    host.hello()
+    for sid in range(1, 6):
+        tcp_open(host, sid, server.port)
+    for sid in (1, 2, 3):
+        host.expect("prompt", id=sid)
+        host.send({"type": "consent", "id": sid, "decision": "deny"})
+        host.expect("error", id=sid, name="NotAllowedError")
+    assert {host.expect("error")["id"], host.expect("error")["id"]} == {4, 5}  # never shown
+    with pytest.raises(queue.Empty):
+        host.recv(timeout=0.3)
+
+
 def test_release_while_asking_closes_the_prompt(host: HostProcess, server: TcpServer) -> None:
     host.hello()
     tcp_open(host, 1, server.port)

@@ -363,6 +363,12 @@ class Session:
             await self._refuse(socket_id)
         elif allowed is None:
             self._mark_ended(socket_id)
+        # Requests that waited their turn in the tab are refused unasked if their site has
+        # meanwhile been refused too often.
+        while following is not None and self._consent.in_cooldown(self._pending[following].message["origin"]):
+            refused = self._pending.pop(following)
+            following = self._consent.finished(refused.tab, following)
+            await self._refuse(refused.message["id"])
         if following is not None:
             self._spawn(self._show_prompt(following))
 

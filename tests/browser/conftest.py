@@ -46,6 +46,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_grants_left_over(request: pytest.FixtureRequest) -> None:
+def _clean_slate(request: pytest.FixtureRequest) -> None:
+    """No grants and a fresh host (so no cool-down) left over from the tests before."""
     if "browser" in request.fixturenames:
-        request.getfixturevalue("browser").revoke_all()
+        browser = request.getfixturevalue("browser")
+        browser.revoke_all()
+        browser.close_stray_windows()
+        browser.restart_host()

@@ -143,6 +143,16 @@ class Browser:
             raise ScenarioFailed(f"{self.name}: {scenario}: {result.get('error')}")
         return result["value"]
 
+    def run_answering(self, scenario: str, answers: list[str], timeout: float = 60, **params: Any) -> tuple[Any, list[dict[str, Any]]]:
+        """Runs a scenario, answering the consent windows it raises in turn; returns its value
+        and what each window showed."""
+        inbox = self.start(scenario, **params)
+        shown = [self.answer_prompt(answer) for answer in answers]
+        result = inbox.get(timeout=timeout)
+        if not result.get("ok"):
+            raise ScenarioFailed(f"{self.name}: {scenario}: {result.get('error')}")
+        return result["value"], shown
+
     def start(self, scenario: str, origin: str | None = None, **params: Any) -> queue.Queue[Any]:
         """Starts a scenario that reports more than once; returns its inbox."""
         token = uuid.uuid4().hex
@@ -166,6 +176,29 @@ class Browser:
 
     def reload(self) -> None:
         raise NotImplementedError
+
+    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20) -> dict[str, Any]:
+        """Waits for the consent window, reads what it shows, then clicks `decision` ('once',
+        'always', 'deny') after putting `address` in the address field, or closes the window
+        ('close'). Returns what the window showed."""
+        raise NotImplementedError
+
+    def close_stray_windows(self) -> None:
+        """Consent windows a failed test left open must not be taken for the next test's."""
+
+    def restart_host(self) -> None:
+        """Ends the host (the next socket starts a fresh one): every test starts from a clean slate."""
+        pids = self.host_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+        if pids:
+            wait_for(lambda: not self.host_pids(), timeout=5)
+            # The browser learns of the exit through its pipe; give it that moment, or a socket
+            # the next test opens could be sent to the host that just ended.
+            time.sleep(0.3)
 
     def host_pids(self) -> list[int]:
         """The native host processes this browser started (found through their manifest path)."""
@@ -225,6 +258,37 @@ class Chromium(Browser):
 
     def reload(self) -> None:
         self.page.reload(wait_until="commit")
+
+    def close_stray_windows(self) -> None:
+        for page in self.context.pages:
+            if "/consent.html" in page.url and not page.is_closed():
+                page.close()
+
+    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        window = None
+        answered = self.__dict__.setdefault("_answered_windows", [])
+        while window is None:
+            window = next(
+                (p for p in self.context.pages if "/consent.html" in p.url and not p.is_closed() and p not in answered), None
+            )
+            if window is None:
+                if time.monotonic() > deadline:
+                    raise AssertionError("no consent window appeared")
+                self.page.wait_for_timeout(50)  # (not time.sleep: this lets Playwright see new pages)
+        window.wait_for_selector("body[data-ready=true]", timeout=timeout * 1000)
+        shown = {
+            name: (window.inner_text(f"#{name}") if window.is_visible(f"#{name}") else None) for name in CONSENT_FIELDS
+        }
+        shown["address"] = window.input_value("#address")
+        answered.append(window)  # it may linger while it closes: never pick it again
+        if address is not None:
+            window.fill("#address", address)
+        if decision == "close":
+            window.close()
+        else:
+            window.click(f"#{BUTTONS[decision]}")
+        return shown
 
     def close(self) -> None:
         try:
@@ -304,6 +368,53 @@ class Firefox(Browser):
     def reload(self) -> None:
         self.marionette.refresh()
 
+    def close_stray_windows(self) -> None:
+        m = self.marionette
+        main = m.current_window_handle
+        for handle in m.window_handles:
+            if handle != main:
+                m.switch_to_window(handle)
+                m.close()
+        m.switch_to_window(main)
+
+    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20) -> dict[str, Any]:
+        from marionette_driver.by import By
+
+        m = self.marionette
+        main = m.current_window_handle
+        deadline = time.monotonic() + timeout
+        answered = self.__dict__.setdefault("_answered_windows", [])
+        while True:
+            others = [h for h in m.window_handles if h not in (main, getattr(self, "first_tab", None)) and h not in answered]
+            if others:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("no consent window appeared")
+            time.sleep(0.05)
+        m.switch_to_window(others[0])
+        answered.append(others[0])
+        try:
+            while m.execute_script("return document.body && document.body.dataset.ready") != "true":
+                if time.monotonic() > deadline:
+                    raise AssertionError("the consent window never became ready")
+                time.sleep(0.05)
+            shown: dict[str, Any] = {}
+            for name in CONSENT_FIELDS:
+                element = m.find_element(By.ID, name)
+                shown[name] = element.text if element.is_displayed() else None
+            field = m.find_element(By.ID, "address")
+            shown["address"] = field.get_property("value")
+            if address is not None:
+                field.clear()
+                field.send_keys(address)
+            if decision == "close":
+                m.close()
+            else:
+                m.find_element(By.ID, BUTTONS[decision]).click()
+        finally:
+            m.switch_to_window(main)
+        return shown
+
     def close(self) -> None:
         try:
             self.marionette.delete_session()
@@ -315,6 +426,11 @@ class Firefox(Browser):
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+# What a test reads off the consent window.
+CONSENT_FIELDS = ("origin", "action", "port", "addresses", "scope", "scope-warning", "plaintext", "private", "allow-always")
+BUTTONS = {"once": "allow-once", "always": "allow-always", "session": "allow-always", "deny": "deny"}
 
 
 def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.05) -> bool:

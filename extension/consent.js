@@ -1,0 +1,85 @@
+// @ts-check
+// The consent window: trusted extension UI, opened by the background for one socket. It shows
+// what the host reported (the requesting origin as the browser gave it, the destination, what it
+// resolves to, the port's service, the network it is on) and sends back the user's answer.
+'use strict';
+
+const api = globalThis.browser ?? globalThis.chrome;
+const id = Number(new URLSearchParams(location.search).get('id'));
+
+const ACTIONS = {
+  tcp: 'wants to open a TCP connection to',
+  udp: 'wants to exchange UDP datagrams with',
+  'udp-bind': 'wants to receive UDP datagrams on this device at',
+  'tcp-listen': 'wants to accept TCP connections on this device at',
+};
+const SCOPES = {
+  loopback: 'This device (loopback)',
+  local: 'Your local network',
+  internet: 'The internet',
+  unknown: 'Unknown (the name did not resolve)',
+};
+const SCOPE_WARNINGS = {
+  local: 'Devices on your local network (printers, routers, cameras, NAS) often trust anything that can reach them. Allow only a site you trust with that device.',
+  loopback: 'Programs on this computer can be reached this way, including ones that expect only local programs to talk to them.',
+};
+
+/** @param {string} name */
+const $ = (name) => /** @type {HTMLElement} */ (document.getElementById(name));
+
+let answered = false;
+
+function answer(decision) {
+  if (answered) return;
+  const address = /** @type {HTMLInputElement} */ ($('address')).value.trim();
+  if (decision !== 'deny' && (address.length === 0 || address.length > 253 || /\s/.test(address))) {
+    $('address').focus();
+    return;
+  }
+  answered = true;
+  api.runtime.sendMessage({ op: 'prompt-answer', id, decision, host: address }).finally(() => window.close());
+}
+
+function show(prompt) {
+  if (!prompt) {
+    $('title').textContent = 'This request is no longer waiting for an answer.';
+    for (const button of document.querySelectorAll('button')) /** @type {HTMLButtonElement} */ (button).disabled = true;
+    return;
+  }
+  document.title = `Allow ${prompt.origin}?`;
+  $('origin').textContent = prompt.origin;
+  $('private').hidden = !prompt.incognito;
+  $('action').textContent = ACTIONS[prompt.kind] ?? prompt.kind;
+  /** @type {HTMLInputElement} */ ($('address')).value = prompt.host;
+  $('port').textContent = prompt.port === 0 ? 'any free port' : `${prompt.port}${prompt.service ? ` (${prompt.service})` : ''}`;
+  $('addresses').textContent = prompt.addresses.length ? prompt.addresses.join(', ') : '—';
+  $('scope').textContent = SCOPES[prompt.scope] ?? prompt.scope;
+  $('scope').dataset.scope = prompt.scope;
+  const warning = SCOPE_WARNINGS[prompt.scope];
+  $('scope-warning').hidden = !warning;
+  $('scope-warning').textContent = warning ?? '';
+  $('scope-warning').classList.toggle('strong', prompt.scope === 'local');
+  $('plaintext').hidden = !prompt.plaintext;
+  const always = $('allow-always');
+  if (prompt.offerAlways) {
+    always.addEventListener('click', () => answer('always'));
+  } else {
+    // Private windows: nothing is written down (questionnaire 2.14).
+    always.textContent = 'Allow until private windows close';
+    always.addEventListener('click', () => answer('session'));
+  }
+  $('allow-once').addEventListener('click', () => answer('once'));
+  $('deny').addEventListener('click', () => answer('deny'));
+  document.addEventListener('keydown', (event) => { if (event.key === 'Escape') answer('deny'); });
+  $('deny').focus(); // the safe choice is the default one
+  let left = Math.round(prompt.timeoutSeconds);
+  const tick = () => {
+    $('countdown').textContent = `Denied automatically in ${left} s.`;
+    if (left-- <= 0) window.close();
+  };
+  tick();
+  setInterval(tick, 1000);
+  document.body.dataset.ready = 'true';
+}
+
+api.runtime.sendMessage({ op: 'prompt-details', id }).then(show, () => show(null));

@@ -1,0 +1,92 @@
+"""The consent window in real Chromium and Firefox: what it shows, and each answer."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.browser.harness import Browser, cli
+from tests.support.servers import TcpServer, echo
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def echo_server() -> TcpServer:
+    server = TcpServer(echo)
+    yield server
+    server.close()
+
+
+def grants(browser: Browser) -> list[dict]:
+    return json.loads(cli(browser.env, "permissions", "list", "--json"))
+
+
+def test_allow_once_shows_the_request_and_remembers_nothing(browser: Browser, echo_server: TcpServer) -> None:
+    inbox = browser.start("echo", port=echo_server.port, text="consented")
+    shown = browser.answer_prompt("once")
+    assert inbox.get(timeout=30)["value"]["got"] == "consented"
+    assert shown["origin"] == browser.site.origin
+    assert shown["action"] == "wants to open a TCP connection to"
+    assert shown["address"] == "127.0.0.1"
+    assert shown["port"] == str(echo_server.port)
+    assert shown["addresses"] == "127.0.0.1"
+    assert shown["scope"] == "This device (loopback)"
+    assert shown["scope-warning"] is not None  # loopback reaches local programs: say so
+    assert shown["plaintext"] is None  # the page is http: nothing is downgraded
+    assert shown["private"] is None
+    assert shown["allow-always"] == "Always allow for this site"
+    assert grants(browser) == []
+
+
+def test_always_allow_is_remembered_and_can_be_revoked(browser: Browser, echo_server: TcpServer) -> None:
+    inbox = browser.start("echo", port=echo_server.port, text="first")
+    browser.answer_prompt("always")
+    assert inbox.get(timeout=30)["value"]["got"] == "first"
+    assert grants(browser) == [{"origin": browser.site.origin, "kind": "tcp", "host": "127.0.0.1", "port": echo_server.port}]
+    assert browser.run("echo", port=echo_server.port, text="second, unasked")["got"] == "second, unasked"
+    cli(browser.env, "permissions", "revoke", "--origin", browser.site.origin, "--tcp", f"127.0.0.1:{echo_server.port}")
+    result, _ = browser.run_answering("notAllowed", ["deny", "deny"], port=echo_server.port)
+    assert result["opened"]["error"]["name"] == "NotAllowedError"
+
+
+def test_closing_the_window_refuses(browser: Browser, echo_server: TcpServer) -> None:
+    result, _ = browser.run_answering("notAllowed", ["close", "close"], port=echo_server.port)
+    assert result["opened"] == {"ok": False, "error": {"name": "NotAllowedError", "message": "Permission denied.", "isDOMException": True}}
+    assert echo_server.accepted == 0
+
+
+def test_the_user_corrects_the_address(browser: Browser, echo_server: TcpServer) -> None:
+    # The page asks for a name that does not resolve; the user types the device's real address.
+    inbox = browser.start("echo", port=echo_server.port, text="corrected", address="printer.invalid")
+    shown = browser.answer_prompt("always", address="127.0.0.1")
+    assert shown["address"] == "printer.invalid"
+    assert shown["addresses"] == "—" and shown["scope"].startswith("Unknown")
+    assert inbox.get(timeout=30)["value"]["got"] == "corrected"
+    assert grants(browser) == [{"origin": browser.site.origin, "kind": "tcp", "host": "127.0.0.1", "port": echo_server.port}]
+
+
+def test_well_known_service_is_named(browser: Browser) -> None:
+    result, shown = browser.run_answering("notAllowed", ["deny", "deny"], port=22)
+    assert shown[0]["port"] == "22 (SSH)"
+    assert result["opened"]["error"]["name"] == "NotAllowedError"
+
+
+def test_one_prompt_at_a_time_per_tab(browser: Browser, echo_server: TcpServer) -> None:
+    inbox = browser.start("openMany", port=echo_server.port, count=3)
+    answers = []
+    for decision in ("once", "deny", "once"):
+        browser.answer_prompt(decision)
+        answers.append(decision)
+    assert inbox.get(timeout=30)["value"] == ["opened", "NotAllowedError", "opened"]
+
+
+def test_a_site_refused_three_times_is_refused_without_asking(browser: Browser, echo_server: TcpServer) -> None:
+    inbox = browser.start("openMany", port=echo_server.port, count=4)
+    for _ in range(3):
+        browser.answer_prompt("deny")
+    started = time.monotonic()
+    assert inbox.get(timeout=10)["value"] == ["NotAllowedError"] * 4
+    assert time.monotonic() - started < 5  # the fourth was refused without a window
