@@ -16,6 +16,7 @@ from . import paths
 from .errors import Code
 from .framing import FrameDecoder, encode
 from .permissions import PermissionStore
+from .policy import PolicyFile
 from .session import Session
 
 log = logging.getLogger("direct_sockets")
@@ -82,10 +83,10 @@ class _Input(asyncio.Protocol):
         self.eof.set()
 
 
-async def serve(fd_in: int, fd_out: int, store: PermissionStore) -> int:
+async def serve(fd_in: int, fd_out: int, store: PermissionStore, policy: PolicyFile | None = None) -> int:
     loop = asyncio.get_running_loop()
     _, output = await loop.connect_write_pipe(_Output, os.fdopen(fd_out, "wb", buffering=0))
-    session = Session(output.send, store)
+    session = Session(output.send, store, policy)
     decoder = FrameDecoder()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -141,4 +142,7 @@ def run(fd_in: int, fd_out: int, argv: list[str], manifest: Path | None) -> int:
         return 2
     log.info("started by %s (%s) for %s", who.extension, who.browser, manifest)
     store = PermissionStore(paths.permissions_file())
-    return asyncio.run(serve(fd_in, fd_out, store))
+    policy = PolicyFile(paths.policy_file())
+    if policy.current() is not None:
+        log.info("the administrator's policy %s is in force", policy.path)
+    return asyncio.run(serve(fd_in, fd_out, store, policy))

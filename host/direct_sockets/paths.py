@@ -24,3 +24,8 @@ def permissions_file() -> Path:
 
 def wrappers_dir() -> Path:
     return data_dir() / "bin"
+
+
+def policy_file() -> Path:
+    """The administrator's policy. XDG_CONFIG_DIRS decides where (default /etc/xdg)."""
+    return Path(platformdirs.site_config_dir(APP, appauthor=False, multipath=False)) / "policy.json"

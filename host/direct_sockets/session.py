@@ -28,6 +28,7 @@ from .framing import Event, FrameError
 from .listen_state import ListenState
 from .listener import TcpListener
 from .permissions import Grant, PermissionStore
+from .policy import PolicyFile
 from .tcp import TcpConnection
 from .tcp_state import TcpSocketState
 from .udp import MAX_DATAGRAM, UdpConnection
@@ -95,9 +96,10 @@ def prompt_timeout() -> float:
 
 
 class Session:
-    def __init__(self, emit: Emit, store: PermissionStore, consent: ConsentBroker | None = None) -> None:
+    def __init__(self, emit: Emit, store: PermissionStore, policy: PolicyFile | None = None, consent: ConsentBroker | None = None) -> None:
         self._emit = emit
         self._store = store
+        self._policy = policy
         self._consent = consent or ConsentBroker(timeout_seconds=prompt_timeout())
         # Grants made in private windows: kept here, in memory, never written (questionnaire 2.14).
         self._private_grants: set[Grant] = set()
@@ -206,7 +208,12 @@ class Session:
             return
         kind, host, port = destination
         origin = message["origin"]
-        if self._granted(origin, message["incognito"], kind, host, port):
+        verdict = self._verdict(origin, kind, host, port)
+        if verdict == "block":
+            log.info("refused %s -> %s %s:%s: the administrator's policy", origin, kind, host, port)
+            await self._refuse(socket_id)
+            return
+        if verdict == "grant" or self._granted(origin, message["incognito"], kind, host, port):
             self._start(message, opener)
             return
         if self._consent.in_cooldown(origin):
@@ -237,6 +244,15 @@ class Session:
         _ip_literal(message["localAddress"], "tcp_listen: localAddress", socket_id)
         port = message.get("localPort", 0)
         return None if 0 < port < LISTEN_MIN_PORT else ("tcp-listen", message["localAddress"], port)
+
+    def _verdict(self, origin: str, kind: str, host: str, port: int) -> str | None:
+        """'block', 'grant' or None (the user decides). Pages without a real origin are refused:
+        there is nothing to show the user, nothing to remember a grant under."""
+        try:
+            normalize_origin(origin)
+        except InvalidDestination:
+            return "block"
+        return self._policy.verdict(origin, kind, host, port) if self._policy is not None else None
 
     def _granted(self, origin: str, incognito: bool, kind: str, host: str, port: int) -> bool:
         if self._store.allows(origin, kind, host, port):
@@ -426,7 +442,9 @@ class Session:
             connection.send(data, None)
             return
         host, port = message["remoteAddress"], message["remotePort"]
-        if not self._store.allows(self.origins[connection.id], "udp", host, port):
+        origin = self.origins[connection.id]
+        verdict = self._verdict(origin, "udp", host, port)
+        if verdict == "block" or (verdict is None and not self._store.allows(origin, "udp", host, port)):
             log.info("denied %s -> udp send to %s:%s (no grant)", self.origins[connection.id], host, port)
             await connection.refuse_send(f"no grant for {host}:{port}")
             return
@@ -451,7 +469,9 @@ class Session:
             if source.version != group.version or source.is_multicast or source.is_loopback or source.is_unspecified:
                 await failed("TypeError", "Not a valid source address for this group.")
                 return
-        if join and not self._store.allows(self.origins[connection.id], "multicast", str(group), 0):
+        origin = self.origins[connection.id]
+        verdict = self._verdict(origin, "multicast", str(group), 0)
+        if join and (verdict == "block" or (verdict is None and not self._store.allows(origin, "multicast", str(group), 0))):
             log.info("denied %s -> join %s (no grant)", self.origins[connection.id], group)
             await failed("NotAllowedError", PAGE_MESSAGE[Code.NOT_ALLOWED])
             return

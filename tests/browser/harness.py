@@ -100,7 +100,7 @@ def free_port() -> int:
 
 def browser_env(base: Path) -> dict[str, str]:
     env = dict(os.environ)
-    for name, sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
+    for name, sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_DIRS", "system-config")):
         (base / sub).mkdir(parents=True, exist_ok=True)
         env[name] = str(base / sub)
     return env

@@ -1,0 +1,113 @@
+"""The administrator's policy: it wins over the user, and a damaged one turns the API off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from direct_sockets.policy import PolicyDamaged, PolicyFile, parse
+from tests.conftest import cli
+from tests.support.hostproc import HostProcess
+from tests.support.servers import TcpServer
+
+ORIGIN = "http://127.0.0.1:8000"
+
+
+def write_policy(env: dict[str, str], policy: object | str) -> Path:
+    path = Path(env["XDG_CONFIG_DIRS"]) / "direct-sockets" / "policy.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(policy if isinstance(policy, str) else json.dumps(policy))
+    return path
+
+
+def tcp_open(host: HostProcess, sid: int, port: int, address: str = "127.0.0.1", origin: str = ORIGIN) -> None:
+    host.send({"type": "tcp_open", "id": sid, "origin": origin, "tabId": 1, "frameId": 0, "incognito": False,
+               "remoteAddress": address, "remotePort": port, "options": {}})
+
+
+@pytest.fixture
+def server() -> TcpServer:
+    from tests.support.servers import echo
+
+    s = TcpServer(echo)
+    yield s
+    s.close()
+
+
+def test_rules_match_as_written() -> None:
+    policy = parse(json.dumps({"version": 1, "block": [{"host": "10.0.0.0/8"}, {"origin": "https://bad.example"}, {"kind": "tcp-listen", "port": 40000}],
+                               "grant": [{"origin": "https://ok.example", "kind": "tcp", "host": "Printer.Local", "port": 631}]}).encode())
+    block = policy.block
+    assert block[0].matches("https://a.example", "tcp", "10.1.2.3", 1) and not block[0].matches("https://a.example", "tcp", "11.0.0.1", 1)
+    assert not block[0].matches("https://a.example", "tcp", "ten.example", 1)  # networks match addresses only
+    assert block[1].matches("https://bad.example", "udp", "x.example", 9)
+    assert block[2].matches("https://a.example", "tcp-listen", "127.0.0.1", 40000) and not block[2].matches("https://a.example", "tcp", "127.0.0.1", 40000)
+    assert policy.grant[0].matches("https://ok.example", "tcp", "printer.local", 631)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{", "[]", '{"version": 2}', '{"version": 1, "grant": [{"origin": "https://a.example", "kind": "tcp", "host": "*", "port": 1}]}',
+     '{"version": 1, "block": [{"host": "h", "extra": 1}]}', '{"version": 1, "grant": [{"origin": "nope", "kind": "tcp", "host": "h", "port": 1}]}'],
+    ids=["json", "array", "version", "wildcard-grant", "unknown-field", "bad-origin"],
+)
+def test_damaged_policy_is_refused(text: str) -> None:
+    with pytest.raises(PolicyDamaged):
+        parse(text.encode())
+
+
+def test_damaged_policy_file_turns_the_api_off(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    policy = PolicyFile(path)
+    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) is None  # no file: the user decides
+    path.write_text("{ not json")
+    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "block"
+    path.write_text(json.dumps({"version": 1}))
+    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) is None  # fixed: back to normal
+
+
+def test_disabled_refuses_even_what_the_user_granted(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", f"127.0.0.1:{server.port}")
+    write_policy(isolated_env, {"version": 1, "disabled": True})
+    host.hello()
+    tcp_open(host, 1, server.port)
+    host.expect("error", id=1, name="NotAllowedError")  # no prompt either
+    assert server.accepted == 0
+
+
+def test_block_wins_over_a_user_grant_and_is_never_asked(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", "127.0.0.1:*")
+    write_policy(isolated_env, {"version": 1, "block": [{"host": "127.0.0.0/8", "port": server.port}]})
+    host.hello()
+    tcp_open(host, 1, server.port)
+    host.expect("error", id=1, name="NotAllowedError")
+    tcp_open(host, 2, server.port, address="localhost")  # a name: asked as usual, not covered by the network rule
+    host.expect("prompt", id=2)
+
+
+def test_policy_grant_allows_without_asking(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    write_policy(isolated_env, {"version": 1, "grant": [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": server.port}]})
+    host.hello()
+    tcp_open(host, 1, server.port)
+    host.expect("opened", id=1)
+    assert json.loads(cli(isolated_env, "permissions", "list", "--json").stdout) == []  # nothing written for the user
+
+
+def test_damaged_policy_refuses_everything_until_fixed(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", "127.0.0.1:*")
+    path = write_policy(isolated_env, '{"version": 1, "block": [{"host": "10.0.0.0/8",}]}')  # a stray comma
+    host.hello()
+    tcp_open(host, 1, server.port)
+    host.expect("error", id=1, name="NotAllowedError")
+    assert b"damaged" in host.stderr
+    path.write_text(json.dumps({"version": 1}))
+    tcp_open(host, 2, server.port)
+    host.expect("opened", id=2)
+
+
+def test_opaque_origins_are_never_asked(host: HostProcess, server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, server.port, origin="null")
+    host.expect("error", id=1, name="NotAllowedError")
