@@ -26,6 +26,23 @@ def pytest_report_header() -> str:
     return f"network: the machine's own (no private namespace: {PRIVATE_NETWORK.reason}); multicast tests skip"
 
 
+_RESOLVER = None
+
+
+@pytest.fixture
+def dns() -> "TestResolver":
+    """The tests' own DNS server (names resolve as the test says); skips where it cannot run."""
+    global _RESOLVER
+    from tests.support.dns import TestResolver
+
+    if not PRIVATE_NETWORK.resolver:
+        pytest.skip(f"no resolver the tests control: {PRIVATE_NETWORK.reason or 'no private mount namespace'}")
+    if _RESOLVER is None:
+        _RESOLVER = TestResolver()
+    _RESOLVER.records.clear()
+    return _RESOLVER
+
+
 @pytest.fixture
 def private_network() -> netns.PrivateNetwork:
     """For tests that need multicast: they skip, saying why, where no namespace could be made."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,7 @@ def test_what_the_prompt_says_about_a_destination() -> None:
     assert scope_of(["127.0.0.1", "::1"]) == "loopback"
     assert scope_of(["192.168.1.20"]) == "local" and scope_of(["fe80::1%eth0"]) == "local" and scope_of(["fd00::5"]) == "local"
     assert scope_of(["127.0.0.1", "93.184.216.34"]) == "internet"  # the widest wins
+    assert scope_of(["100.64.0.1"]) == "local" and scope_of(["203.0.113.9"]) == "local"  # not globally routable
     assert scope_of(["::ffff:10.0.0.1"]) == "local"
     assert scope_of([]) == "unknown"
 
@@ -137,7 +139,10 @@ def test_the_user_corrects_the_address(host: HostProcess, isolated_env: dict[str
     host.expect("prompt", id=1, host="printer.invalid")
     host.send({"type": "consent", "id": 1, "decision": "always", "host": "127.0.0.1"})
     host.expect("opened", id=1, remoteAddress="127.0.0.1")
-    assert server.wait_results(0) == [] and server.accepted == 1
+    deadline = time.monotonic() + 5
+    while server.accepted < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.accepted == 1
     assert grants(isolated_env)[0]["host"] == "127.0.0.1"  # what the user chose is remembered
 
 
@@ -250,3 +255,65 @@ def test_listening_and_bound_prompts_take_only_ip_corrections(host: HostProcess)
     host.expect("error", code=Code.SCHEMA_VIOLATION)
     host.send({"type": "consent", "id": 1, "decision": "once", "host": "::1"})
     host.expect("opened", id=1, localAddress="::1")
+
+
+# -- DNS rebinding, with a resolver the test controls -------------------------------------------
+
+
+def write_grants(env: dict[str, str], grants: list[dict]) -> None:
+    path = Path(env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": 1, "grants": grants}))
+
+
+def test_a_name_granted_for_the_internet_does_not_follow_it_inward(host: HostProcess, isolated_env: dict[str, str], server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    # Granted "always" while rebind.test resolved to public addresses (as the prompt recorded)...
+    write_grants(isolated_env, [{"origin": ORIGIN, "kind": "tcp", "host": "rebind.test", "port": server.port, "scope": "internet"}])
+    # ...the name now points at this machine.
+    dns.records["rebind.test"] = ["127.0.0.1"]
+    host.hello()
+    tcp_open(host, 1, server.port, address="rebind.test")
+    prompt = host.expect("prompt", id=1)
+    assert prompt["addresses"] == ["127.0.0.1"] and prompt["scope"] == "loopback"
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
+    host.expect("error", id=1, name="NotAllowedError")
+    assert server.accepted == 0
+    # Allowed now, once: the host connects to the address it showed and checked.
+    tcp_open(host, 2, server.port, address="rebind.test")
+    host.expect("prompt", id=2)
+    dns.records["rebind.test"] = ["127.0.0.2"]  # changes again between the prompt and the answer
+    host.send({"type": "consent", "id": 2, "decision": "once"})
+    assert host.expect("opened", id=2)["remoteAddress"] == "127.0.0.1"
+
+
+def test_an_unscoped_grant_for_a_name_follows_it(host: HostProcess, isolated_env: dict[str, str], server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", f"printer.test:{server.port}")  # the user's explicit choice
+    dns.records["printer.test"] = ["127.0.0.1"]
+    host.hello()
+    tcp_open(host, 1, server.port, address="printer.test")
+    host.expect("opened", id=1, remoteAddress="127.0.0.1")
+
+
+def test_always_for_a_public_name_is_stored_with_its_scope(host: HostProcess, isolated_env: dict[str, str], server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    # A globally routable address, only ever named in this fake answer: the user types another,
+    # and the test's namespace has no route out anyway.
+    dns.records["far.test"] = ["93.184.216.34"]
+    host.hello()
+    tcp_open(host, 1, server.port, address="far.test")
+    prompt = host.expect("prompt", id=1)
+    assert prompt["scope"] == "internet" and prompt["addresses"] == ["93.184.216.34"]
+    # The user allows always, but types this machine's address: the grant names what they typed.
+    host.send({"type": "consent", "id": 1, "decision": "always", "host": "127.0.0.1"})
+    host.expect("opened", id=1)
+    assert grants(isolated_env) == [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": server.port}]
+    store = Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
+    assert "scope" not in store.read_text()
+
+
+def test_consent_scope_is_recorded(tmp_path: Path) -> None:
+    from direct_sockets.permissions import Grant, PermissionStore
+
+    store = PermissionStore(tmp_path / "permissions.json")
+    store.grant(Grant("https://a.example", "tcp", "far.test", 443, "internet"))
+    assert store.matching("https://a.example", "tcp", "far.test", 443)[0].scope == "internet"
+    assert json.loads(store.path.read_text())["grants"][0]["scope"] == "internet"

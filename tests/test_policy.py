@@ -83,8 +83,9 @@ def test_block_wins_over_a_user_grant_and_is_never_asked(host: HostProcess, isol
     host.hello()
     tcp_open(host, 1, server.port)
     host.expect("error", id=1, name="NotAllowedError")
-    tcp_open(host, 2, server.port, address="localhost")  # a name: asked as usual, not covered by the network rule
-    host.expect("prompt", id=2)
+    tcp_open(host, 2, server.port, address="localhost")  # a name is judged by what it resolves to
+    host.expect("error", id=2, name="NotAllowedError")
+    assert server.accepted == 0
 
 
 def test_policy_grant_allows_without_asking(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:

@@ -40,7 +40,8 @@ def service_name(port: int) -> str | None:
 
 
 def scope_of(addresses: Iterable[str]) -> str:
-    """'loopback', 'local' (private, link-local, unique-local, multicast) or 'internet'; the
+    """'loopback', 'local' (anything not globally routable: private, link-local, unique-local,
+    shared, multicast) or 'internet'; the
     widest of the addresses, so that a name that resolves partly to the internet says so."""
     rank = {"loopback": 0, "local": 1, "internet": 2}
     widest = "loopback"
@@ -52,10 +53,10 @@ def scope_of(addresses: Iterable[str]) -> str:
             address = address.ipv4_mapped
         if address.is_loopback:
             scope = "loopback"
-        elif address.is_private or address.is_link_local or address.is_multicast or address.is_unspecified:
-            scope = "local"
-        else:
+        elif address.is_global and not address.is_multicast:
             scope = "internet"
+        else:  # private, link-local, unique-local, shared, multicast, reserved
+            scope = "local"
         if rank[scope] > rank[widest]:
             widest = scope
     return widest if seen else "unknown"

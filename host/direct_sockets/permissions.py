@@ -40,8 +40,10 @@ class Grant:
     kind: str
     host: str
     port: int | str  # an int, or "*" for any port
+    scope: str = ""  # "internet": covers the name only while it resolves to public addresses
 
     def covers(self, origin: str, kind: str, host: str, port: int) -> bool:
+        """By name (or address) as the page asked; the session checks `scope` once resolved."""
         return (
             self.origin == origin
             and self.kind == kind
@@ -72,7 +74,7 @@ def _parse(raw: bytes) -> list[Grant]:
     grants = []
     for item in data["grants"]:
         try:
-            grants.append(Grant(normalize_origin(item["origin"]), item["kind"], normalize_host(item["host"]), item["port"]))
+            grants.append(Grant(normalize_origin(item["origin"]), item["kind"], normalize_host(item["host"]), item["port"], item.get("scope", "")))
         except ValueError as exc:
             raise StoreDamaged(f"grant {item!r}: {exc}") from exc
     return grants
@@ -98,15 +100,19 @@ class PermissionStore:
 
     def allows(self, origin: str, kind: str, host: str, port: int) -> bool:
         """Fails closed: a damaged or unreadable store allows nothing."""
+        return bool(self.matching(origin, kind, host, port))
+
+    def matching(self, origin: str, kind: str, host: str, port: int) -> list[Grant]:
+        """The grants that cover the destination by name; [] for a damaged or unreadable store."""
         try:
             grants = self.load()
         except (StoreDamaged, OSError):
-            return False
+            return []
         try:
             origin, host = normalize_origin(origin), normalize_host(host)
         except ValueError:
-            return False
-        return any(g.covers(origin, kind, host, port) for g in grants)
+            return []
+        return [g for g in grants if g.covers(origin, kind, host, port)]
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -129,7 +135,8 @@ class PermissionStore:
 
     def _write(self, grants: list[Grant]) -> None:
         items: list[dict[str, Any]] = [
-            {"origin": g.origin, "kind": g.kind, "host": g.host, "port": g.port} for g in sorted(set(grants))
+            {"origin": g.origin, "kind": g.kind, "host": g.host, "port": g.port, **({"scope": g.scope} if g.scope else {})}
+            for g in sorted(set(grants))
         ]
         raw = (json.dumps({"version": 1, "grants": items}, indent=2) + "\n").encode()
         _parse(raw)  # never write what we would refuse to read

@@ -126,6 +126,11 @@ class PolicyFile:
         self._key, self._damage = key, reason
         return Policy(True, (), ())
 
+    def blocks_address(self, origin: str, kind: str, address: str, port: int) -> bool:
+        """Whether a block rule covers an address a name resolved to (networks apply to names
+        through their addresses)."""
+        return self.verdict(origin, kind, address, port) == "block"
+
     def verdict(self, origin: str, kind: str, host: str, port: int) -> Verdict:
         """'block' (refuse, unasked), 'grant' (allow, unasked) or None (the user decides)."""
         policy = self.current()

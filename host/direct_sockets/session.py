@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from . import PROTOCOL_VERSION, __version__
-from .connection import Connection
+from .connection import Connection, family_for
 from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, scope_of, service_name
 from .destinations import InvalidDestination, normalize_host, normalize_origin
 from .errors import PAGE_MESSAGE, Code, ProtocolError
@@ -43,6 +43,7 @@ MAX_DATA_CHUNK = 512 * 1024  # bytes of TCP data in one message, both ways (see 
 SEND_WINDOW = 1024 * 1024  # unacknowledged TCP bytes a page may have in flight per socket
 UDP_SEND_WINDOW = 32  # unacknowledged datagrams a page may have in flight per socket
 MAX_SOCKETS = 4096
+RESOLVE_TIMEOUT = 10.0
 RECENTLY_ENDED = 4096  # ids whose late messages are dropped quietly
 BOUND_UDP_MIN_PORT = 1024  # the draft: bound UDP only on 0 or 1024 and above
 LISTEN_MIN_PORT = 32768  # the draft: TCP listening only on 0 or 32768 and above
@@ -53,6 +54,10 @@ def _ip_literal(text: str, what: str, socket_id: int) -> ipaddress.IPv4Address |
         return ipaddress.ip_address(text)
     except ValueError as exc:
         raise ProtocolError(Code.SCHEMA_VIOLATION, f"{what}: not an IP address: {text!r}", socket_id) from exc
+
+
+def _addresses(infos: list[Any]) -> list[str]:
+    return list(dict.fromkeys(info[4][0] for info in infos))
 
 
 def _is_ip(text: str) -> bool:
@@ -84,6 +89,8 @@ class PendingOpen:
     host: str
     port: int
     tab: tuple[int, bool]
+    infos: list[Any] | None = None  # what the name resolved to (and the socket will use)
+    scope: str = "unknown"
     timer: asyncio.TimerHandle | None = None
     shown: bool = False
 
@@ -104,6 +111,7 @@ class Session:
         # Grants made in private windows: kept here, in memory, never written (questionnaire 2.14).
         self._private_grants: set[Grant] = set()
         self._pending: dict[int, PendingOpen] = {}
+        self._deciding: set[int] = set()  # opens being decided (a policy check, a name lookup)
         self._tasks: set[asyncio.Task[None]] = set()
         self.greeted = False
         self.sockets: dict[int, Connection] = {}
@@ -171,6 +179,11 @@ class Session:
                 raise ProtocolError(Code.OUT_OF_ORDER, f"{kind} while the user is being asked", socket_id)
             await self._stop_asking(socket_id, allowed=None)
             return
+        if socket_id in self._deciding:
+            if kind != "release":
+                raise ProtocolError(Code.OUT_OF_ORDER, f"{kind} before the socket opened", socket_id)
+            self._mark_ended(socket_id)  # the decision sees it and opens nothing
+            return
         connection = self.sockets.get(socket_id)
         if connection is None:
             if socket_id in self._ended:
@@ -194,41 +207,63 @@ class Session:
     # -- opening: policy first, before any name is resolved or packet sent ----------------------
 
     def _id_taken(self, socket_id: int) -> bool:
-        return socket_id in self.sockets or socket_id in self._ended or socket_id in self._reserved or socket_id in self._pending
+        return (
+            socket_id in self.sockets or socket_id in self._ended or socket_id in self._reserved
+            or socket_id in self._pending or socket_id in self._deciding
+        )
 
-    async def _open(self, message: dict[str, Any], opener: Callable[[dict[str, Any]], Connection]) -> None:
+    async def _open(self, message: dict[str, Any], opener: Callable[[dict[str, Any], list[Any]], Connection]) -> None:
         socket_id = message["id"]
         if self._id_taken(socket_id):
             raise ProtocolError(Code.SOCKET_ID_IN_USE, f"socket id {socket_id} was used before")
-        if len(self.sockets) + len(self._pending) >= MAX_SOCKETS:
+        if len(self.sockets) + len(self._pending) + len(self._deciding) >= MAX_SOCKETS:
             raise ProtocolError(Code.TOO_MANY_SOCKETS, f"more than {MAX_SOCKETS} sockets", socket_id)
         destination = self._destination(message)
         if destination is None:
             await self._refuse(socket_id)
             return
-        kind, host, port = destination
-        origin = message["origin"]
-        verdict = self._verdict(origin, kind, host, port)
-        if verdict == "block":
-            log.info("refused %s -> %s %s:%s: the administrator's policy", origin, kind, host, port)
-            await self._refuse(socket_id)
-            return
-        if verdict == "grant" or self._granted(origin, message["incognito"], kind, host, port):
-            self._start(message, opener)
-            return
-        if self._consent.in_cooldown(origin):
-            log.info("refused %s -> %s %s:%s without asking: refused too often lately", origin, kind, host, port)
-            await self._refuse(socket_id)
-            return
-        pending = PendingOpen(message, kind, host, port, (message["tabId"], message["incognito"]))
-        turn = self._consent.request(pending.tab, socket_id)
-        if turn == "refuse":
-            log.info("refused %s -> %s %s:%s: too many prompts waiting in tab %s", origin, kind, host, port, message["tabId"])
-            await self._refuse(socket_id)
-            return
-        self._pending[socket_id] = pending
-        if turn == "show":
-            self._spawn(self._show_prompt(socket_id))
+        # Deciding may mean looking a name up: not on the path every other message waits on.
+        self._deciding.add(socket_id)
+        self._spawn(self._decide(message, opener, destination))
+
+    async def _decide(self, message: dict[str, Any], opener: Callable[[dict[str, Any], list[Any]], Connection], destination: tuple[str, str, int]) -> None:
+        socket_id = message["id"]
+        try:
+            kind, host, port = destination
+            origin = message["origin"]
+            verdict = self._verdict(origin, kind, host, port)
+            if verdict == "block":
+                log.info("refused %s -> %s %s:%s: the administrator's policy", origin, kind, host, port)
+                await self._refuse(socket_id)
+                return
+            grants = self._grants(origin, message["incognito"], kind, host, port)
+            if verdict == "grant" or grants:
+                infos = await self._resolve(message, kind, host, port)
+                if socket_id in self._ended:
+                    return  # released meanwhile
+                if infos is None:
+                    await self._network_error(socket_id, f"resolving {host} failed")
+                    return
+                if self._blocked(origin, kind, infos, port):
+                    await self._refuse(socket_id)
+                    return
+                scope = scope_of(_addresses(infos)) if infos else "unknown"
+                # A grant made while a name pointed at the internet does not follow it inward:
+                # that is what DNS rebinding looks like, and it needs its own consent.
+                rebound = verdict != "grant" and all(g.scope == "internet" for g in grants) and scope != "internet"
+                if not rebound:
+                    self._start(message, opener, infos)
+                    return
+                log.warning("%s now resolves to %s (%s): asking again", host, _addresses(infos), scope)
+                await self._ask(message, destination, infos)
+                return
+            if self._consent.in_cooldown(origin):
+                log.info("refused %s -> %s %s:%s without asking: refused too often lately", origin, kind, host, port)
+                await self._refuse(socket_id)
+                return
+            await self._ask(message, destination, None)
+        finally:
+            self._deciding.discard(socket_id)
 
     def _destination(self, message: dict[str, Any]) -> tuple[str, str, int] | None:
         """What a grant must cover for this socket; None when the draft forbids it outright."""
@@ -254,16 +289,43 @@ class Session:
             return "block"
         return self._policy.verdict(origin, kind, host, port) if self._policy is not None else None
 
-    def _granted(self, origin: str, incognito: bool, kind: str, host: str, port: int) -> bool:
-        if self._store.allows(origin, kind, host, port):
-            return True
+    def _grants(self, origin: str, incognito: bool, kind: str, host: str, port: int) -> list[Grant]:
+        """The user's grants covering the destination by name (private-window ones included
+        for private windows only)."""
+        found = self._store.matching(origin, kind, host, port)
         if incognito:
             try:
                 origin, host = normalize_origin(origin), normalize_host(host)
             except InvalidDestination:
-                return False
-            return any(g.covers(origin, kind, host, port) for g in self._private_grants)
-        return False
+                return found
+            found += [g for g in self._private_grants if g.covers(origin, kind, host, port)]
+        return found
+
+    async def _resolve(self, message: dict[str, Any], kind: str, host: str, port: int) -> list[Any] | None:
+        """The addresses a TCP or connected UDP socket may use (the host resolves names itself
+        and connects only to what it checked); [] for the local kinds; None if resolving failed."""
+        if kind not in ("tcp", "udp"):
+            return []
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(
+                    host, port, family=family_for(message.get("options", {}).get("dnsQueryType")),
+                    type=socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM,
+                ),
+                timeout=RESOLVE_TIMEOUT,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.info("resolving %s: %s", host, exc or "timed out")
+            return None
+        return list(infos)
+
+    def _blocked(self, origin: str, kind: str, infos: list[Any], port: int) -> bool:
+        if self._policy is None:
+            return False
+        blocked = [a for a in _addresses(infos) if self._policy.blocks_address(origin, kind, a, port)]
+        if blocked:
+            log.info("refused %s -> %s %s: the administrator's policy blocks %s", origin, kind, port, blocked)
+        return bool(blocked)
 
     async def _refuse(self, socket_id: int) -> None:
         # A page learns nothing about a destination it may not reach: one message for every
@@ -273,12 +335,19 @@ class Session:
             {"type": "error", "id": socket_id, "code": int(Code.NOT_ALLOWED), "name": "NotAllowedError", "message": PAGE_MESSAGE[Code.NOT_ALLOWED]}
         )
 
-    def _start(self, message: dict[str, Any], opener: Callable[[dict[str, Any]], Connection]) -> None:
-        connection = opener(message)
+    async def _network_error(self, socket_id: int, detail: str) -> None:
+        log.warning("socket %d failed before opening: %s", socket_id, detail)
+        self._mark_ended(socket_id)
+        await self._emit(
+            {"type": "error", "id": socket_id, "code": int(Code.NETWORK_ERROR), "name": "NetworkError", "message": PAGE_MESSAGE[Code.NETWORK_ERROR]}
+        )
+
+    def _start(self, message: dict[str, Any], opener: Callable[[dict[str, Any], list[Any]], Connection], infos: list[Any]) -> None:
+        connection = opener(message, infos)
         self.sockets[message["id"]] = connection
         self.origins[message["id"]] = message["origin"]
 
-    def _opener_for(self, message: dict[str, Any]) -> Callable[[dict[str, Any]], Connection]:
+    def _opener_for(self, message: dict[str, Any]) -> Callable[[dict[str, Any], list[Any]], Connection]:
         return {"tcp_open": self._open_tcp, "udp_open": self._open_udp, "tcp_listen": self._listen}[message["type"]]
 
     # -- asking the user ---------------------------------------------------------------------------
@@ -288,49 +357,59 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _ask(self, message: dict[str, Any], destination: tuple[str, str, int], infos: list[Any] | None) -> None:
+        socket_id = message["id"]
+        kind, host, port = destination
+        pending = PendingOpen(message, kind, host, port, (message["tabId"], message["incognito"]), infos=infos)
+        turn = self._consent.request(pending.tab, socket_id)
+        if turn == "refuse":
+            log.info("refused %s -> %s %s:%s: too many prompts waiting in tab %s", message["origin"], kind, host, port, message["tabId"])
+            await self._refuse(socket_id)
+            return
+        self._pending[socket_id] = pending
+        if turn == "show":
+            await self._show_prompt(socket_id)
+
     async def _show_prompt(self, socket_id: int) -> None:
         pending = self._pending.get(socket_id)
         if pending is None or pending.shown:
             return
         pending.shown = True
         message = pending.message
-        addresses = await self._addresses_for_prompt(pending)
+        if pending.infos is None:
+            # What the name stands for, for the user to judge: a name lookup only, no packet
+            # to the destination before the answer. The socket will use exactly these.
+            pending.infos = await self._resolve(message, pending.kind, pending.host, pending.port)
         if self._pending.get(socket_id) is not pending:
             return  # released while we looked the name up
+        infos = pending.infos or []
+        if pending.kind in ("tcp", "udp"):
+            addresses = _addresses(infos)
+        else:
+            addresses = [pending.host]
+        if self._blocked(message["origin"], pending.kind, infos, pending.port):
+            await self._stop_asking(socket_id, allowed=False, notify=False)
+            return
+        pending.scope = scope_of(addresses)
         timeout = self._consent.timeout_seconds
         pending.timer = asyncio.get_running_loop().call_later(timeout, lambda: self._spawn(self._stop_asking(socket_id, allowed=False)))
         prompt: dict[str, Any] = {
             "type": "prompt", "id": socket_id, "origin": message["origin"], "tabId": message["tabId"],
             "frameId": message["frameId"], "incognito": message["incognito"], "kind": pending.kind,
-            "host": pending.host, "port": pending.port, "addresses": addresses, "scope": scope_of(addresses),
+            "host": pending.host, "port": pending.port, "addresses": addresses, "scope": pending.scope,
             # Every socket is plain text for now: an https page opening one is downgrading (2.16).
             "plaintext": message["origin"].startswith("https:"),
             "offerAlways": not message["incognito"], "timeoutSeconds": timeout,
         }
         if (service := service_name(pending.port)) is not None:
             prompt["service"] = service
-        log.info("asking the user: %s -> %s %s:%s", message["origin"], pending.kind, pending.host, pending.port)
+        log.info("asking the user: %s -> %s %s:%s (%s)", message["origin"], pending.kind, pending.host, pending.port, addresses)
         await self._emit(prompt)
-
-    async def _addresses_for_prompt(self, pending: PendingOpen) -> list[str]:
-        """What the name stands for, for the user to judge. Only a name lookup: no packet goes
-        to the destination before the user answers."""
-        try:
-            return [str(ipaddress.ip_address(pending.host))]
-        except ValueError:
-            pass
-        try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(pending.host, pending.port, type=socket.SOCK_STREAM), timeout=5
-            )
-        except (OSError, asyncio.TimeoutError):
-            return []
-        return list(dict.fromkeys(info[4][0] for info in infos))
 
     async def _answer(self, message: dict[str, Any]) -> None:
         socket_id, decision = message["id"], message["decision"]
         pending = self._pending.get(socket_id)
-        if pending is None or not pending.shown:
+        if pending is None or not pending.shown or pending.timer is None:
             if socket_id in self._ended:
                 return  # the answer crossed a timeout or a release
             raise ProtocolError(Code.UNKNOWN_SOCKET, f"consent for socket {socket_id}, which is not waiting for one")
@@ -343,17 +422,21 @@ class Session:
         if (decision == "always" and incognito) or (decision == "session" and not incognito):
             raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {decision!r} is not offered {'in' if incognito else 'outside'} private windows")
         host = pending.host
+        infos = pending.infos
         if "host" in message and message["host"] != pending.host:
             host = message["host"]
             if pending.kind in ("udp-bind", "tcp-listen") and not _is_ip(host):
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a local address must be an IP address")
             address_field = "localAddress" if pending.kind in ("udp-bind", "tcp-listen") else "remoteAddress"
             pending.message[address_field] = host
+            infos = None  # the user's address: resolved afresh (and checked against the policy)
             log.info("the user corrected %s to %s", pending.host, host)
         log.info("the user allowed (%s) %s -> %s %s:%s", decision, origin, pending.kind, host, pending.port)
         if decision in ("always", "session"):
+            # A name granted while it pointed only at the internet stays granted only for that.
+            scope = "internet" if infos is not None and not _is_ip(host) and pending.scope == "internet" else ""
             try:
-                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), pending.port)
+                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), pending.port, scope)
             except InvalidDestination as exc:
                 raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {exc}") from exc
             if decision == "always":
@@ -361,7 +444,27 @@ class Session:
             else:
                 self._private_grants.add(grant)
         await self._stop_asking(socket_id, allowed=True, notify=False)
-        self._start(pending.message, self._opener_for(pending.message))
+        self._deciding.add(socket_id)
+        self._spawn(self._start_allowed(pending.message, pending.kind, host, pending.port, infos))
+
+    async def _start_allowed(self, message: dict[str, Any], kind: str, host: str, port: int, infos: list[Any] | None) -> None:
+        """The user said yes: open with the addresses the prompt showed (resolved anew, and
+        checked against the policy, only when the user typed another address)."""
+        socket_id = message["id"]
+        try:
+            if not infos and kind in ("tcp", "udp"):
+                infos = await self._resolve(message, kind, host, port)
+                if socket_id in self._ended:
+                    return
+                if infos is None:
+                    await self._network_error(socket_id, f"resolving {host} failed")
+                    return
+                if self._blocked(message["origin"], kind, infos, port):
+                    await self._refuse(socket_id)
+                    return
+            self._start(message, self._opener_for(message), infos or [])
+        finally:
+            self._deciding.discard(socket_id)
 
     async def _stop_asking(self, socket_id: int, allowed: bool | None, notify: bool = True) -> None:
         """Ends a prompt: answered, timed out (allowed=False) or released (allowed=None)."""
@@ -388,19 +491,19 @@ class Session:
         if following is not None:
             self._spawn(self._show_prompt(following))
 
-    def _open_tcp(self, message: dict[str, Any]) -> Connection:
+    def _open_tcp(self, message: dict[str, Any], infos: list[Any]) -> Connection:
         host, port = message["remoteAddress"], message["remotePort"]
         connection = TcpConnection(TcpSocketState(message["id"], SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone)
         log.info("%s (tab %s, frame %s) opens tcp %s:%d", message["origin"], message["tabId"], message["frameId"], host, port)
-        connection.start(host, port, message["options"])
+        connection.start(host, port, message["options"], infos)
         return connection
 
-    def _open_udp(self, message: dict[str, Any]) -> Connection:
+    def _open_udp(self, message: dict[str, Any], infos: list[Any]) -> Connection:
         connection = UdpConnection(UdpSocketState(message["id"], UdpMode(message["mode"]), UDP_SEND_WINDOW), self._emit, self._gone)
-        connection.start(message)
+        connection.start(message, infos)
         return connection
 
-    def _listen(self, message: dict[str, Any]) -> Connection:
+    def _listen(self, message: dict[str, Any], infos: list[Any]) -> Connection:
         origin = message["origin"]
 
         def new_connection(socket_id: int) -> TcpConnection:

@@ -14,7 +14,7 @@ import logging
 import socket
 from typing import Any, Callable
 
-from .connection import Connection, Emit, family_for, set_buffer_sizes
+from .connection import Connection, Emit, set_buffer_sizes
 from .tcp_state import TcpSocketState
 
 log = logging.getLogger(__name__)
@@ -47,19 +47,14 @@ class TcpConnection(Connection):
 
     # -- opening ------------------------------------------------------------------------------
 
-    def start(self, host: str, port: int, options: dict[str, Any]) -> None:
+    def start(self, host: str, port: int, options: dict[str, Any], addresses: list[Any]) -> None:
+        """Connects to the first of `addresses` that answers: the ones the session resolved and
+        checked, never a fresh resolution (which a rebinding DNS server could change)."""
         self.description = f"{host}:{port}"
-        self._spawn(self._connect(host, port, options))
+        self._spawn(self._connect(host, port, options, addresses))
 
-    async def _connect(self, host: str, port: int, options: dict[str, Any]) -> None:
+    async def _connect(self, host: str, port: int, options: dict[str, Any], infos: list[Any]) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(
-                host, port, family=family_for(options.get("dnsQueryType")), type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-        except OSError as exc:
-            await self.fail(f"resolving {host}: {exc}")
-            return
         last_error: OSError | None = None
         for family, kind, proto, _, address in infos:
             sock = socket.socket(family, kind, proto)

@@ -58,11 +58,13 @@ class UdpConnection(Connection):
 
     # -- opening ------------------------------------------------------------------------------
 
-    def start(self, message: dict[str, Any]) -> None:
+    def start(self, message: dict[str, Any], addresses: list[Any]) -> None:
+        """A connected socket connects to the first of `addresses` (resolved and checked by the
+        session); a bound one binds."""
         options = message["options"]
         if self.state.mode is UdpMode.CONNECTED:
             self.description = f"{message['remoteAddress']}:{message['remotePort']}"
-            self._spawn(self._connect(message["remoteAddress"], message["remotePort"], options))
+            self._spawn(self._connect(message["remoteAddress"], message["remotePort"], options, addresses))
         else:
             self.description = f"bound {message['localAddress']}:{message.get('localPort', 0)}"
             self._spawn(self._bind(message["localAddress"], message.get("localPort", 0), options))
@@ -77,13 +79,8 @@ class UdpConnection(Connection):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, loop)
 
-    async def _connect(self, host: str, port: int, options: dict[str, Any]) -> None:
+    async def _connect(self, host: str, port: int, options: dict[str, Any], infos: list[Any]) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, family=family_for(options.get("dnsQueryType")), type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            await self.fail(f"resolving {host}: {exc}")
-            return
         last_error: OSError | None = None
         for family, kind, proto, _, address in infos:
             sock = socket.socket(family, kind, proto)

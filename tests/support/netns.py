@@ -14,9 +14,11 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 IPV6_MULTICAST_ADDRESS = "fd00:d5::1"  # on the veth end inside the namespace
 
 
@@ -24,6 +26,7 @@ IPV6_MULTICAST_ADDRESS = "fd00:d5::1"  # on the veth end inside the namespace
 class PrivateNetwork:
     active: bool
     reason: str  # why not, when not active
+    resolver: bool = False  # /etc/resolv.conf points at the tests' own DNS server on 127.0.0.1
 
 
 def _ip(*args: str) -> None:
@@ -48,4 +51,23 @@ def enter() -> PrivateNetwork:
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         return PrivateNetwork(False, f"setting up the namespace failed: {detail.strip()}")
-    return PrivateNetwork(True, "")
+    return PrivateNetwork(True, "", resolver=_own_resolver())
+
+
+def _own_resolver() -> bool:
+    """A private mount namespace in which /etc/resolv.conf names 127.0.0.1, where the tests run
+    their own DNS server (tests/support/dns.py): names resolve as a test says, and no lookup
+    ever leaves the machine."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return False
+    try:
+        subprocess.run(["mount", "--make-rprivate", "/"], check=True, capture_output=True)
+        fd, path = tempfile.mkstemp(prefix="direct-sockets-resolv-", suffix=".conf")
+        with os.fdopen(fd, "w") as handle:
+            handle.write("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        os.chmod(path, 0o644)
+        subprocess.run(["mount", "--bind", path, "/etc/resolv.conf"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
