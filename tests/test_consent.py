@@ -65,6 +65,19 @@ def test_cooldown_after_repeated_refusals_and_its_end() -> None:
     assert not broker.in_cooldown("https://a.example")
 
 
+def test_rate_limit_per_origin() -> None:
+    from direct_sockets.consent import RateLimiter
+
+    clock = Clock()
+    limiter = RateLimiter(clock=clock, burst=5, per_second=2)
+    assert [limiter.allow("https://a.example") for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow("https://b.example")  # each origin has its own bucket
+    clock.now += 1.0
+    assert [limiter.allow("https://a.example") for _ in range(3)] == [True, True, False]
+    clock.now += 100
+    assert sum(limiter.allow("https://a.example") for _ in range(10)) == 5  # refills to the burst, no more
+
+
 def test_what_the_prompt_says_about_a_destination() -> None:
     assert service_name(22) == "SSH" and service_name(631) == "IPP printing" and service_name(1883) == "MQTT"
     assert service_name(40000) is None
@@ -317,3 +330,15 @@ def test_consent_scope_is_recorded(tmp_path: Path) -> None:
     store.grant(Grant("https://a.example", "tcp", "far.test", 443, "internet"))
     assert store.matching("https://a.example", "tcp", "far.test", 443)[0].scope == "internet"
     assert json.loads(store.path.read_text())["grants"][0]["scope"] == "internet"
+
+
+def test_a_burst_of_connection_attempts_is_cut_off(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", "127.0.0.1:*")
+    host.hello()
+    for sid in range(1, 201):
+        tcp_open(host, sid, server.port)
+    outcomes = {"opened": 0, "error": 0}
+    for _ in range(200):
+        outcomes[host.recv(10)["type"]] += 1
+    # 64 at once, then 16 a second: a sweep of 200 ports is cut short.
+    assert 64 <= outcomes["opened"] < 100 and outcomes["opened"] + outcomes["error"] == 200

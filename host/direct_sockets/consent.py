@@ -29,6 +29,8 @@ WELL_KNOWN_SERVICES = {
     6667: "IRC", 8883: "MQTT over TLS", 9100: "Raw printing (JetDirect)", 27017: "MongoDB",
 }
 
+ATTEMPTS_BURST = 64  # socket requests an origin may make at once...
+ATTEMPTS_PER_SECOND = 16.0  # ...and after that, per second
 DENIALS_BEFORE_COOLDOWN = 3
 COOLDOWN_SECONDS = 300.0
 PROMPT_TIMEOUT_SECONDS = 60.0
@@ -121,3 +123,24 @@ class ConsentBroker:
 
     def deadline(self) -> float:
         return self.clock() + self.timeout_seconds
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per origin: a page cannot use sockets to sweep a network, even with a
+    broad grant, faster than a person's apps plausibly need (security-model.md)."""
+
+    clock: Callable[[], float] = time.monotonic
+    burst: float = ATTEMPTS_BURST
+    per_second: float = ATTEMPTS_PER_SECOND
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # origin -> (tokens, when)
+
+    def allow(self, origin: str) -> bool:
+        now = self.clock()
+        tokens, then = self._buckets.get(origin, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.per_second)
+        if tokens < 1:
+            self._buckets[origin] = (tokens, now)
+            return False
+        self._buckets[origin] = (tokens - 1, now)
+        return True

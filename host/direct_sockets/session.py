@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 
 from . import PROTOCOL_VERSION, __version__
 from .connection import Connection, family_for
-from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, scope_of, service_name
+from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, scope_of, service_name
 from .destinations import InvalidDestination, normalize_host, normalize_origin
 from .errors import PAGE_MESSAGE, Code, ProtocolError
 from .framing import Event, FrameError
@@ -108,6 +108,7 @@ class Session:
         self._store = store
         self._policy = policy
         self._consent = consent or ConsentBroker(timeout_seconds=prompt_timeout())
+        self._attempts = RateLimiter()
         # Grants made in private windows: kept here, in memory, never written (questionnaire 2.14).
         self._private_grants: set[Grant] = set()
         self._pending: dict[int, PendingOpen] = {}
@@ -220,6 +221,10 @@ class Session:
             raise ProtocolError(Code.TOO_MANY_SOCKETS, f"more than {MAX_SOCKETS} sockets", socket_id)
         destination = self._destination(message)
         if destination is None:
+            await self._refuse(socket_id)
+            return
+        if not self._attempts.allow(message["origin"]):
+            log.info("refused %s -> %s: too many socket requests", message["origin"], destination)
             await self._refuse(socket_id)
             return
         # Deciding may mean looking a name up: not on the path every other message waits on.
