@@ -12,7 +12,8 @@ const PROTOCOL_VERSION = 1;
 /**
  * @typedef {{port: chrome.runtime.Port, origin: string, tabId: number, frameId: number,
  *   incognito: boolean, sids: Map<number, number>}} Frame
- * @typedef {{frame: Frame, sid: number, accepts: Set<number>}} Route
+ * @typedef {{frame: Frame, sid: number, accepts: Set<number>, kind: string, destination: string,
+ *   open: boolean, since: number, sent: number, received: number}} Route
  */
 
 /** @type {chrome.runtime.Port | null} */
@@ -104,14 +105,30 @@ function fromHost(message) {
   const { type, id, ...fields } = message;
   if (type === 'error') {
     // An error naming a socket ends it. One without a DOM name is a fault in what we sent.
+    // The page gets the generic message; the reason is kept for the popup.
+    if (fields.detail) remember(route, fields.detail);
     forget(id);
     safePost(frame.port, { op: 'error', sid, name: fields.name ?? 'NetworkError', message: fields.message });
     return;
+  }
+  if (type === 'opened') {
+    route.open = true;
+    route.since = Date.now();
+    if (route.kind === 'UDP (bound)' || route.kind === 'TCP server') route.destination = `${fields.localAddress}:${fields.localPort}`;
+    updateBadge(frame.tabId);
+  } else if (type === 'data' || type === 'datagram') {
+    route.received += base64Bytes(fields.data);
+  } else if (type === 'write_failed') {
+    remember(route, `sending failed (${fields.name})`);
   }
   if (type === 'closed') forget(id);
   if (type === 'accepted') {
     const accepted = routes.get(fields.socketId);
     if (!accepted) return;
+    accepted.open = true;
+    accepted.since = Date.now();
+    accepted.destination = `${fields.remoteAddress}:${fields.remotePort}`;
+    updateBadge(frame.tabId);
     route.accepts.delete(fields.socketId);
     const { socketId, ...addresses } = fields;
     safePost(frame.port, { op: type, sid, newSid: accepted.sid, ...addresses });
@@ -127,6 +144,38 @@ function forget(id) {
   routes.delete(id);
   entry.frame.sids.delete(entry.sid);
   for (const pending of entry.accepts) forget(pending);
+  if (entry.open) updateBadge(entry.frame.tabId);
+}
+
+// -- seeing and stopping what a site does --------------------------------------------------------
+
+/** @type {Array<{when: number, tabId: number, origin: string, kind: string, destination: string, detail: string}>} */
+const failures = [];
+
+function remember(route, detail) {
+  failures.push({ when: Date.now(), tabId: route.frame.tabId, origin: route.frame.origin, kind: route.kind, destination: route.destination, detail });
+  if (failures.length > 50) failures.shift();
+}
+
+function openSocketsOf(tabId) {
+  return [...routes.entries()].filter(([, r]) => r.open && r.frame.tabId === tabId);
+}
+
+function updateBadge(tabId) {
+  const count = openSocketsOf(tabId).length;
+  api.action.setBadgeText({ tabId, text: count ? String(count) : '' }).catch(() => {});
+}
+
+/** The user closed sockets from the popup: the page sees NetworkError, the host closes them. */
+function closeSockets(ids) {
+  for (const id of ids) {
+    const route = routes.get(id);
+    if (!route) continue;
+    remember(route, 'closed by the user');
+    forget(id);
+    safePost(route.frame.port, { op: 'error', sid: route.sid, name: 'NetworkError', message: 'Network error.' });
+    if (native) toHost({ type: 'release', id });
+  }
 }
 
 function safePost(port, message) {
@@ -202,15 +251,33 @@ api.windows.onRemoved.addListener((windowId) => {
   }
 });
 
+function fromPage(sender, page) {
+  return sender.id === api.runtime.id && typeof sender.url === 'string' && sender.url.startsWith(api.runtime.getURL(page));
+}
+
 function fromConsentPage(sender) {
-  return sender.id === api.runtime.id && typeof sender.url === 'string'
-    && sender.url.startsWith(api.runtime.getURL(CONSENT_PAGE));
+  return fromPage(sender, CONSENT_PAGE);
 }
 
 api.runtime.onMessage.addListener((request, sender, sendResponse) => {
-  // Only the extension's own consent page may read a prompt or answer it; content scripts and
-  // pages cannot, whatever they send.
-  if (!fromConsentPage(sender) || !request || typeof request !== 'object') return false;
+  if (!request || typeof request !== 'object') return false;
+  // Only the extension's own pages may list or close sockets, or read and answer prompts;
+  // content scripts and web pages cannot, whatever they send.
+  if (fromPage(sender, 'popup.html')) {
+    if (request.op === 'sockets') {
+      sendResponse({
+        sockets: openSocketsOf(request.tabId).map(([id, r]) => ({
+          id, origin: r.frame.origin, kind: r.kind, destination: r.destination, sent: r.sent, received: r.received, since: r.since,
+        })),
+        failures: failures.filter((f) => f.tabId === request.tabId).slice(-10).reverse(),
+      });
+    } else if (request.op === 'close-sockets' && Array.isArray(request.ids)) {
+      closeSockets(request.ids);
+      sendResponse(true);
+    }
+    return false;
+  }
+  if (!fromConsentPage(sender)) return false;
   if (request.op === 'prompt-details') {
     sendResponse(prompts.get(request.id)?.message ?? null);
   } else if (request.op === 'prompt-answer') {
@@ -250,11 +317,29 @@ const OPERATIONS = {
 };
 
 /** Gives a page id its host id, in this frame's table and the router's. */
-function addRoute(frame, sid) {
+function addRoute(frame, sid, kind = '', destination = '') {
   const id = nextId++;
   frame.sids.set(sid, id);
-  routes.set(id, { frame, sid, accepts: new Set() });
+  routes.set(id, { frame, sid, accepts: new Set(), kind, destination, open: false, since: Date.now(), sent: 0, received: 0 });
   return id;
+}
+
+/** What the popup calls a socket's destination. */
+function describe(message) {
+  switch (message.kind) {
+    case 'tcp': return ['TCP', `${message.remoteAddress}:${message.remotePort}`];
+    case 'udp': return message.mode === 'connected'
+      ? ['UDP', `${message.remoteAddress}:${message.remotePort}`]
+      : ['UDP (bound)', `${message.localAddress}:${message.localPort ?? 'any'}`];
+    case 'listen': return ['TCP server', `${message.localAddress}:${message.localPort ?? 'any'}`];
+    default: return [String(message.kind), ''];
+  }
+}
+
+/** Bytes in a base64 string, for the popup's counters. */
+function base64Bytes(text) {
+  if (typeof text !== 'string') return 0;
+  return (text.length * 3) / 4 - (text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0);
 }
 
 function fromFrame(frame, message) {
@@ -262,7 +347,7 @@ function fromFrame(frame, message) {
   if (message.op === 'open') {
     const open = Object.hasOwn(OPENERS, message.kind) ? OPENERS[message.kind] : undefined;
     if (frame.sids.has(message.sid) || !open) return;
-    const id = addRoute(frame, message.sid);
+    const id = addRoute(frame, message.sid, ...describe(message));
     toHost({ ...open(message), id, origin: frame.origin, tabId: frame.tabId, frameId: frame.frameId, incognito: frame.incognito });
     return;
   }
@@ -271,7 +356,7 @@ function fromFrame(frame, message) {
   if (message.op === 'accept') {
     // The connection's page id is chosen now; its host id too, before the host accepts it.
     if (!Number.isSafeInteger(message.newSid) || frame.sids.has(message.newSid)) return;
-    const socketId = addRoute(frame, message.newSid);
+    const socketId = addRoute(frame, message.newSid, 'TCP (accepted)', '');
     routes.get(id).accepts.add(socketId);
     toHost({ type: 'accept', id, socketId });
     return;
@@ -279,6 +364,8 @@ function fromFrame(frame, message) {
   const build = Object.hasOwn(OPERATIONS, message.op) ? OPERATIONS[message.op] : undefined;
   if (!build) return;
   if (message.op === 'release') forget(id);
+  const entry = routes.get(id);
+  if (entry && (message.op === 'send' || message.op === 'udp_send')) entry.sent += base64Bytes(message.data);
   toHost({ ...build(message), id });
 }
 
@@ -289,6 +376,7 @@ function frameGone(frame) {
     if (native) toHost({ type: 'release', id });
     frame.sids.delete(sid);
   }
+  updateBadge(frame.tabId);
 }
 
 api.runtime.onConnect.addListener((port) => {

@@ -221,7 +221,7 @@ def test_shutdown_twice_is_out_of_order(host: HostProcess, isolated_env: dict[st
     while seen[-1]["type"] != "error":
         seen.append(host.recv())
     assert [m["type"] for m in seen[:-1]] in ([], ["fin_sent"]), seen
-    assert seen[-1] == {"type": "error", "id": 1, "code": Code.OUT_OF_ORDER, "name": "NetworkError", "message": "Network error."}
+    assert seen[-1] == {"type": "error", "id": 1, "code": Code.OUT_OF_ORDER, "name": "NetworkError", "message": "Network error.", "detail": "shutdown twice"}
     host.send({"type": "ping", "seq": 6})
     host.expect("pong", seq=6)
 

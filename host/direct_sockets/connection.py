@@ -67,7 +67,7 @@ class Connection:
         # what the extension sent); the details are for the log (security-model.md).
         log.warning("%s %d (%s) failed (%d): %s", self.kind, self.id, self.description, code, detail)
         message = PAGE_MESSAGE[Code.NOT_ALLOWED if name == "NotAllowedError" else Code.NETWORK_ERROR]
-        await self._emit({"type": "error", "id": self.id, "code": int(code), "name": name, "message": message})
+        await self._emit({"type": "error", "id": self.id, "code": int(code), "name": name, "message": message, "detail": detail})
 
     def release(self) -> None:
         """The page is gone or closed the socket: close it now, say nothing."""

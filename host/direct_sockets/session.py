@@ -344,7 +344,7 @@ class Session:
         log.warning("socket %d failed before opening: %s", socket_id, detail)
         self._mark_ended(socket_id)
         await self._emit(
-            {"type": "error", "id": socket_id, "code": int(Code.NETWORK_ERROR), "name": "NetworkError", "message": PAGE_MESSAGE[Code.NETWORK_ERROR]}
+            {"type": "error", "id": socket_id, "code": int(Code.NETWORK_ERROR), "name": "NetworkError", "message": PAGE_MESSAGE[Code.NETWORK_ERROR], "detail": detail}
         )
 
     def _start(self, message: dict[str, Any], opener: Callable[[dict[str, Any], list[Any]], Connection], infos: list[Any]) -> None:

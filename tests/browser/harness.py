@@ -245,6 +245,9 @@ class Chromium(Browser):
             args=[*CHROMIUM_FLAGS, f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}"],
         )
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
+        from direct_sockets.install import extension_ids
+
+        self.extension_id = extension_ids().chrome
 
     def navigate(self, url: str) -> None:
         self.page.goto(url, wait_until="commit")
