@@ -62,6 +62,8 @@ function hostGone(port, reason) {
     routes.delete(id);
   }
   for (const id of [...prompts.keys()]) closePrompt(id);
+  for (const respond of grantRequests.values()) respond(null); // the options page says so
+  grantRequests.clear();
 }
 
 function toHost(message) {
@@ -88,6 +90,12 @@ function fromHost(message) {
     return;
   }
   if (message.type === 'pong') return;
+  if (message.type === 'grants') {
+    const waiter = grantRequests.get(message.req);
+    grantRequests.delete(message.req);
+    waiter?.({ grants: message.grants, damaged: message.damaged });
+    return;
+  }
   if (message.type === 'prompt') {
     showPrompt(message);
     return;
@@ -148,6 +156,10 @@ function forget(id) {
 }
 
 // -- seeing and stopping what a site does --------------------------------------------------------
+
+/** Requests from the options page waiting for the host: req -> sendResponse. */
+const grantRequests = new Map();
+let nextRequest = 1;
 
 /** @type {Array<{when: number, tabId: number, origin: string, kind: string, destination: string, detail: string}>} */
 const failures = [];
@@ -274,6 +286,18 @@ api.runtime.onMessage.addListener((request, sender, sendResponse) => {
     } else if (request.op === 'close-sockets' && Array.isArray(request.ids)) {
       closeSockets(request.ids);
       sendResponse(true);
+    }
+    return false;
+  }
+  if (fromPage(sender, 'options.html')) {
+    if (request.op === 'grants-list' || request.op === 'grants-revoke') {
+      const req = nextRequest++;
+      const message = request.op === 'grants-list'
+        ? { type: 'grants_list', req }
+        : { type: 'grants_revoke', req, ...pick(request, ['origin', 'kind', 'host', 'port']) };
+      grantRequests.set(req, sendResponse);
+      toHost(message);
+      return true; // answered when the host replies
     }
     return false;
   }

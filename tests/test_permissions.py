@@ -151,3 +151,23 @@ def test_no_allow_everything_switch() -> None:
     sources = "".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "host").rglob("*.py"))
     read = set(re.findall(r"environ(?:\.get)?\(?\[?\s*\"([A-Z_]+)\"", sources))
     assert read == {"DIRECT_SOCKETS_LOG", "DIRECT_SOCKETS_PROMPT_TIMEOUT", "CHROME_CONFIG_HOME", "XDG_CONFIG_HOME"}, read
+
+
+def test_options_page_messages_list_and_revoke(host, isolated_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    cli(isolated_env, "permissions", "grant", "--origin", "https://a.example", "--tcp", "h.example:1")
+    cli(isolated_env, "permissions", "grant", "--origin", "https://a.example", "--udp", "h.example:2")
+    cli(isolated_env, "permissions", "grant", "--origin", "https://b.example", "--multicast", "239.1.1.1")
+    host.hello()
+    host.send({"type": "grants_list", "req": 1})
+    listed = host.expect("grants", req=1, damaged=False)["grants"]
+    assert len(listed) == 3
+    host.send({"type": "grants_revoke", "req": 2, "origin": "https://a.example", "kind": "udp", "host": "h.example", "port": 2})
+    after = host.expect("grants", req=2)["grants"]
+    assert [(g["origin"], g["kind"]) for g in after] == [("https://a.example", "tcp"), ("https://b.example", "multicast")]
+    host.send({"type": "grants_revoke", "req": 3, "origin": "https://A.example/"})
+    left = host.expect("grants", req=3)["grants"]
+    assert left == [{"origin": "https://b.example", "kind": "multicast", "host": "239.1.1.1", "port": "*"}]
+    path = Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
+    path.write_text("damaged")
+    host.send({"type": "grants_list", "req": 4})
+    assert host.expect("grants", req=4) == {"type": "grants", "req": 4, "grants": [], "damaged": True}

@@ -27,7 +27,7 @@ from .errors import PAGE_MESSAGE, Code, ProtocolError
 from .framing import Event, FrameError
 from .listen_state import ListenState
 from .listener import TcpListener
-from .permissions import Grant, PermissionStore
+from .permissions import Grant, PermissionStore, StoreDamaged
 from .policy import PolicyFile
 from .tcp import TcpConnection
 from .tcp_state import TcpSocketState
@@ -166,6 +166,9 @@ class Session:
             raise ProtocolError(Code.HANDSHAKE_REQUIRED, f"{kind} before hello", message.get("id"))
         if kind == "ping":
             await self._emit({"type": "pong", **({"seq": message["seq"]} if "seq" in message else {})})
+            return
+        if kind in ("grants_list", "grants_revoke"):
+            await self._grants_request(message)
             return
         openers = {"tcp_open": self._open_tcp, "udp_open": self._open_udp, "tcp_listen": self._listen}
         if kind in openers:
@@ -598,6 +601,26 @@ class Session:
         connection.grant(socket_id)
         if socket_id in connection.state.accept_ids:
             self._reserved[socket_id] = connection.id
+
+    # -- the options page ---------------------------------------------------------------------------
+
+    async def _grants_request(self, message: dict[str, Any]) -> None:
+        """Lists or revokes the user's grants (the extension lets only its options page ask)."""
+        damaged = False
+        try:
+            if message["type"] == "grants_revoke":
+                try:
+                    origin = normalize_origin(message["origin"])
+                    host = normalize_host(message["host"]) if "host" in message else None
+                except InvalidDestination as exc:
+                    raise ProtocolError(Code.SCHEMA_VIOLATION, f"grants_revoke: {exc}") from exc
+                removed = self._store.revoke(origin, message.get("kind"), host, message.get("port"))
+                log.info("the user revoked %d grant(s) of %s from the options page", len(removed), origin)
+            grants = self._store.load()
+        except StoreDamaged:
+            grants, damaged = [], True
+        items = [{"origin": g.origin, "kind": g.kind, "host": g.host, "port": g.port, **({"scope": g.scope} if g.scope else {})} for g in grants]
+        await self._emit({"type": "grants", "req": message["req"], "grants": items, "damaged": damaged})
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
