@@ -12,6 +12,7 @@ const ACTIONS = {
   udp: 'wants to exchange UDP datagrams with',
   'udp-bind': 'wants to receive UDP datagrams on this device at',
   'tcp-listen': 'wants to accept TCP connections on this device at',
+  multicast: 'wants to receive what is sent to the multicast group',
 };
 const SCOPES = {
   loopback: 'This device (loopback)',
@@ -51,7 +52,8 @@ function show(prompt) {
   $('private').hidden = !prompt.incognito;
   $('action').textContent = ACTIONS[prompt.kind] ?? prompt.kind;
   /** @type {HTMLInputElement} */ ($('address')).value = prompt.host;
-  $('port').textContent = prompt.port === 0 ? 'any free port' : `${prompt.port}${prompt.service ? ` (${prompt.service})` : ''}`;
+  $('port').textContent = prompt.kind === 'multicast' ? '—'
+    : prompt.port === 0 ? 'any free port' : `${prompt.port}${prompt.service ? ` (${prompt.service})` : ''}`;
   $('addresses').textContent = prompt.addresses.length ? prompt.addresses.join(', ') : '—';
   $('scope').textContent = SCOPES[prompt.scope] ?? prompt.scope;
   $('scope').dataset.scope = prompt.scope;

@@ -87,7 +87,11 @@ def test_bound_udp_reports_the_true_sender(host: HostProcess, isolated_env: dict
     assert {(base64.b64decode(m["data"]), m["remoteAddress"], m["remotePort"]) for m in seen} == {
         (b"from b", "127.0.0.1", peer_b.getsockname()[1]), (b"from a", "127.0.0.1", peer_a.getsockname()[1])}
     host.send({"type": "udp_send", "id": 1, "data": b64(b"reply"), "remoteAddress": "localhost", "remotePort": peer_a.getsockname()[1], "dnsQueryType": "ipv4"})
-    # "localhost" was not granted, only 127.0.0.1: the grant is for what the page named.
+    # "localhost" was not granted, only 127.0.0.1: the grant is for what the page named, so the
+    # user is asked; they refuse, and the writable fails.
+    prompt = host.expect("prompt", id=1, kind="udp", host="localhost")
+    assert prompt["addresses"] == ["127.0.0.1"]
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
     failed = host.expect("write_failed", id=1, name="NotAllowedError", code=Code.NOT_ALLOWED)
     assert failed["message"] == "Permission denied."
     peer_b.sendto(b"still reading", local)
@@ -350,6 +354,8 @@ def test_join_needs_a_grant_and_a_real_group(host: HostProcess, isolated_env: di
     host.hello()
     open_bound(host, 1, address="0.0.0.0")
     host.send({"type": "join", "id": 1, "req": 1, "groupAddress": "239.1.1.1"})
+    host.expect("prompt", id=1, kind="multicast", host="239.1.1.1", scope="local")
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
     host.expect("request_failed", id=1, req=1, name="NotAllowedError")
     host.send({"type": "join", "id": 1, "req": 2, "groupAddress": "10.0.0.1"})
     host.expect("request_failed", id=1, req=2, name="TypeError")
@@ -377,3 +383,27 @@ def test_ipv6_source_specific_join(host: HostProcess, isolated_env: dict[str, st
     host.expect("request_failed", id=1, req=2, name="TypeError")  # IP versions differ
     host.send({"type": "leave", "id": 1, "req": 3, "groupAddress": "ff35::d5", "sourceAddress": "fd00:d5::2"})
     host.expect("done", id=1, req=3)
+
+
+def test_bound_send_and_join_ask_the_user_and_remember(host: HostProcess, isolated_env: dict[str, str], private_network: object) -> None:
+    peer = udp_peer()
+    grant(isolated_env, "udp-bind", "0.0.0.0:*")
+    host.hello()
+    open_bound(host, 1, address="0.0.0.0")
+    host.send({"type": "udp_send", "id": 1, "data": b64(b"one"), "remoteAddress": "127.0.0.1", "remotePort": peer.getsockname()[1]})
+    host.send({"type": "join", "id": 1, "req": 9, "groupAddress": "239.2.2.2"})  # waits behind the first question
+    host.expect("prompt", id=1, kind="udp")
+    host.send({"type": "consent", "id": 1, "decision": "always"})
+    following = {m["type"]: m for m in (host.recv(), host.recv())}  # the ack and the next question, in either order
+    assert set(following) == {"udp_ack", "prompt"} and following["prompt"]["host"] == "239.2.2.2"
+    assert peer.recvfrom(10)[0] == b"one"
+    host.send({"type": "consent", "id": 1, "decision": "once"})
+    host.expect("done", id=1, req=9)
+    host.send({"type": "udp_send", "id": 1, "data": b64(b"two"), "remoteAddress": "127.0.0.1", "remotePort": peer.getsockname()[1]})
+    host.expect("udp_ack", id=1)  # remembered: not asked again
+    listed = cli(isolated_env, "permissions", "list", "--json").stdout
+    assert f'"port": {peer.getsockname()[1]}' in listed and "239.2.2.2" not in listed
+    host.send({"type": "join", "id": 1, "req": 10, "groupAddress": "239.3.3.3"})
+    host.expect("prompt", id=1, kind="multicast")
+    host.send({"type": "release", "id": 1})
+    host.expect("prompt_closed", id=1)  # the socket went away while the user was asked

@@ -82,7 +82,8 @@ def _decode(data: str, what: str, socket_id: int, limit: int, allow_empty: bool)
 
 @dataclass
 class PendingOpen:
-    """A socket waiting for the user's answer. Its id is taken; only `release` may name it."""
+    """A request waiting for the user's answer: a socket to open (its id is taken; only
+    `release` may name it), or something an open socket wants next (`action`)."""
 
     message: dict[str, Any]
     kind: str
@@ -93,6 +94,16 @@ class PendingOpen:
     scope: str = "unknown"
     timer: asyncio.TimerHandle | None = None
     shown: bool = False
+    action: "PendingAction | None" = None
+
+
+@dataclass
+class PendingAction:
+    """What an open socket asked for: done if the user allows (with the host they chose), or
+    refused; either way the page hears of it through that socket."""
+
+    allow: Callable[[str], Awaitable[None]]
+    refuse: Callable[[], Awaitable[None]]
 
 
 def prompt_timeout() -> float:
@@ -113,6 +124,8 @@ class Session:
         self._private_grants: set[Grant] = set()
         self._pending: dict[int, PendingOpen] = {}
         self._deciding: set[int] = set()  # opens being decided (a policy check, a name lookup)
+        self._actions: dict[int, collections.deque[PendingOpen]] = {}  # per socket, waiting to ask
+        self.open_messages: dict[int, dict[str, Any]] = {}  # who opened each socket
         self._tasks: set[asyncio.Task[None]] = set()
         self.greeted = False
         self.sockets: dict[int, Connection] = {}
@@ -178,7 +191,7 @@ class Session:
         if kind == "consent":
             await self._answer(message)
             return
-        if socket_id in self._pending:
+        if socket_id in self._pending and socket_id not in self.sockets:
             if kind != "release":
                 raise ProtocolError(Code.OUT_OF_ORDER, f"{kind} while the user is being asked", socket_id)
             await self._stop_asking(socket_id, allowed=None)
@@ -354,6 +367,7 @@ class Session:
         connection = opener(message, infos)
         self.sockets[message["id"]] = connection
         self.origins[message["id"]] = message["origin"]
+        self.open_messages[message["id"]] = {k: message[k] for k in ("id", "origin", "tabId", "frameId", "incognito")}
 
     def _opener_for(self, message: dict[str, Any]) -> Callable[[dict[str, Any], list[Any]], Connection]:
         return {"tcp_open": self._open_tcp, "udp_open": self._open_udp, "tcp_listen": self._listen}[message["type"]]
@@ -393,7 +407,7 @@ class Session:
         infos = pending.infos or []
         if pending.kind in ("tcp", "udp"):
             addresses = _addresses(infos)
-        else:
+        else:  # a local address, or a multicast group
             addresses = [pending.host]
         if self._blocked(message["origin"], pending.kind, infos, pending.port):
             await self._stop_asking(socket_id, allowed=False, notify=False)
@@ -435,6 +449,8 @@ class Session:
             host = message["host"]
             if pending.kind in ("udp-bind", "tcp-listen") and not _is_ip(host):
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a local address must be an IP address")
+            if pending.kind == "multicast" and not (_is_ip(host) and ipaddress.ip_address(host).is_multicast):
+                raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a group must be a multicast address")
             address_field = "localAddress" if pending.kind in ("udp-bind", "tcp-listen") else "remoteAddress"
             pending.message[address_field] = host
             infos = None  # the user's address: resolved afresh (and checked against the policy)
@@ -444,13 +460,18 @@ class Session:
             # A name granted while it pointed only at the internet stays granted only for that.
             scope = "internet" if infos is not None and not _is_ip(host) and pending.scope == "internet" else ""
             try:
-                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), pending.port, scope)
+                port: int | str = "*" if pending.kind == "multicast" else pending.port
+                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), port, scope)
             except InvalidDestination as exc:
                 raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {exc}") from exc
             if decision == "always":
                 self._store.grant(grant)
             else:
                 self._private_grants.add(grant)
+        if pending.action is not None:
+            await self._stop_asking(socket_id, allowed=True, notify=False)
+            await pending.action.allow(host)
+            return
         await self._stop_asking(socket_id, allowed=True, notify=False)
         self._deciding.add(socket_id)
         self._spawn(self._start_allowed(pending.message, pending.kind, host, pending.port, infos))
@@ -486,7 +507,11 @@ class Session:
         following = self._consent.finished(pending.tab, socket_id)
         if notify and pending.shown:
             await self._emit({"type": "prompt_closed", "id": socket_id})
-        if allowed is False:
+        if pending.action is not None:
+            if allowed is False:
+                await pending.action.refuse()
+            self._next_action(socket_id)
+        elif allowed is False:
             await self._refuse(socket_id)
         elif allowed is None:
             self._mark_ended(socket_id)
@@ -495,7 +520,11 @@ class Session:
         while following is not None and self._consent.in_cooldown(self._pending[following].message["origin"]):
             refused = self._pending.pop(following)
             following = self._consent.finished(refused.tab, following)
-            await self._refuse(refused.message["id"])
+            if refused.action is not None:
+                await refused.action.refuse()
+                self._next_action(refused.message["id"])
+            else:
+                await self._refuse(refused.message["id"])
         if following is not None:
             self._spawn(self._show_prompt(following))
 
@@ -552,14 +581,29 @@ class Session:
         if "remoteAddress" not in message:
             connection.send(data, None)
             return
+        if not connection.state.can_send(True):
+            return  # the writable already failed: the page knows, the datagram is dropped
         host, port = message["remoteAddress"], message["remotePort"]
         origin = self.origins[connection.id]
+        dns_query_type = message.get("dnsQueryType")
         verdict = self._verdict(origin, "udp", host, port)
-        if verdict == "block" or (verdict is None and not self._store.allows(origin, "udp", host, port)):
-            log.info("denied %s -> udp send to %s:%s (no grant)", self.origins[connection.id], host, port)
-            await connection.refuse_send(f"no grant for {host}:{port}")
+        if verdict == "block":
+            log.info("denied %s -> udp send to %s:%s (the administrator's policy)", origin, host, port)
+            await connection.refuse_send(f"policy blocks {host}:{port}")
             return
-        connection.send(data, (host, port, message.get("dnsQueryType")))
+        if verdict == "grant" or self._grants(origin, self.open_messages[connection.id]["incognito"], "udp", host, port):
+            connection.send(data, (host, port, dns_query_type))
+            return
+
+        async def allow(chosen: str) -> None:
+            if connection.id in self.sockets:
+                connection.send(data, (chosen, port, dns_query_type))
+
+        async def refuse() -> None:
+            if connection.id in self.sockets:
+                await connection.refuse_send(f"the user did not allow {host}:{port}")
+
+        await self._ask_for(connection, "udp", host, port, PendingAction(allow, refuse))
 
     async def _udp_read(self, connection: UdpConnection, message: dict[str, Any]) -> None:
         connection.grant(message["datagrams"])
@@ -581,18 +625,32 @@ class Session:
                 await failed("TypeError", "Not a valid source address for this group.")
                 return
         origin = self.origins[connection.id]
-        verdict = self._verdict(origin, "multicast", str(group), 0)
-        if join and (verdict == "block" or (verdict is None and not self._store.allows(origin, "multicast", str(group), 0))):
-            log.info("denied %s -> join %s (no grant)", self.origins[connection.id], group)
+
+        async def change(chosen: str) -> None:
+            if connection.id not in self.sockets:
+                return
+            try:
+                connection.membership(join, chosen, source_text)
+            except OSError as exc:
+                log.warning("udp socket %d: %s %s: %s", connection.id, message["type"], chosen, exc)
+                await failed("NetworkError", PAGE_MESSAGE[Code.NETWORK_ERROR])
+                return
+            await self._emit({"type": "done", "id": connection.id, "req": req})
+
+        async def refuse() -> None:
             await failed("NotAllowedError", PAGE_MESSAGE[Code.NOT_ALLOWED])
+
+        if not join:
+            await change(str(group))
             return
-        try:
-            connection.membership(join, str(group), source_text)
-        except OSError as exc:
-            log.warning("udp socket %d: %s %s: %s", connection.id, message["type"], group, exc)
-            await failed("NetworkError", PAGE_MESSAGE[Code.NETWORK_ERROR])
-            return
-        await self._emit({"type": "done", "id": connection.id, "req": req})
+        verdict = self._verdict(origin, "multicast", str(group), 0)
+        if verdict == "block":
+            log.info("denied %s -> join %s (the administrator's policy)", origin, group)
+            await refuse()
+        elif verdict == "grant" or self._grants(origin, self.open_messages[connection.id]["incognito"], "multicast", str(group), 0):
+            await change(str(group))
+        else:
+            await self._ask_for(connection, "multicast", str(group), 0, PendingAction(change, refuse))
 
     async def _accept(self, connection: TcpListener, message: dict[str, Any]) -> None:
         socket_id = message["socketId"]
@@ -601,6 +659,40 @@ class Session:
         connection.grant(socket_id)
         if socket_id in connection.state.accept_ids:
             self._reserved[socket_id] = connection.id
+
+    # -- what an open socket asks for next ---------------------------------------------------------
+
+    async def _ask_for(self, connection: Connection, kind: str, host: str, port: int, action: PendingAction) -> None:
+        """An open socket wants a destination no grant covers (a bound socket's send, a
+        multicast group): the user is asked, one request per socket at a time."""
+        socket_id = connection.id
+        opened = self.open_messages[socket_id]
+        if self._consent.in_cooldown(opened["origin"]):
+            await action.refuse()
+            return
+        request = PendingOpen(dict(opened), kind, host, port, (opened["tabId"], opened["incognito"]), action=action)
+        if socket_id in self._pending or self._actions.get(socket_id):
+            self._actions.setdefault(socket_id, collections.deque()).append(request)
+            return
+        await self._ask_action(request)
+
+    async def _ask_action(self, request: PendingOpen) -> None:
+        socket_id = request.message["id"]
+        turn = self._consent.request(request.tab, socket_id)
+        if turn == "refuse":
+            await request.action.refuse()  # type: ignore[union-attr]
+            self._next_action(socket_id)
+            return
+        self._pending[socket_id] = request
+        if turn == "show":
+            await self._show_prompt(socket_id)
+
+    def _next_action(self, socket_id: int) -> None:
+        waiting = self._actions.get(socket_id)
+        if waiting and socket_id in self.sockets:
+            self._spawn(self._ask_action(waiting.popleft()))
+        elif waiting is not None and not waiting:
+            del self._actions[socket_id]
 
     # -- the options page ---------------------------------------------------------------------------
 
@@ -629,6 +721,10 @@ class Session:
         if connection is None:
             return
         self.origins.pop(socket_id, None)
+        self.open_messages.pop(socket_id, None)
+        self._actions.pop(socket_id, None)
+        if socket_id in self._pending:  # the socket ended while the user was asked about it
+            self._spawn(self._stop_asking(socket_id, allowed=None))
         self._mark_ended(socket_id)
         if isinstance(connection, TcpListener):
             for reserved in connection.state.accept_ids:

@@ -50,9 +50,9 @@ class UdpSocketState:
 
     # -- what the page asks -------------------------------------------------------------------
 
-    def page_send(self, has_destination: bool) -> bool:
-        """Counts a datagram against the window. Returns False when the writing side has
-        already failed: the page's writable is errored and the datagram is dropped."""
+    def can_send(self, has_destination: bool) -> bool:
+        """Whether a datagram may be sent now, without counting it (raises for a page that
+        breaks the protocol; False when the writing side already failed)."""
         self._require_open("udp_send")
         if self.write_side is UdpWriteSide.FAILED:
             return False
@@ -64,6 +64,13 @@ class UdpSocketState:
                 "a bound socket's datagram names its destination; a connected socket's does not",
                 self.id,
             )
+        return True
+
+    def page_send(self, has_destination: bool) -> bool:
+        """Counts a datagram against the window. Returns False when the writing side has
+        already failed: the page's writable is errored and the datagram is dropped."""
+        if not self.can_send(has_destination):
+            return False
         if self.unacked >= self.window:
             raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {self.window} datagrams unacknowledged", self.id)
         self.unacked += 1

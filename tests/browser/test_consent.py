@@ -90,3 +90,14 @@ def test_a_site_refused_three_times_is_refused_without_asking(browser: Browser, 
     started = time.monotonic()
     assert inbox.get(timeout=10)["value"] == ["NotAllowedError"] * 4
     assert time.monotonic() - started < 5  # the fourth was refused without a window
+
+
+def test_a_multicast_join_is_asked_about(browser: Browser, private_network: object) -> None:
+    browser.grant("0.0.0.0:*", kind="udp-bind")
+    inbox = browser.start("joinAsked", group="239.255.9.9")
+    refused = browser.answer_prompt("deny")
+    shown = browser.answer_prompt("once")
+    assert refused["action"] == "wants to receive what is sent to the multicast group"
+    assert refused["address"] == "239.255.9.9" and refused["port"] == "—" and refused["scope"] == "Your local network"
+    assert inbox.get(timeout=30)["value"] == {"first": "NotAllowedError", "second": "joined", "joined": ["239.255.9.9"]}
+    assert shown["address"] == "239.255.9.9"

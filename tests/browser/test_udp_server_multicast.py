@@ -68,7 +68,8 @@ def test_udp_and_server_refusals(browser: Browser) -> None:
     # Grants that cover nothing asked below: wrong port ranges, a send to an ungranted port.
     browser.grant("127.0.0.1:*", kind="udp-bind")
     browser.grant("127.0.0.1:*", kind="tcp-listen")
-    r, _ = browser.run_answering("udpNotAllowed", ["deny"], port=9)
+    r, shown = browser.run_answering("udpNotAllowed", ["deny", "deny"], port=9)
+    assert [w["action"] for w in shown] == ["wants to exchange UDP datagrams with"] * 2  # connecting, then a bound send
     denied = {"ok": False, "error": {"name": "NotAllowedError", "message": "Permission denied.", "isDOMException": True}}
     assert r["connected"] == denied
     assert r["lowBound"] == denied

@@ -584,4 +584,12 @@ window.scenarios = {
     const outcomes = await Promise.all(sockets.map((s) => settle(s.opened)));
     return outcomes.map((o) => (o.ok ? 'opened' : o.error.name));
   },
+
+  async joinAsked({ group }) {
+    const socket = new UDPSocket({ localAddress: '0.0.0.0' });
+    const { multicastController } = await socket.opened;
+    const first = await settle(multicastController.joinGroup(group));
+    const second = await settle(multicastController.joinGroup(group));
+    return { first: first.ok ? 'joined' : first.error.name, second: second.ok ? 'joined' : second.error.name, joined: multicastController.joinedGroups };
+  },
 };
