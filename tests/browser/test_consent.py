@@ -101,3 +101,22 @@ def test_a_multicast_join_is_asked_about(browser: Browser, private_network: obje
     assert refused["address"] == "239.255.9.9" and refused["port"] == "—" and refused["scope"] == "Your local network"
     assert inbox.get(timeout=30)["value"] == {"first": "NotAllowedError", "second": "joined", "joined": ["239.255.9.9"]}
     assert shown["address"] == "239.255.9.9"
+
+
+def test_rebinding_a_granted_name_inward_asks_again(browser: Browser, echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    # Granted while rebind.test pointed at the internet; now it points at this machine.
+    store = browser.env["XDG_DATA_HOME"] + "/direct-sockets/permissions.json"
+    with open(store, "w") as handle:
+        json.dump({"version": 1, "grants": [{"origin": browser.site.origin, "kind": "tcp", "host": "rebind.test", "port": echo_server.port, "scope": "internet"}]}, handle)
+    dns.records["rebind.test"] = ["127.0.0.1"]
+    result, shown = browser.run_answering("notAllowed", ["deny", "deny"], port=echo_server.port, address="rebind.test")
+    assert shown[0]["addresses"] == "127.0.0.1" and shown[0]["scope"] == "This device (loopback)"
+    assert result["opened"]["error"]["name"] == "NotAllowedError"
+    assert echo_server.accepted == 0
+
+
+def test_a_page_sweeping_ports_is_cut_off(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant("127.0.0.1:*")
+    outcomes = browser.run("openMany", port=echo_server.port, count=200)
+    assert 64 <= outcomes.count("opened") < 100
+    assert outcomes.count("NotAllowedError") == 200 - outcomes.count("opened")
