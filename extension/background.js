@@ -311,6 +311,59 @@ api.runtime.onMessage.addListener((request, sender, sendResponse) => {
   return false;
 });
 
+// -- Permissions-Policy: a document that opts out of direct-sockets gets NotAllowedError -----------
+
+/** `${tabId}:${frameId}` of documents whose Permissions-Policy forbids direct-sockets. */
+const forbidden = new Set();
+
+/**
+ * Whether a Permissions-Policy header value lets a document of `origin` use direct-sockets.
+ * The feature's default allowlist is 'self'; `direct-sockets=()` forbids it, `*` allows it,
+ * a list allows it for `self` or the document's own origin.
+ */
+function policyAllows(value, origin) {
+  let depth = 0;
+  let start = 0;
+  const members = [];
+  for (let i = 0; i <= value.length; i++) {
+    const c = value[i];
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if ((c === ',' || c === undefined) && depth === 0) {
+      members.push(value.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  for (const member of members) {
+    const eq = member.indexOf('=');
+    if (eq < 0 || member.slice(0, eq).trim() !== 'direct-sockets') continue;
+    const allowlist = member.slice(eq + 1).split(';')[0].trim();
+    if (allowlist === '*' || allowlist === 'self') return true;
+    const items = allowlist.replace(/^\(|\)$/g, '').trim().split(/\s+/).filter(Boolean);
+    return items.some((item) => item === '*' || item === 'self' || item === `"${origin}"`);
+  }
+  return true;
+}
+
+api.webRequest.onHeadersReceived.addListener((details) => {
+  const key = `${details.tabId}:${details.frameId}`;
+  let origin = 'null';
+  try { origin = new URL(details.url).origin; } catch { /* keep null */ }
+  const headers = (details.responseHeaders ?? []).filter((h) => h.name.toLowerCase() === 'permissions-policy');
+  // Several headers combine: each must allow it.
+  const allowed = headers.every((h) => policyAllows(h.value ?? '', origin));
+  if (allowed) forbidden.delete(key);
+  else forbidden.add(key);
+}, { urls: ['<all_urls>'], types: ['main_frame', 'sub_frame'] }, ['responseHeaders']);
+
+api.tabs.onRemoved.addListener((tabId) => {
+  for (const key of forbidden) if (key.startsWith(`${tabId}:`)) forbidden.delete(key);
+});
+
+function policyForbids(frame) {
+  return forbidden.has(`${frame.tabId}:${frame.frameId}`) || forbidden.has(`${frame.tabId}:0`);
+}
+
 // -- the frames --------------------------------------------------------------------------------
 
 /** Copies the listed members that are present, and nothing else a frame sent. */
@@ -371,6 +424,11 @@ function fromFrame(frame, message) {
   if (message.op === 'open') {
     const open = Object.hasOwn(OPENERS, message.kind) ? OPENERS[message.kind] : undefined;
     if (frame.sids.has(message.sid) || !open) return;
+    if (policyForbids(frame)) {
+      // Refused here, never asked; the page's API now throws for every later constructor.
+      safePost(frame.port, { op: 'error', sid: message.sid, name: 'NotAllowedError', message: 'Permission denied.', policy: true });
+      return;
+    }
     const id = addRoute(frame, message.sid, ...describe(message));
     toHost({ ...open(message), id, origin: frame.origin, tabId: frame.tabId, frameId: frame.frameId, incognito: frame.incognito });
     return;

@@ -81,8 +81,12 @@
     apply(portPost, port, [message, transfer || []]);
   }
 
+  /** Set once the extension learned that this document's Permissions-Policy forbids the API. */
+  let policyForbidden = false;
+
   port.onmessage = (event) => {
     const message = event.data;
+    if (message.policy) policyForbidden = true;
     const socket = apply(mapGet, sockets, [message.sid]);
     if (socket) socket.onMessage(message);
   };
@@ -810,7 +814,7 @@
   }
 
   function notAllowedUnlessPermitted(what) {
-    if (!documentAllowed()) {
+    if (policyForbidden || !documentAllowed()) {
       throw domError('NotAllowedError', `Failed to construct '${what}': Permissions-Policy: direct-sockets is disabled.`);
     }
   }

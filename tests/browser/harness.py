@@ -48,6 +48,14 @@ class ScenarioSite:
 
             def end_headers(self) -> None:
                 self.send_header("Cache-Control", "no-store")
+                # A scenario can ask for its page to be served with a Permissions-Policy.
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                try:
+                    policy = json.loads(query.get("params", ["{}"])[0]).get("permissionsPolicy")
+                except (ValueError, AttributeError):
+                    policy = None
+                if policy:
+                    self.send_header("Permissions-Policy", policy)
                 super().end_headers()
 
             def do_GET(self) -> None:
@@ -290,7 +298,14 @@ class Chromium(Browser):
         if decision == "close":
             window.close()
         else:
-            window.click(f"#{BUTTONS[decision]}")
+            from playwright.sync_api import Error as PlaywrightError
+
+            try:
+                window.click(f"#{BUTTONS[decision]}", no_wait_after=True)
+            except PlaywrightError:
+                # Answering closes the window, sometimes before the click call returns.
+                if not window.is_closed():
+                    raise
         return shown
 
     def close(self) -> None:

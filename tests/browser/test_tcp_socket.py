@@ -253,3 +253,18 @@ def test_host_death_fails_open_sockets_and_next_socket_gets_a_fresh_host(browser
     assert elapsed < 1.5, f"the page learned of the dead host after {elapsed:.2f} s"
     assert browser.run("afterHostDeath", port=echo_server.port) == {"echoed": "ping"}
     assert wait_for(lambda: browser.host_pids() and browser.host_pids() != [pid])
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("direct-sockets=()", {"opened": "NotAllowedError", "second": "DOMException:NotAllowedError"}),
+     ('camera=(), direct-sockets=("https://elsewhere.example")', {"opened": "NotAllowedError", "second": "DOMException:NotAllowedError"}),
+     ("direct-sockets=(self)", {"opened": "opened", "second": "constructed"}),
+     ("camera=()", {"opened": "opened", "second": "constructed"})],
+    ids=["none", "other-origin", "self", "unrelated"],
+)
+def test_permissions_policy_is_honoured(browser: Browser, echo_server: TcpServer, policy: str, expected: dict) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    assert browser.run("policyBlocked", port=echo_server.port, permissionsPolicy=policy) == expected
+    if expected["opened"] != "opened":
+        assert echo_server.accepted == 0 and browser.host_pids() == []  # refused before the host heard of it

@@ -592,4 +592,17 @@ window.scenarios = {
     const second = await settle(multicastController.joinGroup(group));
     return { first: first.ok ? 'joined' : first.error.name, second: second.ok ? 'joined' : second.error.name, joined: multicastController.joinedGroups };
   },
+
+  async policyBlocked({ port }) {
+    const first = new TCPSocket('127.0.0.1', port);
+    const opened = await settle(first.opened);
+    let second;
+    try {
+      new TCPSocket('127.0.0.1', port).opened.catch(() => {});
+      second = 'constructed';
+    } catch (e) {
+      second = e instanceof DOMException ? `DOMException:${e.name}` : e.constructor.name;
+    }
+    return { opened: opened.ok ? 'opened' : opened.error.name, second };
+  },
 };
