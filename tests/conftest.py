@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
@@ -18,6 +18,9 @@ from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer, echo
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if TYPE_CHECKING:
+    from tests.support.dns import TestResolver
 
 
 def pytest_report_header() -> str:

@@ -101,76 +101,68 @@ def grants(env: dict[str, str]) -> list[dict]:
     return json.loads(cli(env, "permissions", "list", "--json").stdout)
 
 
-@pytest.fixture
-def server() -> TcpServer:
-    from tests.support.servers import echo
 
-    s = TcpServer(echo)
-    yield s
-    s.close()
-
-
-def test_prompt_describes_the_request(host: HostProcess, server: TcpServer) -> None:
+def test_prompt_describes_the_request(host: HostProcess, echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port, address="localhost", tab=7)
+    tcp_open(host, 1, echo_server.port, address="localhost", tab=7)
     prompt = host.expect("prompt", id=1)
     assert prompt["origin"] == ORIGIN and prompt["tabId"] == 7 and prompt["kind"] == "tcp"
-    assert prompt["host"] == "localhost" and prompt["port"] == server.port
+    assert prompt["host"] == "localhost" and prompt["port"] == echo_server.port
     assert "127.0.0.1" in prompt["addresses"] and prompt["scope"] == "loopback"
     assert prompt["plaintext"] is False and prompt["offerAlways"] is True and prompt["timeoutSeconds"] == 60
-    assert server.accepted == 0  # nothing reached the destination while asking
+    assert echo_server.accepted == 0  # nothing reached the destination while asking
     tcp_open(host, 2, 22, origin="https://app.example", tab=8)
     ssh = host.expect("prompt", id=2)
     assert ssh["service"] == "SSH" and ssh["plaintext"] is True
 
 
-def test_allow_once_is_not_remembered(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+def test_allow_once_is_not_remembered(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port)
+    tcp_open(host, 1, echo_server.port)
     host.expect("prompt", id=1)
     host.send({"type": "consent", "id": 1, "decision": "once"})
     host.expect("opened", id=1)
     assert grants(isolated_env) == []
-    tcp_open(host, 2, server.port)
+    tcp_open(host, 2, echo_server.port)
     host.expect("prompt", id=2)
 
 
-def test_always_is_remembered(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+def test_always_is_remembered(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port)
+    tcp_open(host, 1, echo_server.port)
     host.expect("prompt", id=1)
     host.send({"type": "consent", "id": 1, "decision": "always"})
     host.expect("opened", id=1)
-    assert grants(isolated_env) == [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": server.port}]
-    tcp_open(host, 2, server.port)
+    assert grants(isolated_env) == [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": echo_server.port}]
+    tcp_open(host, 2, echo_server.port)
     host.expect("opened", id=2)  # no prompt the second time
 
 
-def test_the_user_corrects_the_address(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+def test_the_user_corrects_the_address(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port, address="printer.invalid")
+    tcp_open(host, 1, echo_server.port, address="printer.invalid")
     host.expect("prompt", id=1, host="printer.invalid")
     host.send({"type": "consent", "id": 1, "decision": "always", "host": "127.0.0.1"})
     host.expect("opened", id=1, remoteAddress="127.0.0.1")
     deadline = time.monotonic() + 5
-    while server.accepted < 1 and time.monotonic() < deadline:
+    while echo_server.accepted < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert server.accepted == 1
+    assert echo_server.accepted == 1
     assert grants(isolated_env)[0]["host"] == "127.0.0.1"  # what the user chose is remembered
 
 
-def test_deny_and_timeout_refuse_alike(isolated_env: dict[str, str], chromium_manifest: Path, server: TcpServer) -> None:
+def test_deny_and_timeout_refuse_alike(isolated_env: dict[str, str], chromium_manifest: Path, echo_server: TcpServer) -> None:
     from direct_sockets.install import extension_ids
 
     env = {**isolated_env, "DIRECT_SOCKETS_PROMPT_TIMEOUT": "1"}
     host = HostProcess(chromium_manifest, f"chrome-extension://{extension_ids().chrome}/", env)
     try:
         host.hello()
-        tcp_open(host, 1, server.port)
+        tcp_open(host, 1, echo_server.port)
         assert host.expect("prompt", id=1)["timeoutSeconds"] == 1
         host.expect("prompt_closed", id=1, timeout=5)  # nobody answered: the window must close
         timed_out = host.expect("error", id=1, code=Code.NOT_ALLOWED)
-        tcp_open(host, 2, server.port)
+        tcp_open(host, 2, echo_server.port)
         host.expect("prompt", id=2)
         host.send({"type": "consent", "id": 2, "decision": "deny"})
         denied = host.expect("error", id=2, code=Code.NOT_ALLOWED)
@@ -178,16 +170,16 @@ def test_deny_and_timeout_refuse_alike(isolated_env: dict[str, str], chromium_ma
         host.send({"type": "consent", "id": 1, "decision": "once"})  # too late: dropped quietly
         host.send({"type": "ping", "seq": 1})
         host.expect("pong", seq=1)
-        assert server.accepted == 0
+        assert echo_server.accepted == 0
     finally:
         host.kill()
 
 
-def test_one_prompt_per_tab(host: HostProcess, server: TcpServer) -> None:
+def test_one_prompt_per_tab(host: HostProcess, echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port, tab=1)
-    tcp_open(host, 2, server.port, tab=1)
-    tcp_open(host, 3, server.port, tab=2)
+    tcp_open(host, 1, echo_server.port, tab=1)
+    tcp_open(host, 2, echo_server.port, tab=1)
+    tcp_open(host, 3, echo_server.port, tab=2)
     assert {host.expect("prompt")["id"], host.expect("prompt")["id"]} == {1, 3}
     with pytest.raises(queue.Empty):
         host.recv(timeout=0.3)  # the second prompt of tab 1 waits
@@ -196,23 +188,23 @@ def test_one_prompt_per_tab(host: HostProcess, server: TcpServer) -> None:
     assert following == {("opened", 1), ("prompt", 2)}  # in either order: connecting is not instant
 
 
-def test_refused_three_times_then_refused_without_asking(host: HostProcess, server: TcpServer) -> None:
+def test_refused_three_times_then_refused_without_asking(host: HostProcess, echo_server: TcpServer) -> None:
     host.hello()
     for sid in (1, 2, 3):
-        tcp_open(host, sid, server.port)
+        tcp_open(host, sid, echo_server.port)
         host.expect("prompt", id=sid)
         host.send({"type": "consent", "id": sid, "decision": "deny"})
         host.expect("error", id=sid, name="NotAllowedError")
-    tcp_open(host, 4, server.port)
+    tcp_open(host, 4, echo_server.port)
     host.expect("error", id=4, name="NotAllowedError")  # no prompt: the site is cooling down
-    tcp_open(host, 5, server.port, origin="https://other.example")
+    tcp_open(host, 5, echo_server.port, origin="https://other.example")
     host.expect("prompt", id=5)  # other sites are still asked
 
 
-def test_requests_waiting_in_the_tab_are_refused_once_the_site_cools_down(host: HostProcess, server: TcpServer) -> None:
+def test_requests_waiting_in_the_tab_are_refused_once_the_site_cools_down(host: HostProcess, echo_server: TcpServer) -> None:
     host.hello()
     for sid in range(1, 6):
-        tcp_open(host, sid, server.port)
+        tcp_open(host, sid, echo_server.port)
     for sid in (1, 2, 3):
         host.expect("prompt", id=sid)
         host.send({"type": "consent", "id": sid, "decision": "deny"})
@@ -222,10 +214,10 @@ def test_requests_waiting_in_the_tab_are_refused_once_the_site_cools_down(host: 
         host.recv(timeout=0.3)
 
 
-def test_release_while_asking_closes_the_prompt(host: HostProcess, server: TcpServer) -> None:
+def test_release_while_asking_closes_the_prompt(host: HostProcess, echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port)
-    tcp_open(host, 2, server.port)
+    tcp_open(host, 1, echo_server.port)
+    tcp_open(host, 2, echo_server.port)
     host.expect("prompt", id=1)
     host.send({"type": "send", "id": 1, "data": "AAAA"})
     host.expect("error", code=Code.OUT_OF_ORDER)  # nothing but release while asking
@@ -237,17 +229,17 @@ def test_release_while_asking_closes_the_prompt(host: HostProcess, server: TcpSe
     host.expect("pong", seq=3)
 
 
-def test_private_window_grants_stay_in_memory(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+def test_private_window_grants_stay_in_memory(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port, incognito=True)
+    tcp_open(host, 1, echo_server.port, incognito=True)
     assert host.expect("prompt", id=1)["offerAlways"] is False
     host.send({"type": "consent", "id": 1, "decision": "always"})
     host.expect("error", code=Code.SCHEMA_VIOLATION)  # "always" is not offered there
     host.send({"type": "consent", "id": 1, "decision": "session"})
     host.expect("opened", id=1)
-    tcp_open(host, 2, server.port, incognito=True)
+    tcp_open(host, 2, echo_server.port, incognito=True)
     host.expect("opened", id=2)  # remembered for the private session...
-    tcp_open(host, 3, server.port, incognito=False)
+    tcp_open(host, 3, echo_server.port, incognito=False)
     host.expect("prompt", id=3)  # ...but not for normal windows
     assert grants(isolated_env) == []
     store = Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
@@ -279,46 +271,46 @@ def write_grants(env: dict[str, str], grants: list[dict]) -> None:
     path.write_text(json.dumps({"version": 1, "grants": grants}))
 
 
-def test_a_name_granted_for_the_internet_does_not_follow_it_inward(host: HostProcess, isolated_env: dict[str, str], server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+def test_a_name_granted_for_the_internet_does_not_follow_it_inward(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
     # Granted "always" while rebind.test resolved to public addresses (as the prompt recorded)...
-    write_grants(isolated_env, [{"origin": ORIGIN, "kind": "tcp", "host": "rebind.test", "port": server.port, "scope": "internet"}])
+    write_grants(isolated_env, [{"origin": ORIGIN, "kind": "tcp", "host": "rebind.test", "port": echo_server.port, "scope": "internet"}])
     # ...the name now points at this machine.
     dns.records["rebind.test"] = ["127.0.0.1"]
     host.hello()
-    tcp_open(host, 1, server.port, address="rebind.test")
+    tcp_open(host, 1, echo_server.port, address="rebind.test")
     prompt = host.expect("prompt", id=1)
     assert prompt["addresses"] == ["127.0.0.1"] and prompt["scope"] == "loopback"
     host.send({"type": "consent", "id": 1, "decision": "deny"})
     host.expect("error", id=1, name="NotAllowedError")
-    assert server.accepted == 0
+    assert echo_server.accepted == 0
     # Allowed now, once: the host connects to the address it showed and checked.
-    tcp_open(host, 2, server.port, address="rebind.test")
+    tcp_open(host, 2, echo_server.port, address="rebind.test")
     host.expect("prompt", id=2)
     dns.records["rebind.test"] = ["127.0.0.2"]  # changes again between the prompt and the answer
     host.send({"type": "consent", "id": 2, "decision": "once"})
     assert host.expect("opened", id=2)["remoteAddress"] == "127.0.0.1"
 
 
-def test_an_unscoped_grant_for_a_name_follows_it(host: HostProcess, isolated_env: dict[str, str], server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
-    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", f"printer.test:{server.port}")  # the user's explicit choice
+def test_an_unscoped_grant_for_a_name_follows_it(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", f"printer.test:{echo_server.port}")  # the user's explicit choice
     dns.records["printer.test"] = ["127.0.0.1"]
     host.hello()
-    tcp_open(host, 1, server.port, address="printer.test")
+    tcp_open(host, 1, echo_server.port, address="printer.test")
     host.expect("opened", id=1, remoteAddress="127.0.0.1")
 
 
-def test_always_for_a_public_name_is_stored_with_its_scope(host: HostProcess, isolated_env: dict[str, str], server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+def test_always_for_a_public_name_is_stored_with_its_scope(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
     # A globally routable address, only ever named in this fake answer: the user types another,
     # and the test's namespace has no route out anyway.
     dns.records["far.test"] = ["93.184.216.34"]
     host.hello()
-    tcp_open(host, 1, server.port, address="far.test")
+    tcp_open(host, 1, echo_server.port, address="far.test")
     prompt = host.expect("prompt", id=1)
     assert prompt["scope"] == "internet" and prompt["addresses"] == ["93.184.216.34"]
     # The user allows always, but types this machine's address: the grant names what they typed.
     host.send({"type": "consent", "id": 1, "decision": "always", "host": "127.0.0.1"})
     host.expect("opened", id=1)
-    assert grants(isolated_env) == [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": server.port}]
+    assert grants(isolated_env) == [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": echo_server.port}]
     store = Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
     assert "scope" not in store.read_text()
 
@@ -332,11 +324,11 @@ def test_consent_scope_is_recorded(tmp_path: Path) -> None:
     assert json.loads(store.path.read_text())["grants"][0]["scope"] == "internet"
 
 
-def test_a_burst_of_connection_attempts_is_cut_off(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+def test_a_burst_of_connection_attempts_is_cut_off(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", "127.0.0.1:*")
     host.hello()
     for sid in range(1, 201):
-        tcp_open(host, sid, server.port)
+        tcp_open(host, sid, echo_server.port)
     outcomes = {"opened": 0, "error": 0}
     for _ in range(200):
         outcomes[host.recv(10)["type"]] += 1

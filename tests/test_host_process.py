@@ -11,7 +11,6 @@ import queue
 import random
 import signal
 import socket
-import struct
 import time
 from pathlib import Path
 from typing import Iterator
@@ -292,7 +291,7 @@ def test_ipv6_loopback(host: HostProcess, isolated_env: dict[str, str]) -> None:
 
 def test_host_reads_only_what_the_page_granted(host: HostProcess, isolated_env: dict[str, str]) -> None:
     payload, handler = make_source(4 * 1024 * 1024)
-    with connected(host, isolated_env, handler) as server:
+    with connected(host, isolated_env, handler):
         host.send({"type": "read", "id": 1, "bytes": 1000})
         first = host.expect("data", id=1)
         assert len(base64.b64decode(first["data"])) <= 1000
@@ -331,7 +330,7 @@ def test_cancel_then_shutdown_closes(host: HostProcess, isolated_env: dict[str, 
 
 
 def test_peer_reset_is_network_error(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    with connected(host, isolated_env, reset_after_greeting) as server:
+    with connected(host, isolated_env, reset_after_greeting):
         assert read_until(host, 1, 5, grant_bytes=5) == b"hello"
         host.send({"type": "send", "id": 1, "data": b64(b"!")})
         host.expect("ack", id=1)
@@ -353,7 +352,7 @@ def test_connection_refused_is_network_error(host: HostProcess, isolated_env: di
 
 
 def test_window_exceeded_ends_the_socket_only(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    with connected(host, isolated_env, slow_sink(delay=1.0), sendBufferSize=4096) as server:
+    with connected(host, isolated_env, slow_sink(delay=1.0), sendBufferSize=4096):
         for _ in range(3):  # 1.5 MiB unacknowledged > 1 MiB window
             host.send({"type": "send", "id": 1, "data": b64(b"z" * CHUNK)})
         seen = []

@@ -27,14 +27,6 @@ def tcp_open(host: HostProcess, sid: int, port: int, address: str = "127.0.0.1",
                "remoteAddress": address, "remotePort": port, "options": {}})
 
 
-@pytest.fixture
-def server() -> TcpServer:
-    from tests.support.servers import echo
-
-    s = TcpServer(echo)
-    yield s
-    s.close()
-
 
 def test_rules_match_as_written() -> None:
     policy = parse(json.dumps({"version": 1, "block": [{"host": "10.0.0.0/8"}, {"origin": "https://bad.example"}, {"kind": "tcp-listen", "port": 40000}],
@@ -68,47 +60,47 @@ def test_damaged_policy_file_turns_the_api_off(tmp_path: Path) -> None:
     assert policy.verdict(ORIGIN, "tcp", "h.example", 1) is None  # fixed: back to normal
 
 
-def test_disabled_refuses_even_what_the_user_granted(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
-    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", f"127.0.0.1:{server.port}")
+def test_disabled_refuses_even_what_the_user_granted(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", f"127.0.0.1:{echo_server.port}")
     write_policy(isolated_env, {"version": 1, "disabled": True})
     host.hello()
-    tcp_open(host, 1, server.port)
+    tcp_open(host, 1, echo_server.port)
     host.expect("error", id=1, name="NotAllowedError")  # no prompt either
-    assert server.accepted == 0
+    assert echo_server.accepted == 0
 
 
-def test_block_wins_over_a_user_grant_and_is_never_asked(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+def test_block_wins_over_a_user_grant_and_is_never_asked(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", "127.0.0.1:*")
-    write_policy(isolated_env, {"version": 1, "block": [{"host": "127.0.0.0/8", "port": server.port}]})
+    write_policy(isolated_env, {"version": 1, "block": [{"host": "127.0.0.0/8", "port": echo_server.port}]})
     host.hello()
-    tcp_open(host, 1, server.port)
+    tcp_open(host, 1, echo_server.port)
     host.expect("error", id=1, name="NotAllowedError")
-    tcp_open(host, 2, server.port, address="localhost")  # a name is judged by what it resolves to
+    tcp_open(host, 2, echo_server.port, address="localhost")  # a name is judged by what it resolves to
     host.expect("error", id=2, name="NotAllowedError")
-    assert server.accepted == 0
+    assert echo_server.accepted == 0
 
 
-def test_policy_grant_allows_without_asking(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
-    write_policy(isolated_env, {"version": 1, "grant": [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": server.port}]})
+def test_policy_grant_allows_without_asking(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    write_policy(isolated_env, {"version": 1, "grant": [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": echo_server.port}]})
     host.hello()
-    tcp_open(host, 1, server.port)
+    tcp_open(host, 1, echo_server.port)
     host.expect("opened", id=1)
     assert json.loads(cli(isolated_env, "permissions", "list", "--json").stdout) == []  # nothing written for the user
 
 
-def test_damaged_policy_refuses_everything_until_fixed(host: HostProcess, isolated_env: dict[str, str], server: TcpServer) -> None:
+def test_damaged_policy_refuses_everything_until_fixed(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     cli(isolated_env, "permissions", "grant", "--origin", ORIGIN, "--tcp", "127.0.0.1:*")
     path = write_policy(isolated_env, '{"version": 1, "block": [{"host": "10.0.0.0/8",}]}')  # a stray comma
     host.hello()
-    tcp_open(host, 1, server.port)
+    tcp_open(host, 1, echo_server.port)
     host.expect("error", id=1, name="NotAllowedError")
     assert b"damaged" in host.stderr
     path.write_text(json.dumps({"version": 1}))
-    tcp_open(host, 2, server.port)
+    tcp_open(host, 2, echo_server.port)
     host.expect("opened", id=2)
 
 
-def test_opaque_origins_are_never_asked(host: HostProcess, server: TcpServer) -> None:
+def test_opaque_origins_are_never_asked(host: HostProcess, echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, server.port, origin="null")
+    tcp_open(host, 1, echo_server.port, origin="null")
     host.expect("error", id=1, name="NotAllowedError")

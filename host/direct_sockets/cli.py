@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, install, paths, stdio
-from .destinations import InvalidDestination, format_host_port, normalize_host, normalize_origin, parse_host_port
+from .destinations import InvalidDestination, format_host_port, is_ip, normalize_host, normalize_origin, parse_host_port
 from .permissions import Grant, PermissionStore, StoreDamaged
 
 
@@ -71,7 +71,7 @@ def _destination(args: argparse.Namespace) -> tuple[str, str, int | str] | None:
             raise InvalidDestination(f"not a multicast group address: {text!r}")
         return kind, group, "*"
     host, port = parse_host_port(text)
-    if kind in ("udp-bind", "tcp-listen") and not _is_ip(host):
+    if kind in ("udp-bind", "tcp-listen") and not is_ip(host):
         raise InvalidDestination(f"--{attr.replace('_', '-')} takes a local IP address, not a name: {text!r}")
     return kind, host, port
 
@@ -80,16 +80,8 @@ def describe(grant: Grant) -> str:
     return grant.host if grant.kind == "multicast" else format_host_port(grant.host, grant.port)
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _is_multicast(text: str) -> bool:
-    return _is_ip(text) and ipaddress.ip_address(text).is_multicast
+    return is_ip(text) and ipaddress.ip_address(text).is_multicast
 
 
 def cmd_permissions(args: argparse.Namespace) -> int:

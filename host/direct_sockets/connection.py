@@ -43,6 +43,29 @@ class Connection:
     def id(self) -> int:
         return self.state.id
 
+    async def _connect_first(self, infos: list[Any], prepare: Callable[[socket.socket], None], what: str) -> bool:
+        """Connects to the first of the checked addresses that answers, each socket prepared
+        (options set) before connecting. False, with the page told, when none did."""
+        loop = asyncio.get_running_loop()
+        last_error: OSError | None = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                prepare(sock)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self._sock = sock
+            return True
+        await self.fail(f"connecting to {what}: {last_error or 'no address'}")
+        return False
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -35,6 +35,14 @@ def normalize_origin(text: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def normalize_host(text: str) -> str:
     """IP literals in their canonical text form, names lower-cased without a trailing dot."""
     text = text.strip()

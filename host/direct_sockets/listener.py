@@ -11,7 +11,6 @@ from typing import Any, Callable
 from .connection import Connection, Emit
 from .listen_state import ListenState
 from .tcp import TcpConnection
-from .tcp_state import TcpSocketState
 
 log = logging.getLogger(__name__)
 

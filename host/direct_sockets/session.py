@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 from . import PROTOCOL_VERSION, __version__
 from .connection import Connection, family_for
 from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, scope_of, service_name
-from .destinations import InvalidDestination, normalize_host, normalize_origin
+from .destinations import InvalidDestination, is_ip, normalize_host, normalize_origin
 from .errors import PAGE_MESSAGE, Code, ProtocolError
 from .framing import Event, FrameError
 from .listen_state import ListenState
@@ -58,14 +58,6 @@ def _ip_literal(text: str, what: str, socket_id: int) -> ipaddress.IPv4Address |
 
 def _addresses(infos: list[Any]) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _decode(data: str, what: str, socket_id: int, limit: int, allow_empty: bool) -> bytes:
@@ -447,9 +439,9 @@ class Session:
         infos = pending.infos
         if "host" in message and message["host"] != pending.host:
             host = message["host"]
-            if pending.kind in ("udp-bind", "tcp-listen") and not _is_ip(host):
+            if pending.kind in ("udp-bind", "tcp-listen") and not is_ip(host):
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a local address must be an IP address")
-            if pending.kind == "multicast" and not (_is_ip(host) and ipaddress.ip_address(host).is_multicast):
+            if pending.kind == "multicast" and not (is_ip(host) and ipaddress.ip_address(host).is_multicast):
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a group must be a multicast address")
             address_field = "localAddress" if pending.kind in ("udp-bind", "tcp-listen") else "remoteAddress"
             pending.message[address_field] = host
@@ -458,7 +450,7 @@ class Session:
         log.info("the user allowed (%s) %s -> %s %s:%s", decision, origin, pending.kind, host, pending.port)
         if decision in ("always", "session"):
             # A name granted while it pointed only at the internet stays granted only for that.
-            scope = "internet" if infos is not None and not _is_ip(host) and pending.scope == "internet" else ""
+            scope = "internet" if infos is not None and not is_ip(host) and pending.scope == "internet" else ""
             try:
                 port: int | str = "*" if pending.kind == "multicast" else pending.port
                 grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), port, scope)

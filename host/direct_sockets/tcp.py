@@ -54,26 +54,9 @@ class TcpConnection(Connection):
         self._spawn(self._connect(host, port, options, addresses))
 
     async def _connect(self, host: str, port: int, options: dict[str, Any], infos: list[Any]) -> None:
-        loop = asyncio.get_running_loop()
-        last_error: OSError | None = None
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setblocking(False)
-                apply_options(sock, options)
-                await loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            self._sock = sock
-            break
-        if self._sock is None:
-            await self.fail(f"connecting to {host}:{port}: {last_error or 'no address'}")
+        if not await self._connect_first(infos, lambda sock: apply_options(sock, options), f"{host}:{port}"):
             return
+        assert self._sock is not None
         self.state.connected()
         peer = self._sock.getpeername()
         local = self._sock.getsockname()

@@ -80,27 +80,13 @@ class UdpConnection(Connection):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, loop)
 
     async def _connect(self, host: str, port: int, options: dict[str, Any], infos: list[Any]) -> None:
-        loop = asyncio.get_running_loop()
-        last_error: OSError | None = None
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setblocking(False)
-                set_buffer_sizes(sock, options)
-                self._apply_multicast_options(sock, options)
-                await loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            self._sock = sock
-            break
-        if self._sock is None:
-            await self.fail(f"connecting to {host}:{port}: {last_error or 'no address'}")
+        def prepare(sock: socket.socket) -> None:
+            set_buffer_sizes(sock, options)
+            self._apply_multicast_options(sock, options)
+
+        if not await self._connect_first(infos, prepare, f"{host}:{port}"):
             return
+        assert self._sock is not None
         peer, local = self._sock.getpeername(), self._sock.getsockname()
         await self._opened({"remoteAddress": peer[0], "remotePort": peer[1], "localAddress": local[0], "localPort": local[1]})
 

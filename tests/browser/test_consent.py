@@ -8,16 +8,10 @@ import time
 import pytest
 
 from tests.browser.harness import Browser, cli
-from tests.support.servers import TcpServer, echo
+from tests.support.servers import TcpServer
 
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture
-def echo_server() -> TcpServer:
-    server = TcpServer(echo)
-    yield server
-    server.close()
 
 
 def grants(browser: Browser) -> list[dict]:

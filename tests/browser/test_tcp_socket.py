@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.browser.harness import Browser, ScenarioSite, wait_for
-from tests.support.servers import TcpServer, echo, hashing_sink, make_source, reset_after_greeting, slow_sink
+from tests.support.servers import TcpServer, hashing_sink, make_source, reset_after_greeting, slow_sink
 
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture
-def echo_server() -> TcpServer:
-    server = TcpServer(echo)
-    yield server
-    server.close()
 
 
 def test_api_present_with_webidl_shape(browser: Browser) -> None:
