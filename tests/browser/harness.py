@@ -185,6 +185,9 @@ class Browser:
     def reload(self) -> None:
         raise NotImplementedError
 
+    def extension_url(self, path: str) -> str:
+        raise NotImplementedError
+
     def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20) -> dict[str, Any]:
         """Waits for the consent window, reads what it shows, then clicks `decision` ('once',
         'always', 'deny') after putting `address` in the address field, or closes the window
@@ -259,6 +262,9 @@ class Chromium(Browser):
 
     def navigate(self, url: str) -> None:
         self.page.goto(url, wait_until="commit")
+
+    def extension_url(self, path: str) -> str:
+        return f"chrome-extension://{self.extension_id}/{path}"
 
     def open_tab(self, url: str) -> None:
         self.tab = self.context.new_page()
@@ -359,7 +365,7 @@ class Firefox(Browser):
         (profile / "user.js").write_text("".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items()))
         self.log = open(base / "firefox.log", "w")
         self.proc = subprocess.Popen(
-            [FIREFOX_BINARY, "--headless", "--marionette", "--no-remote", "--profile", str(profile)],
+            [FIREFOX_BINARY, "--headless", "--marionette", "-remote-allow-system-access", "--no-remote", "--profile", str(profile)],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         try:
@@ -372,6 +378,15 @@ class Firefox(Browser):
 
     def navigate(self, url: str) -> None:
         self.marionette.navigate(url)
+
+    def extension_url(self, path: str) -> str:
+        """A temporary add-on's pages live under a per-install UUID, which Firefox keeps in a pref."""
+        m = self.marionette
+        with m.using_context(m.CONTEXT_CHROME):
+            uuids = json.loads(m.execute_script("return Services.prefs.getStringPref('extensions.webextensions.uuids')"))
+        from direct_sockets.install import extension_ids
+
+        return f"moz-extension://{uuids[extension_ids().gecko]}/{path}"
 
     def open_tab(self, url: str) -> None:
         self.first_tab = self.marionette.current_window_handle

@@ -1,7 +1,8 @@
-"""The toolbar badge and popup: a tab's open sockets, seen and closed by the user (Chromium).
+"""The toolbar badge and popup (Chromium), and the options page (Chromium and Firefox).
 
-Firefox runs the same popup code; its temporary add-on's pages live under a per-install UUID
-that the test cannot name, so the popup is driven here in Chromium only."""
+The popup needs the tab id of the page whose sockets it lists, which the test reads from
+Chromium's service worker; Firefox runs the same popup code, but its background page is not
+reachable from Marionette's content context, so the popup is driven in Chromium only."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.browser
 
 def test_badge_and_popup_list_and_close_a_live_socket(browser: Browser) -> None:
     if not isinstance(browser, Chromium):
-        pytest.skip("the popup is driven in Chromium (see the module's docstring)")
+        pytest.skip("the popup is driven in Chromium only (see the module's docstring)")
     server = TcpServer(hashing_sink)
     try:
         browser.grant(f"127.0.0.1:{server.port}")
@@ -45,26 +46,70 @@ def test_badge_and_popup_list_and_close_a_live_socket(browser: Browser) -> None:
 
 
 def test_options_page_lists_and_revokes_grants(browser: Browser) -> None:
-    if not isinstance(browser, Chromium):
-        pytest.skip("the options page is driven in Chromium (see the module's docstring)")
     from tests.browser.harness import cli
 
     browser.grant("127.0.0.1:7")
     browser.grant("[::1]:*", kind="udp")
     browser.grant("127.0.0.1:9", origin="https://other.example")
-    page = browser.context.new_page()
+    page = OptionsPage(browser)
     try:
-        page.goto(f"chrome-extension://{browser.extension_id}/options.html")
-        page.wait_for_selector("body[data-ready=true]")
-        sites = page.locator("section").evaluate_all("(s) => s.map((e) => [e.dataset.origin, e.querySelectorAll('tr').length])")
-        assert sorted(sites) == sorted([[browser.site.origin, 2], ["https://other.example", 1]])
-        mine = page.locator(f"section[data-origin='{browser.site.origin}']")
-        assert "UDP with" in mine.inner_text() and "[::1]:any port" in mine.inner_text()
-        mine.locator("tr", has_text="TCP to").locator("button.revoke").click()
-        assert wait_for(lambda: mine.locator("tr").count() == 1 or page.wait_for_timeout(50), timeout=10)
-        page.locator("section[data-origin='https://other.example'] button.revoke-site").click()
-        assert wait_for(lambda: page.locator("section").count() == 1 or page.wait_for_timeout(50), timeout=10)
+        assert sorted(page.sites()) == sorted([[browser.site.origin, 2], ["https://other.example", 1]])
+        mine = page.text(browser.site.origin)
+        assert "UDP with" in mine and "[::1]:any port" in mine
+        page.click(f"section[data-origin='{browser.site.origin}'] tr:first-child button.revoke")  # TCP to 127.0.0.1:7
+        assert wait_for(lambda: page.rows(browser.site.origin) == 1, timeout=10)
+        page.click("section[data-origin='https://other.example'] button.revoke-site")
+        assert wait_for(lambda: len(page.sites()) == 1, timeout=10)
         left = cli(browser.env, "permissions", "list", "--json")
         assert '"kind": "udp"' in left and '"port": 7' not in left and "other.example" not in left
     finally:
         page.close()
+
+
+class OptionsPage:
+    """The options page in a tab of its own, driven with Playwright or Marionette."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        url = browser.extension_url("options.html")
+        if isinstance(browser, Chromium):
+            self.page = browser.context.new_page()
+            self.page.goto(url)
+            self.page.wait_for_selector("body[data-ready=true]")
+        else:
+            browser.open_tab(url)
+            assert wait_for(lambda: self._script("return document.body && document.body.dataset.ready") == "true", timeout=10)
+
+    def _script(self, code: str):  # type: ignore[no-untyped-def]
+        return self.browser.marionette.execute_script(code)
+
+    def sites(self) -> list[list]:
+        code = "return [...document.querySelectorAll('section')].map((e) => [e.dataset.origin, e.querySelectorAll('tr').length])"
+        if isinstance(self.browser, Chromium):
+            return self.page.evaluate("() => " + code[len("return "):])
+        return [list(x) for x in self._script(code)]
+
+    def rows(self, origin: str) -> int:
+        return dict((o, n) for o, n in self.sites()).get(origin, 0)
+
+    def text(self, origin: str) -> str:
+        selector = f"section[data-origin='{origin}']"
+        if isinstance(self.browser, Chromium):
+            return self.page.inner_text(selector)
+        from marionette_driver.by import By
+
+        return self.browser.marionette.find_element(By.CSS_SELECTOR, selector).text
+
+    def click(self, selector: str) -> None:
+        if isinstance(self.browser, Chromium):
+            self.page.click(selector)
+        else:
+            from marionette_driver.by import By
+
+            self.browser.marionette.find_element(By.CSS_SELECTOR, selector).click()
+
+    def close(self) -> None:
+        if isinstance(self.browser, Chromium):
+            self.page.close()
+        else:
+            self.browser.close_tab()
