@@ -250,6 +250,14 @@ class Chromium(Browser):
         profile = base / "profile"
         cli(self.env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
         self.manifest = profile / "NativeMessagingHosts" / "direct_sockets.json"
+        # Allowed in incognito, as a user would allow it on chrome://extensions (for the
+        # private-window tests).
+        from direct_sockets.install import extension_ids
+
+        (profile / "Default").mkdir(parents=True, exist_ok=True)
+        (profile / "Default" / "Preferences").write_text(
+            json.dumps({"extensions": {"settings": {extension_ids().chrome: {"incognito": True}}}})
+        )
         self._pw = sync_playwright().start()
         self.context = self._pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM_BINARY, headless=False, env=self.env,
@@ -265,6 +273,20 @@ class Chromium(Browser):
 
     def extension_url(self, path: str) -> str:
         return f"chrome-extension://{self.extension_id}/{path}"
+
+    def start_private(self, scenario: str, tab_id: int | None = None, **params: Any) -> tuple[queue.Queue[Any], int]:
+        """Runs a scenario in an incognito window (a new one, or the tab given); returns its
+        inbox and the tab's id. The window is made by the extension's own API, as Playwright
+        cannot open one in a persistent context."""
+        token = uuid.uuid4().hex
+        inbox = self.site.inbox(token)
+        url = self.site.scenario_url(scenario, params, token)
+        worker = self.context.service_workers[0]
+        if tab_id is None:
+            tab_id = worker.evaluate(f"chrome.windows.create({{incognito: true, url: {json.dumps(url)}}}).then((w) => w.tabs[0].id)")
+        else:
+            worker.evaluate(f"chrome.tabs.update({tab_id}, {{url: {json.dumps(url)}}}).then(() => true)")
+        return inbox, tab_id
 
     def open_tab(self, url: str) -> None:
         self.tab = self.context.new_page()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.browser.harness import Browser, cli
+from tests.browser.harness import Browser, Chromium, cli
 from tests.support.servers import TcpServer
 
 pytestmark = pytest.mark.browser
@@ -114,3 +114,21 @@ def test_a_page_sweeping_ports_is_cut_off(browser: Browser, echo_server: TcpServ
     outcomes = browser.run("openMany", port=echo_server.port, count=200)
     assert 64 <= outcomes.count("opened") < 100
     assert outcomes.count("NotAllowedError") == 200 - outcomes.count("opened")
+
+
+def test_private_window_grants_are_never_written(browser: Browser, echo_server: TcpServer) -> None:
+    if not isinstance(browser, Chromium):
+        pytest.skip("private windows are driven in Chromium (Marionette cannot open one for a temporary add-on's content scripts)")
+    inbox, tab = browser.start_private("echo", port=echo_server.port, text="private")
+    shown = browser.answer_prompt("session")
+    assert shown["private"] == "private window"
+    assert shown["allow-always"] == "Allow until private windows close"  # no "always" offered
+    assert inbox.get(timeout=30)["value"]["got"] == "private"
+    store = browser.env["XDG_DATA_HOME"] + "/direct-sockets/permissions.json"
+    import os
+
+    assert not os.path.exists(store) and grants(browser) == []
+    inbox, _ = browser.start_private("echo", tab_id=tab, port=echo_server.port, text="remembered")
+    assert inbox.get(timeout=30)["value"]["got"] == "remembered"  # the session grant covers it, unasked
+    result, _ = browser.run_answering("notAllowed", ["deny", "deny"], port=echo_server.port)
+    assert result["opened"]["error"]["name"] == "NotAllowedError"  # normal windows are still asked
