@@ -401,6 +401,15 @@ class Firefox(Browser):
     def navigate(self, url: str) -> None:
         self.marionette.navigate(url)
 
+    def current_tab_id(self) -> int:
+        """The WebExtension id of the selected tab, as the extension knows it."""
+        m = self.marionette
+        with m.using_context(m.CONTEXT_CHROME):
+            return m.execute_script(
+                "const { ExtensionParent } = ChromeUtils.importESModule('resource://gre/modules/ExtensionParent.sys.mjs');"
+                "return ExtensionParent.apiManager.global.tabTracker.getId(window.gBrowser.selectedTab);"
+            )
+
     def extension_url(self, path: str) -> str:
         """A temporary add-on's pages live under a per-install UUID, which Firefox keeps in a pref."""
         m = self.marionette

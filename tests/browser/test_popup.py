@@ -1,8 +1,5 @@
-"""The toolbar badge and popup (Chromium), and the options page (Chromium and Firefox).
-
-The popup needs the tab id of the page whose sockets it lists, which the test reads from
-Chromium's service worker; Firefox runs the same popup code, but its background page is not
-reachable from Marionette's content context, so the popup is driven in Chromium only."""
+"""The toolbar badge and popup, and the options page, in Chromium and Firefox (the badge is
+read in Chromium, through its service worker)."""
 
 from __future__ import annotations
 
@@ -15,30 +12,29 @@ pytestmark = pytest.mark.browser
 
 
 def test_badge_and_popup_list_and_close_a_live_socket(browser: Browser) -> None:
-    if not isinstance(browser, Chromium):
-        pytest.skip("the popup is driven in Chromium only (see the module's docstring)")
     server = TcpServer(hashing_sink)
     try:
         browser.grant(f"127.0.0.1:{server.port}")
         inbox = browser.start("hold", port=server.port)
         assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
-        worker = browser.context.service_workers[0]
-        tab_id = worker.evaluate(f"[...routes.values()].find((r) => r.destination.endsWith(':{server.port}')).frame.tabId")
-        assert worker.evaluate(f"chrome.action.getBadgeText({{tabId: {tab_id}}})") == "1"
-        popup = browser.context.new_page()
+        if isinstance(browser, Chromium):
+            worker = browser.context.service_workers[0]
+            tab_id = worker.evaluate(f"[...routes.values()].find((r) => r.destination.endsWith(':{server.port}')).frame.tabId")
+            badge = lambda: worker.evaluate(f"chrome.action.getBadgeText({{tabId: {tab_id}}})")  # noqa: E731
+            assert badge() == "1"
+        else:
+            tab_id = browser.current_tab_id()
+        popup = ExtensionPage(browser, f"popup.html?tab={tab_id}")
         try:
-            popup.goto(f"chrome-extension://{browser.extension_id}/popup.html?tab={tab_id}")
-            popup.wait_for_selector("body[data-ready=true]")
-            cells = popup.locator("#sockets tbody tr").first.locator("td").all_inner_texts()
-            assert cells[:3] == [browser.site.origin, "TCP", f"127.0.0.1:{server.port}"]
+            assert popup.texts("#sockets tbody tr:first-child td")[:3] == [browser.site.origin, "TCP", f"127.0.0.1:{server.port}"]
             popup.click("#sockets tbody tr button.close")
             result = inbox.get(timeout=10)
             assert result["value"]["closed"] == {"ok": False, "error": {"name": "NetworkError", "message": "Network error.", "isDOMException": True}}
             assert len(server.wait_results(1, timeout=10)) == 1  # the host closed it
-            # (Extension pages forbid eval, so no wait_for_function: poll with locators.)
-            assert wait_for(lambda: "closed by the user" in popup.inner_text("#failures") or popup.wait_for_timeout(50), timeout=10)
-            assert popup.is_visible("#none")
-            assert worker.evaluate(f"chrome.action.getBadgeText({{tabId: {tab_id}}})") == ""
+            assert wait_for(lambda: "closed by the user" in popup.text("#failures"), timeout=10)
+            assert wait_for(lambda: popup.texts("#sockets tbody tr") == [], timeout=10)
+            if isinstance(browser, Chromium):
+                assert badge() == ""
         finally:
             popup.close()
     finally:
@@ -51,13 +47,13 @@ def test_options_page_lists_and_revokes_grants(browser: Browser) -> None:
     browser.grant("127.0.0.1:7")
     browser.grant("[::1]:*", kind="udp")
     browser.grant("127.0.0.1:9", origin="https://other.example")
-    page = OptionsPage(browser)
+    page = ExtensionPage(browser, "options.html")
     try:
         assert sorted(page.sites()) == sorted([[browser.site.origin, 2], ["https://other.example", 1]])
-        mine = page.text(browser.site.origin)
+        mine = page.text(f"section[data-origin='{browser.site.origin}']")
         assert "UDP with" in mine and "[::1]:any port" in mine
         page.click(f"section[data-origin='{browser.site.origin}'] tr:first-child button.revoke")  # TCP to 127.0.0.1:7
-        assert wait_for(lambda: page.rows(browser.site.origin) == 1, timeout=10)
+        assert wait_for(lambda: dict(map(tuple, page.sites())).get(browser.site.origin) == 1, timeout=10)
         page.click("section[data-origin='https://other.example'] button.revoke-site")
         assert wait_for(lambda: len(page.sites()) == 1, timeout=10)
         left = cli(browser.env, "permissions", "list", "--json")
@@ -66,12 +62,12 @@ def test_options_page_lists_and_revokes_grants(browser: Browser) -> None:
         page.close()
 
 
-class OptionsPage:
-    """The options page in a tab of its own, driven with Playwright or Marionette."""
+class ExtensionPage:
+    """One of the extension's own pages in a tab of its own, driven with Playwright or Marionette."""
 
-    def __init__(self, browser: Browser) -> None:
+    def __init__(self, browser: Browser, path: str) -> None:
         self.browser = browser
-        url = browser.extension_url("options.html")
+        url = browser.extension_url(path)
         if isinstance(browser, Chromium):
             self.page = browser.context.new_page()
             self.page.goto(url)
@@ -80,25 +76,24 @@ class OptionsPage:
             browser.open_tab(url)
             assert wait_for(lambda: self._script("return document.body && document.body.dataset.ready") == "true", timeout=10)
 
-    def _script(self, code: str):  # type: ignore[no-untyped-def]
-        return self.browser.marionette.execute_script(code)
+    def _script(self, code: str, *args: object):  # type: ignore[no-untyped-def]
+        return self.browser.marionette.execute_script(code, script_args=list(args))
+
+    def _run(self, body: str, *args: object):  # type: ignore[no-untyped-def]
+        """Runs `body` (a function body using `arguments`) in the page, in either browser.
+        (Not wait_for_function: extension pages forbid eval.)"""
+        if isinstance(self.browser, Chromium):
+            return self.page.evaluate(f"(args) => (function () {{ {body} }}).apply(null, args)", list(args))
+        return self._script(body, *args)
+
+    def texts(self, selector: str) -> list[str]:
+        return self._run("return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent.trim())", selector)
+
+    def text(self, selector: str) -> str:
+        return self._run("return document.querySelector(arguments[0]).textContent", selector)
 
     def sites(self) -> list[list]:
-        code = "return [...document.querySelectorAll('section')].map((e) => [e.dataset.origin, e.querySelectorAll('tr').length])"
-        if isinstance(self.browser, Chromium):
-            return self.page.evaluate("() => " + code[len("return "):])
-        return [list(x) for x in self._script(code)]
-
-    def rows(self, origin: str) -> int:
-        return dict((o, n) for o, n in self.sites()).get(origin, 0)
-
-    def text(self, origin: str) -> str:
-        selector = f"section[data-origin='{origin}']"
-        if isinstance(self.browser, Chromium):
-            return self.page.inner_text(selector)
-        from marionette_driver.by import By
-
-        return self.browser.marionette.find_element(By.CSS_SELECTOR, selector).text
+        return [list(x) for x in self._run("return [...document.querySelectorAll('section')].map((e) => [e.dataset.origin, e.querySelectorAll('tr').length])")]
 
     def click(self, selector: str) -> None:
         if isinstance(self.browser, Chromium):
