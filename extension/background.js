@@ -345,6 +345,14 @@ function policyAllows(value, origin) {
   return true;
 }
 
+// The page's own script can learn the policy synchronously, before any page script runs, from
+// a Server-Timing entry the extension adds to the forbidding response (page-api.js reads it at
+// document_start). A page can only ever disable the API for itself this way, never enable it.
+const FORBIDDEN_TIMING = 'direct-sockets-forbidden';
+const IS_FIREFOX = typeof api.runtime.getBrowserInfo === 'function'; // (Chromium has `browser` too)
+
+const FRAMES = { urls: ['<all_urls>'], types: /** @type {any} */ (['main_frame', 'sub_frame']) };
+
 api.webRequest.onHeadersReceived.addListener((details) => {
   const key = `${details.tabId}:${details.frameId}`;
   let origin = 'null';
@@ -354,7 +362,30 @@ api.webRequest.onHeadersReceived.addListener((details) => {
   const allowed = headers.every((h) => policyAllows(h.value ?? '', origin));
   if (allowed) forbidden.delete(key);
   else forbidden.add(key);
-}, { urls: ['<all_urls>'], types: ['main_frame', 'sub_frame'] }, ['responseHeaders']);
+  if (!allowed && IS_FIREFOX) {
+    // Firefox: a blocking listener may add the header itself.
+    return { responseHeaders: [...(details.responseHeaders ?? []), { name: 'Server-Timing', value: FORBIDDEN_TIMING }] };
+  }
+  return undefined;
+}, FRAMES, IS_FIREFOX ? ['blocking', 'responseHeaders'] : ['responseHeaders']);
+
+if (!IS_FIREFOX) {
+  // Chromium: blocking webRequest is gone in MV3; a session rule matching on the response
+  // header does the same. (Firefox ignores that condition, so the rule is Chromium's only.)
+  // It catches `direct-sockets=()` and lists of other origins; the listener above refuses any
+  // other forbidding form when the page first asks.
+  const timing = { header: 'Server-Timing', operation: 'append', value: FORBIDDEN_TIMING };
+  api.declarativeNetRequest.updateSessionRules({
+    removeRuleIds: [1, 2],
+    addRules: [
+      { id: 1, priority: 1, action: { type: 'modifyHeaders', responseHeaders: [timing] },
+        condition: { resourceTypes: FRAMES.types, responseHeaders: [{ header: 'permissions-policy', values: ['*direct-sockets=()*'] }] } },
+      { id: 2, priority: 1, action: { type: 'modifyHeaders', responseHeaders: [timing] },
+        condition: { resourceTypes: FRAMES.types, responseHeaders: [{ header: 'permissions-policy', values: ['*direct-sockets=("*'] }],
+          excludedResponseHeaders: [{ header: 'permissions-policy', values: ['*direct-sockets=(*self*'] }] } },
+    ],
+  }).catch((error) => console.warn(`direct-sockets: no Permissions-Policy rule: ${error}`));
+}
 
 api.tabs.onRemoved.addListener((tabId) => {
   for (const key of forbidden) if (key.startsWith(`${tabId}:`)) forbidden.delete(key);

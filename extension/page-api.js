@@ -81,8 +81,14 @@
     apply(portPost, port, [message, transfer || []]);
   }
 
-  /** Set once the extension learned that this document's Permissions-Policy forbids the API. */
+  /** Whether this document's Permissions-Policy forbids the API: known at once when the
+   * extension marked the response (a Server-Timing entry, see background.js), else from the
+   * extension's answer to the first attempt. */
   let policyForbidden = false;
+  try {
+    const navigation = performance.getEntriesByType('navigation')[0];
+    policyForbidden = !!navigation && navigation.serverTiming.some((entry) => entry.name === 'direct-sockets-forbidden');
+  } catch { /* no timing: the first attempt tells */ }
 
   port.onmessage = (event) => {
     const message = event.data;

@@ -251,8 +251,9 @@ def test_host_death_fails_open_sockets_and_next_socket_gets_a_fresh_host(browser
 
 @pytest.mark.parametrize(
     ("policy", "expected"),
-    [("direct-sockets=()", {"opened": "NotAllowedError", "second": "DOMException:NotAllowedError"}),
-     ('camera=(), direct-sockets=("https://elsewhere.example")', {"opened": "NotAllowedError", "second": "DOMException:NotAllowedError"}),
+    # Thrown synchronously by the very first constructor.
+    [("direct-sockets=()", {"opened": "DOMException:NotAllowedError", "second": "DOMException:NotAllowedError"}),
+     ('camera=(), direct-sockets=("https://elsewhere.example")', {"opened": "DOMException:NotAllowedError", "second": "DOMException:NotAllowedError"}),
      ("direct-sockets=(self)", {"opened": "opened", "second": "constructed"}),
      ("camera=()", {"opened": "opened", "second": "constructed"})],
     ids=["none", "other-origin", "self", "unrelated"],

@@ -594,8 +594,12 @@ window.scenarios = {
   },
 
   async policyBlocked({ port }) {
-    const first = new TCPSocket('127.0.0.1', port);
-    const opened = await settle(first.opened);
+    let opened;
+    try {
+      opened = await settle(new TCPSocket('127.0.0.1', port).opened);
+    } catch (e) {
+      opened = { ok: false, error: { name: e instanceof DOMException ? `DOMException:${e.name}` : e.constructor.name } };
+    }
     let second;
     try {
       new TCPSocket('127.0.0.1', port).opened.catch(() => {});
