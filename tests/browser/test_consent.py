@@ -137,3 +137,47 @@ def test_private_window_grants_are_never_written(browser: Browser, echo_server: 
     assert inbox.get(timeout=30)["value"]["got"] == "remembered"  # the session grant covers it, unasked
     result, _ = browser.run_answering("notAllowed", ["deny", "deny"], port=echo_server.port)
     assert result["opened"]["error"]["name"] == "NotAllowedError"  # normal windows are still asked
+
+
+def test_refusals_are_identical_for_open_closed_and_missing_destinations(browser: Browser, echo_server: TcpServer) -> None:
+    import socket as socketlib
+
+    probe = socketlib.socket()
+    probe.bind(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]
+    probe.close()  # nothing listens there
+    seen = []
+    for port, address in ((echo_server.port, None), (closed_port, None), (9, "no-such-host.invalid")):
+        browser.restart_host()  # a fresh host each time, so that the refusals do not add up to a cool-down
+        result, _ = browser.run_answering("notAllowed", ["deny", "deny"], port=port, address=address)
+        seen.append(result["opened"])
+    assert seen == [{"ok": False, "error": {"name": "NotAllowedError", "message": "Permission denied.", "isDOMException": True}}] * 3
+    assert echo_server.accepted == 0
+
+
+def test_a_damaged_store_grants_nothing(browser: Browser, echo_server: TcpServer) -> None:
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    store = browser.env["XDG_DATA_HOME"] + "/direct-sockets/permissions.json"
+    with open(store, "w") as handle:
+        handle.write('{"version": 1, "grants": [')  # cut short, as by a crash mid-write of another program
+    result, shown = browser.run_answering("notAllowed", ["deny", "deny"], port=echo_server.port)
+    assert shown[0]["origin"] == browser.site.origin  # asked again: the damaged grant counts for nothing
+    assert result["opened"]["error"]["name"] == "NotAllowedError"
+    with open(store) as handle:
+        assert handle.read() == '{"version": 1, "grants": ['  # left as it was, for the user to see
+
+
+def test_the_administrators_policy_wins(browser: Browser, echo_server: TcpServer) -> None:
+    import os
+
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    policy = browser.env["XDG_CONFIG_DIRS"] + "/direct-sockets/policy.json"
+    os.makedirs(os.path.dirname(policy), exist_ok=True)
+    with open(policy, "w") as handle:
+        json.dump({"version": 1, "block": [{"host": "127.0.0.0/8", "port": echo_server.port}]}, handle)
+    try:
+        result = browser.run("notAllowed", port=echo_server.port)  # refused unasked: no window to answer
+        assert result["opened"]["error"]["name"] == "NotAllowedError"
+        assert echo_server.accepted == 0
+    finally:
+        os.remove(policy)
