@@ -127,8 +127,6 @@ def test_firefox_style_arguments_are_checked_against_allowed_extensions(isolated
     wrapper = json.loads(manifest.read_text())["path"]
     import subprocess
 
-    frames = HostProcess.__new__(HostProcess)  # only to reuse the encoder below
-    del frames
     from direct_sockets.framing import encode
 
     good = subprocess.run([wrapper, str(manifest), "direct-sockets@direct-sockets.invalid"], input=encode({"type": "hello", "version": 1}),
@@ -425,10 +423,6 @@ def test_slow_peer_keeps_host_memory_bounded(host: HostProcess, isolated_env: di
 
 
 # -- lifetime ------------------------------------------------------------------------------------
-
-
-def _peer_sees_close(server_conn_results: list, server: TcpServer, timeout: float = 10) -> bool:
-    return bool(server.wait_results(1, timeout))
 
 
 @pytest.mark.parametrize("how", ["eof", "sigterm"])
