@@ -173,6 +173,15 @@ def test_bad_messages_get_stable_codes(host: HostProcess, body: bytes, code: Cod
     host.expect("pong", seq=4)
 
 
+def test_an_invalid_id_is_not_echoed_in_the_error(host: HostProcess) -> None:
+    # Found by tests/test_fuzz.py: the reply to a message with "id": 0 named id 0, which is not
+    # a valid socket id, so the error itself broke the protocol.
+    host.hello()
+    host.send({"type": "accept", "id": 0})
+    reply = host.expect("error", code=Code.SCHEMA_VIOLATION)
+    assert "id" not in reply
+
+
 def test_truncated_frame_at_eof_exits_cleanly(host: HostProcess) -> None:
     host.hello()
     host.send_raw(HEADER.pack(100) + b'{"type":')

@@ -55,9 +55,16 @@ def outbound_types() -> frozenset[str]:
     return frozenset(_validators()["out"])
 
 
+MAX_SOCKET_ID = 2**53 - 1
+
+
 def _socket_id_of(message: dict[str, Any]) -> int | None:
+    """The id to name in an error reply: only one that is a valid socket id (an error must be a
+    valid message itself, whatever was wrong with what it answers)."""
     value = message.get("id")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SOCKET_ID:
+        return value
+    return None
 
 
 def _check(direction: str, message: dict[str, Any]) -> str:
