@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from tests.support.dns import TestResolver
 
 
-def pytest_report_header() -> str:
+def pytest_report_header() -> list[str]:
+    fuzz = f"fuzzing: {os.environ.get('DIRECT_SOCKETS_FUZZ_EXAMPLES', '150')} inputs per property (DIRECT_SOCKETS_FUZZ_EXAMPLES)"
     if PRIVATE_NETWORK.active:
-        return "network: a private namespace made for this session (loopback and an internal veth pair only)"
-    return f"network: the machine's own (no private namespace: {PRIVATE_NETWORK.reason}); multicast tests skip"
+        return ["network: a private namespace made for this session (loopback and an internal veth pair only)", fuzz]
+    return [f"network: the machine's own (no private namespace: {PRIVATE_NETWORK.reason}); multicast tests skip", fuzz]
 
 
 _RESOLVER = None
