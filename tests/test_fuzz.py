@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,21 @@ def test_any_messages_get_schema_valid_answers_and_never_crash_the_session(tmp_p
         await asyncio.sleep(0)
         session.close_all()
 
-    asyncio.run(run())
+    # In a thread of its own: a browser driver may already run an event loop in this one.
+    failure: list[BaseException] = []
+
+    def runner() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # re-raised below, in the test's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the session hung"
+    if failure:
+        raise failure[0]
     for reply in replies:
         if reply["type"] == "error":
             assert reply["code"] in CODES

@@ -36,10 +36,13 @@ def browser(request: pytest.FixtureRequest, site: ScenarioSite, tmp_path_factory
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Keep each browser's tests together so that only one browser runs at a time.
+    # The quick tests first, then each browser's tests together, so that only one browser runs
+    # at a time.
     def key(item: pytest.Item) -> int:
         callspec = getattr(item, "callspec", None)
-        return 0 if callspec is None else ["chromium", "firefox"].index(callspec.params.get("browser", "chromium"))
+        if callspec is None or "browser" not in callspec.params:
+            return 0
+        return 1 + ["chromium", "firefox"].index(callspec.params["browser"])
 
     items.sort(key=key)
 
