@@ -16,14 +16,11 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-import jsonschema
-
 from .destinations import normalize_host, normalize_origin
+from .validation import DocumentInvalid, load_document
 
 # What a grant can allow. Each names its destination as host and port:
 #   tcp         connect to host:port
@@ -56,21 +53,11 @@ class StoreDamaged(Exception):
     """The store exists but cannot be trusted; it grants nothing."""
 
 
-@cache
-def _store_validator() -> jsonschema.protocols.Validator:
-    path = resources.files(__package__) / "schemas" / "permissions-store.json"
-    schema = json.loads(path.read_text("utf-8"))
-    return jsonschema.Draft202012Validator(schema)
-
-
 def _parse(raw: bytes) -> list[Grant]:
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise StoreDamaged(f"not JSON: {exc}") from exc
-    error = jsonschema.exceptions.best_match(_store_validator().iter_errors(data))
-    if error is not None:
-        raise StoreDamaged(f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}")
+        data = load_document(raw, "permissions-store.json")
+    except DocumentInvalid as exc:
+        raise StoreDamaged(str(exc)) from exc
     grants = []
     for item in data["grants"]:
         try:

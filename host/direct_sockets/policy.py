@@ -10,27 +10,17 @@ who meant to block something must never find it open because of a typo.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
-
 from .destinations import InvalidDestination, normalize_host, normalize_origin
+from .validation import DocumentInvalid, load_document
 
 log = logging.getLogger(__name__)
 
 Verdict = Literal["block", "grant"] | None
-
-
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads((resources.files(__package__) / "schemas" / "policy.json").read_text("utf-8"))
-    return jsonschema.Draft202012Validator(schema)
 
 
 @dataclass(frozen=True)
@@ -82,12 +72,9 @@ def _rule(item: dict[str, Any], wildcards: bool) -> Rule:
 
 def parse(raw: bytes) -> Policy:
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PolicyDamaged(f"not JSON: {exc}") from exc
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
-    if error is not None:
-        raise PolicyDamaged(f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}")
+        data = load_document(raw, "policy.json")
+    except DocumentInvalid as exc:
+        raise PolicyDamaged(str(exc)) from exc
     try:
         block = tuple(_rule(item, wildcards=True) for item in data.get("block", []))
         grant = tuple(_rule(item, wildcards=False) for item in data.get("grant", []))

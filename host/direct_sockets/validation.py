@@ -86,3 +86,26 @@ def check_inbound(message: dict[str, Any]) -> str:
 
 def check_outbound(message: dict[str, Any]) -> str:
     return _check("out", message)
+
+
+class DocumentInvalid(ValueError):
+    """A file (the permission store, the administrator's policy) that is not what its schema says."""
+
+
+@cache
+def _document_validator(name: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((resources.files(__package__) / "schemas" / name).read_text("utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def load_document(raw: bytes, schema_name: str) -> Any:
+    """Decodes a JSON file and checks it against `schemas/<schema_name>`; DocumentInvalid says
+    what is wrong and where."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DocumentInvalid(f"not JSON: {exc}") from exc
+    error = jsonschema.exceptions.best_match(_document_validator(schema_name).iter_errors(data))
+    if error is not None:
+        raise DocumentInvalid(f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}")
+    return data
