@@ -117,11 +117,12 @@ class Session:
         self._pending: dict[int, PendingOpen] = {}
         self._deciding: set[int] = set()  # opens being decided (a policy check, a name lookup)
         self._actions: dict[int, collections.deque[PendingOpen]] = {}  # per socket, waiting to ask
-        self.open_messages: dict[int, dict[str, Any]] = {}  # who opened each socket
+        # Who asked for each socket (origin, tab, frame, private window), as the extension
+        # stamped it on the open; an accepted connection inherits its listener's.
+        self.requesters: dict[int, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.greeted = False
         self.sockets: dict[int, Connection] = {}
-        self.origins: dict[int, str] = {}
         # Ids the page named in advance for connections a listening socket will accept.
         self._reserved: dict[int, int] = {}
         # A page's message can cross the host's report that its socket ended (an error, or
@@ -358,8 +359,7 @@ class Session:
     def _start(self, message: dict[str, Any], opener: Callable[[dict[str, Any], list[Any]], Connection], infos: list[Any]) -> None:
         connection = opener(message, infos)
         self.sockets[message["id"]] = connection
-        self.origins[message["id"]] = message["origin"]
-        self.open_messages[message["id"]] = {k: message[k] for k in ("id", "origin", "tabId", "frameId", "incognito")}
+        self.requesters[message["id"]] = {k: message[k] for k in ("id", "origin", "tabId", "frameId", "incognito")}
 
     def _opener_for(self, message: dict[str, Any]) -> Callable[[dict[str, Any], list[Any]], Connection]:
         return {"tcp_open": self._open_tcp, "udp_open": self._open_udp, "tcp_listen": self._listen}[message["type"]]
@@ -533,13 +533,13 @@ class Session:
         return connection
 
     def _listen(self, message: dict[str, Any], infos: list[Any]) -> Connection:
-        origin = message["origin"]
+        requester = {k: message[k] for k in ("origin", "tabId", "frameId", "incognito")}
 
         def new_connection(socket_id: int) -> TcpConnection:
             connection = TcpConnection(TcpSocketState(socket_id, SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone)
             self._reserved.pop(socket_id, None)
             self.sockets[socket_id] = connection
-            self.origins[socket_id] = origin
+            self.requesters[socket_id] = {**requester, "id": socket_id}
             return connection
 
         listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection)
@@ -576,14 +576,14 @@ class Session:
         if not connection.state.can_send(True):
             return  # the writable already failed: the page knows, the datagram is dropped
         host, port = message["remoteAddress"], message["remotePort"]
-        origin = self.origins[connection.id]
+        origin = self.requesters[connection.id]["origin"]
         dns_query_type = message.get("dnsQueryType")
         verdict = self._verdict(origin, "udp", host, port)
         if verdict == "block":
             log.info("denied %s -> udp send to %s:%s (the administrator's policy)", origin, host, port)
             await connection.refuse_send(f"policy blocks {host}:{port}")
             return
-        if verdict == "grant" or self._grants(origin, self.open_messages[connection.id]["incognito"], "udp", host, port):
+        if verdict == "grant" or self._grants(origin, self.requesters[connection.id]["incognito"], "udp", host, port):
             connection.send(data, (host, port, dns_query_type))
             return
 
@@ -616,7 +616,7 @@ class Session:
             if source.version != group.version or source.is_multicast or source.is_loopback or source.is_unspecified:
                 await failed("TypeError", "Not a valid source address for this group.")
                 return
-        origin = self.origins[connection.id]
+        origin = self.requesters[connection.id]["origin"]
 
         async def change(chosen: str) -> None:
             if connection.id not in self.sockets:
@@ -639,7 +639,7 @@ class Session:
         if verdict == "block":
             log.info("denied %s -> join %s (the administrator's policy)", origin, group)
             await refuse()
-        elif verdict == "grant" or self._grants(origin, self.open_messages[connection.id]["incognito"], "multicast", str(group), 0):
+        elif verdict == "grant" or self._grants(origin, self.requesters[connection.id]["incognito"], "multicast", str(group), 0):
             await change(str(group))
         else:
             await self._ask_for(connection, "multicast", str(group), 0, PendingAction(change, refuse))
@@ -658,7 +658,7 @@ class Session:
         """An open socket wants a destination no grant covers (a bound socket's send, a
         multicast group): the user is asked, one request per socket at a time."""
         socket_id = connection.id
-        opened = self.open_messages[socket_id]
+        opened = self.requesters[socket_id]
         if self._consent.in_cooldown(opened["origin"]):
             await action.refuse()
             return
@@ -712,8 +712,7 @@ class Session:
         connection = self.sockets.pop(socket_id, None)
         if connection is None:
             return
-        self.origins.pop(socket_id, None)
-        self.open_messages.pop(socket_id, None)
+        self.requesters.pop(socket_id, None)
         self._actions.pop(socket_id, None)
         if socket_id in self._pending:  # the socket ended while the user was asked about it
             self._spawn(self._stop_asking(socket_id, allowed=None))
