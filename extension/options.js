@@ -5,7 +5,7 @@
 
 const api = globalThis.browser ?? globalThis.chrome;
 
-const KINDS = { tcp: 'TCP to', udp: 'UDP with', 'udp-bind': 'UDP on this device at', 'tcp-listen': 'TCP server on this device at', multicast: 'multicast group' };
+const KINDS = { tcp: 'TCP to', udp: 'UDP with', 'udp-bind': 'UDP on this device at', 'tcp-listen': 'TCP server on this device at', multicast: 'multicast group', certificate: 'TLS certificate trusted at' };
 
 function destination(grant) {
   if (grant.kind === 'multicast') return grant.host;
@@ -34,7 +34,8 @@ function render(answer) {
     for (const grant of list) {
       const row = table.insertRow();
       row.insertCell().textContent = KINDS[grant.kind] ?? grant.kind;
-      row.insertCell().textContent = destination(grant) + (grant.scope === 'internet' ? ' (while it is on the internet)' : '');
+      row.insertCell().textContent = destination(grant) + (grant.scope === 'internet' ? ' (while it is on the internet)' : '')
+        + (grant.pin ? ` (key ${grant.pin})` : '');
       const button = document.createElement('button');
       button.textContent = 'Revoke';
       button.className = 'revoke';

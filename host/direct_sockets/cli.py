@@ -92,11 +92,11 @@ def cmd_permissions(args: argparse.Namespace) -> int:
             origin = normalize_origin(args.origin) if args.origin else None
             rows = [g for g in grants if origin is None or g.origin == origin]
             if args.json:
-                print(json.dumps([{"origin": g.origin, "kind": g.kind, "host": g.host, "port": g.port} for g in rows], indent=2))
+                print(json.dumps([g.as_dict() for g in rows], indent=2))
             elif not rows:
                 print("no grants")
             for g in rows if not args.json else []:
-                print(f"{g.origin}\t{g.kind}\t{describe(g)}")
+                print(f"{g.origin}\t{g.kind}\t{describe(g)}" + (f"\tkey {g.pin}" if g.pin else ""))
             return 0
         origin = normalize_origin(args.origin)
         destination = _destination(args)
@@ -124,6 +124,29 @@ def cmd_permissions(args: argparse.Namespace) -> int:
     except StoreDamaged as exc:
         print(f"direct-sockets: the permission store {store.path} is damaged and grants nothing: {exc}", file=sys.stderr)
         return 3
+
+
+def cmd_tls(args: argparse.Namespace) -> int:
+    from . import tls
+    from .server_certs import ServerCertificates
+
+    if args.action == "fetch":
+        return tls.fetch_command(args.destination, args.server_name, args.json)
+    certificates = ServerCertificates(paths.server_certificates_dir())
+    if args.rotate:
+        certificates.rotate(normalize_origin(args.rotate))
+    if args.remove:
+        if not certificates.remove(normalize_origin(args.remove)):
+            print(f"direct-sockets: no server certificate for {args.remove}", file=sys.stderr)
+            return 1
+    rows = [{"origin": c.origin, **c.details} for c in certificates.list()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no server certificates")
+    for row in rows if not args.json else []:
+        print(f"{row['origin']}\n  sha256 {row['sha256Fingerprint']}\n  key    {row['spkiSha256']}\n  valid  {row['notBefore']} to {row['notAfter']}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tcp-listen", metavar="ADDR:PORT", help="listen for TCP on a local address; * includes an OS-chosen port")
         p.add_argument("--multicast", metavar="GROUP", help="join a multicast group")
     perms.set_defaults(func=cmd_permissions)
+
+    tls_parser = sub.add_parser("tls", help="TLS: look at a server's certificates; list and rotate the per-site server certificates")
+    tsub = tls_parser.add_subparsers(dest="action", required=True)
+    t_fetch = tsub.add_parser("fetch", help="print a server's certificate chain and the pins for pinnedCertificates")
+    t_fetch.add_argument("destination", metavar="HOST:PORT")
+    t_fetch.add_argument("--server-name", help="the name to send (SNI); default: HOST")
+    t_fetch.add_argument("--json", action="store_true")
+    t_certs = tsub.add_parser("certs", help="list the certificates TLS server sockets serve, per site")
+    t_certs.add_argument("--rotate", metavar="ORIGIN", help="replace this site's key and certificate")
+    t_certs.add_argument("--remove", metavar="ORIGIN", help="delete this site's key and certificate")
+    t_certs.add_argument("--json", action="store_true")
+    tls_parser.set_defaults(func=cmd_tls)
     return parser
 
 

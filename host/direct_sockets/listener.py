@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 from .connection import Connection, Emit
 from .listen_state import ListenState
+from .server_certs import SiteCertificate
 from .tcp import TcpConnection
+from .tls import TlsFailed, TlsLayer
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,14 @@ class TcpListener(Connection):
         emit: Emit,
         on_gone: Callable[[int], None],
         new_connection: Callable[[int], TcpConnection],
+        certificate: SiteCertificate | None = None,
     ) -> None:
         super().__init__(state, emit, on_gone)
         self._new_connection = new_connection
         self._accept_wanted = asyncio.Event()
+        self._certificate = certificate
+        self._context = certificate.context() if certificate is not None else None
+        self._handshaking = 0  # accepted connections in their TLS handshake, each owed an id
 
     def start(self, message: dict[str, Any]) -> None:
         address, port = message["localAddress"], message.get("localPort", 0)
@@ -54,7 +60,10 @@ class TcpListener(Connection):
         local = sock.getsockname()
         self.description = f"listening on {local[0]}:{local[1]}"
         log.info("tcp server %d %s", self.id, self.description)
-        self._spawn(self._emit({"type": "opened", "id": self.id, "localAddress": local[0], "localPort": local[1]}))
+        opened: dict[str, Any] = {"type": "opened", "id": self.id, "localAddress": local[0], "localPort": local[1]}
+        if self._certificate is not None:
+            opened["tls"] = {"certificate": self._certificate.details}
+        self._spawn(self._emit(opened))
         self._spawn(self._accept_loop())
 
     def grant(self, socket_id: int) -> None:
@@ -69,7 +78,9 @@ class TcpListener(Connection):
         loop = asyncio.get_running_loop()
         assert self._sock is not None
         while True:
-            if not self.state.may_accept:
+            # A connection still in its TLS handshake holds one of the page's ids in reserve,
+            # so that a slow client delays only itself.
+            if not (self.state.may_accept and len(self.state.accept_ids) > self._handshaking):
                 self._accept_wanted.clear()
                 await self._accept_wanted.wait()
                 continue
@@ -84,10 +95,42 @@ class TcpListener(Connection):
                 log.info("tcp server %d: accepted connection vanished: %s", self.id, exc)
                 conn.close()
                 continue
-            connection = self._new_connection(self.state.take_accept_id())
-            connection.adopt(conn, peer)
-            log.info("tcp server %d accepted %s:%d as socket %d", self.id, peer[0], peer[1], connection.id)
-            await self._emit(
-                {"type": "accepted", "id": self.id, "socketId": connection.id, "remoteAddress": peer[0], "remotePort": peer[1],
-                 "localAddress": local[0], "localPort": local[1]}
-            )
+            if self._context is None:
+                await self._hand_to_page(conn, peer, local, None)
+            else:
+                self._handshaking += 1
+                self._spawn(self._secure(conn, peer, local))
+
+    async def _secure(self, conn: socket.socket, peer: Any, local: Any) -> None:
+        assert self._context is not None
+        conn.setblocking(False)
+        layer = TlsLayer(self._context, server_side=True)
+        try:
+            await layer.handshake(conn)
+        except (TlsFailed, OSError) as exc:
+            # The page never hears of a client that could not speak TLS to it.
+            log.info("tcp server %d: TLS handshake with %s:%d failed: %s", self.id, peer[0], peer[1], exc)
+            conn.close()
+            return
+        except BaseException:  # the server closed meanwhile
+            conn.close()
+            raise
+        finally:
+            self._handshaking -= 1
+            self._accept_wanted.set()
+        if not self.state.may_accept:
+            conn.close()  # the page stopped accepting meanwhile
+            return
+        await self._hand_to_page(conn, peer, local, layer)
+
+    async def _hand_to_page(self, conn: socket.socket, peer: Any, local: Any, layer: TlsLayer | None) -> None:
+        connection = self._new_connection(self.state.take_accept_id())
+        connection.adopt(conn, peer, layer)
+        log.info("tcp server %d accepted %s:%d as socket %d", self.id, peer[0], peer[1], connection.id)
+        accepted: dict[str, Any] = {
+            "type": "accepted", "id": self.id, "socketId": connection.id, "remoteAddress": peer[0], "remotePort": peer[1],
+            "localAddress": local[0], "localPort": local[1],
+        }
+        if layer is not None:
+            accepted["tls"] = layer.summary()
+        await self._emit(accepted)

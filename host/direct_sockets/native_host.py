@@ -17,6 +17,7 @@ from .errors import Code
 from .framing import FrameDecoder, encode
 from .permissions import PermissionStore
 from .policy import PolicyFile
+from .server_certs import ServerCertificates
 from .session import Session
 
 log = logging.getLogger("direct_sockets")
@@ -86,7 +87,7 @@ class _Input(asyncio.Protocol):
 async def serve(fd_in: int, fd_out: int, store: PermissionStore, policy: PolicyFile | None = None) -> int:
     loop = asyncio.get_running_loop()
     _, output = await loop.connect_write_pipe(_Output, os.fdopen(fd_out, "wb", buffering=0))
-    session = Session(output.send, store, policy)
+    session = Session(output.send, store, policy, certificates=ServerCertificates(paths.server_certificates_dir()))
     decoder = FrameDecoder()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
 

@@ -22,6 +22,11 @@ def permissions_file() -> Path:
     return data_dir() / "permissions.json"
 
 
+def server_certificates_dir() -> Path:
+    """The per-site keys and certificates of TLS server sockets."""
+    return data_dir() / "server-certificates"
+
+
 def wrappers_dir() -> Path:
     return data_dir() / "bin"
 

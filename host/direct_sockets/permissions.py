@@ -28,7 +28,9 @@ from .validation import DocumentInvalid, load_document
 #   udp-bind    bind a UDP socket to local address:port (port "*" includes an OS-chosen one)
 #   tcp-listen  listen on local address:port (likewise)
 #   multicast   join the group at host (port is always "*")
-KINDS = ("tcp", "udp", "udp-bind", "tcp-listen", "multicast")
+#   certificate trust the TLS certificate whose key is `pin` when connecting to host:port (it
+#               allows no connection by itself: a device's self-signed certificate)
+KINDS = ("tcp", "udp", "udp-bind", "tcp-listen", "multicast", "certificate")
 
 
 @dataclass(frozen=True, order=True)
@@ -38,6 +40,7 @@ class Grant:
     host: str
     port: int | str  # an int, or "*" for any port
     scope: str = ""  # "internet": covers the name only while it resolves to public addresses
+    pin: str = ""  # kind "certificate": base64 SHA-256 of the trusted SubjectPublicKeyInfo
 
     def covers(self, origin: str, kind: str, host: str, port: int) -> bool:
         """By name (or address) as the page asked; the session checks `scope` once resolved."""
@@ -47,6 +50,13 @@ class Grant:
             and self.host == host
             and (self.port == "*" or self.port == port)
         )
+
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin, "kind": self.kind, "host": self.host, "port": self.port,
+            **({"scope": self.scope} if self.scope else {}), **({"pin": self.pin} if self.pin else {}),
+        }
 
 
 class StoreDamaged(Exception):
@@ -61,7 +71,7 @@ def _parse(raw: bytes) -> list[Grant]:
     grants = []
     for item in data["grants"]:
         try:
-            grants.append(Grant(normalize_origin(item["origin"]), item["kind"], normalize_host(item["host"]), item["port"], item.get("scope", "")))
+            grants.append(Grant(normalize_origin(item["origin"]), item["kind"], normalize_host(item["host"]), item["port"], item.get("scope", ""), item.get("pin", "")))
         except ValueError as exc:
             raise StoreDamaged(f"grant {item!r}: {exc}") from exc
     return grants
@@ -122,8 +132,7 @@ class PermissionStore:
 
     def _write(self, grants: list[Grant]) -> None:
         items: list[dict[str, Any]] = [
-            {"origin": g.origin, "kind": g.kind, "host": g.host, "port": g.port, **({"scope": g.scope} if g.scope else {})}
-            for g in sorted(set(grants))
+            g.as_dict() for g in sorted(set(grants))
         ]
         raw = (json.dumps({"version": 1, "grants": items}, indent=2) + "\n").encode()
         _parse(raw)  # never write what we would refuse to read

@@ -29,8 +29,10 @@ from .listen_state import ListenState
 from .listener import TcpListener
 from .permissions import Grant, PermissionStore, StoreDamaged
 from .policy import PolicyFile
+from .server_certs import ServerCertificates
 from .tcp import TcpConnection
 from .tcp_state import TcpSocketState
+from .tls import ClientTls, describe, spki_sha256
 from .udp import MAX_DATAGRAM, UdpConnection
 from .udp_state import UdpMode, UdpSocketState
 from .validation import check_inbound
@@ -87,6 +89,8 @@ class PendingOpen:
     timer: asyncio.TimerHandle | None = None
     shown: bool = False
     action: "PendingAction | None" = None
+    details: dict[str, Any] | None = None  # more for the prompt (a certificate and why)
+    pin: str = ""  # kind certificate: the key a grant would trust
 
 
 @dataclass
@@ -106,9 +110,13 @@ def prompt_timeout() -> float:
 
 
 class Session:
-    def __init__(self, emit: Emit, store: PermissionStore, policy: PolicyFile | None = None, consent: ConsentBroker | None = None) -> None:
+    def __init__(
+        self, emit: Emit, store: PermissionStore, policy: PolicyFile | None = None, consent: ConsentBroker | None = None,
+        certificates: ServerCertificates | None = None,
+    ) -> None:
         self._emit = emit
         self._store = store
+        self._certificates = certificates or ServerCertificates(store.path.parent / "server-certificates")  # beside the store
         self._policy = policy
         self._consent = consent or ConsentBroker(timeout_seconds=prompt_timeout())
         self._attempts = RateLimiter()
@@ -139,6 +147,7 @@ class Session:
             "join": (UdpConnection, self._membership),
             "leave": (UdpConnection, self._membership),
             "accept": (TcpListener, self._accept),
+            "start_tls": (TcpConnection, self._start_tls),
         }
 
     async def handle_event(self, event: Event) -> None:
@@ -411,12 +420,14 @@ class Session:
             "type": "prompt", "id": socket_id, "origin": message["origin"], "tabId": message["tabId"],
             "frameId": message["frameId"], "incognito": message["incognito"], "kind": pending.kind,
             "host": pending.host, "port": pending.port, "addresses": addresses, "scope": pending.scope,
-            # Every socket is plain text for now: an https page opening one is downgrading (2.16).
-            "plaintext": message["origin"].startswith("https:"),
+            # An https page opening a socket without TLS is downgrading (questionnaire 2.16).
+            "plaintext": message["origin"].startswith("https:") and pending.kind != "certificate" and not self._secured(message),
             "offerAlways": not message["incognito"], "timeoutSeconds": timeout,
         }
         if (service := service_name(pending.port)) is not None:
             prompt["service"] = service
+        if pending.details:
+            prompt.update(pending.details)
         log.info("asking the user: %s -> %s %s:%s (%s)", message["origin"], pending.kind, pending.host, pending.port, addresses)
         await self._emit(prompt)
 
@@ -438,6 +449,8 @@ class Session:
         host = pending.host
         infos = pending.infos
         if "host" in message and message["host"] != pending.host:
+            if pending.kind == "certificate":
+                raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a certificate is trusted for the host that presented it")
             host = message["host"]
             if pending.kind in ("udp-bind", "tcp-listen") and not is_ip(host):
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a local address must be an IP address")
@@ -453,7 +466,7 @@ class Session:
             scope = "internet" if infos is not None and not is_ip(host) and pending.scope == "internet" else ""
             try:
                 port: int | str = "*" if pending.kind == "multicast" else pending.port
-                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), port, scope)
+                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), port, scope, pending.pin)
             except InvalidDestination as exc:
                 raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {exc}") from exc
             if decision == "always":
@@ -522,10 +535,62 @@ class Session:
 
     def _open_tcp(self, message: dict[str, Any], infos: list[Any]) -> Connection:
         host, port = message["remoteAddress"], message["remotePort"]
+        options = message["options"]
         connection = TcpConnection(TcpSocketState(message["id"], SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone)
         log.info("%s (tab %s, frame %s) opens tcp %s:%d", message["origin"], message["tabId"], message["frameId"], host, port)
-        connection.start(host, port, message["options"], infos)
+        tls = None
+        if options.get("secureTransport") == "on":
+            tls = ClientTls.from_options(host, options, self._trusted_keys(message, host, port))
+        connection.start(host, port, options, infos, tls, self._ask_trust)
         return connection
+
+    @staticmethod
+    def _secured(message: dict[str, Any]) -> bool:
+        return (message.get("options") or message).get("secureTransport") == "on"
+
+    def _trusted_keys(self, requester: dict[str, Any], host: str, port: int) -> tuple[str, ...]:
+        """The keys the user trusted for this site at host:port (a device's own certificate)."""
+        return tuple(g.pin for g in self._grants(requester["origin"], requester["incognito"], "certificate", host, port))
+
+    async def _ask_trust(self, connection: TcpConnection, der: bytes, reason: str) -> str | None:
+        """A server's certificate no authority vouches for: the user may trust it for this site
+        (it is their device), seeing its fingerprint. Answers the key pin to connect with."""
+        requester = self.requesters.get(connection.id)
+        if requester is None:
+            return None
+        assert connection.destination is not None
+        host, port = connection.destination
+        pin = spki_sha256(der)
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+        async def allow(_host: str) -> None:
+            if not answer.done():
+                answer.set_result(pin)
+
+        async def refuse() -> None:
+            if not answer.done():
+                answer.set_result(None)
+
+        details = {"certificate": describe(der), "reason": reason}
+        await self._ask_for(connection, "certificate", host, port, PendingAction(allow, refuse), details, pin)
+        return await answer
+
+    async def _start_tls(self, connection: TcpConnection, message: dict[str, Any]) -> None:
+        new_id = message["newId"]
+        if self._id_taken(new_id):
+            raise ProtocolError(Code.SOCKET_ID_IN_USE, f"socket id {new_id} was used before", connection.id)
+        why_not = connection.may_start_tls()
+        if why_not is not None:
+            raise ProtocolError(Code.OUT_OF_ORDER, f"start_tls: {why_not}", connection.id)
+        requester = self.requesters[connection.id]
+        assert connection.destination is not None
+        host, port = connection.destination
+        tls = ClientTls.from_options(host, message["options"], self._trusted_keys(requester, host, port))
+        upgraded = TcpConnection(TcpSocketState(new_id, SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone)
+        self.sockets[new_id] = upgraded
+        self.requesters[new_id] = {**requester, "id": new_id}
+        log.info("socket %d continues as %d over TLS", connection.id, new_id)
+        upgraded.upgrade(connection.hand_over(), connection.destination, connection.description, tls)
 
     def _open_udp(self, message: dict[str, Any], infos: list[Any]) -> Connection:
         connection = UdpConnection(UdpSocketState(message["id"], UdpMode(message["mode"]), UDP_SEND_WINDOW), self._emit, self._gone)
@@ -542,7 +607,16 @@ class Session:
             self.requesters[socket_id] = {**requester, "id": socket_id}
             return connection
 
-        listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection)
+        certificate = None
+        if message.get("secureTransport") == "on":
+            try:
+                certificate = self._certificates.for_site(normalize_origin(message["origin"]))
+            except (OSError, ValueError) as exc:
+                log.warning("no server certificate for %s: %s", message["origin"], exc)
+                listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection)
+                self._spawn(listener.fail(f"making the site's server certificate: {exc}"))
+                return listener
+        listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection, certificate)
         listener.start(message)
         return listener
 
@@ -654,7 +728,10 @@ class Session:
 
     # -- what an open socket asks for next ---------------------------------------------------------
 
-    async def _ask_for(self, connection: Connection, kind: str, host: str, port: int, action: PendingAction) -> None:
+    async def _ask_for(
+        self, connection: Connection, kind: str, host: str, port: int, action: PendingAction,
+        details: dict[str, Any] | None = None, pin: str = "",
+    ) -> None:
         """An open socket wants a destination no grant covers (a bound socket's send, a
         multicast group): the user is asked, one request per socket at a time."""
         socket_id = connection.id
@@ -662,7 +739,7 @@ class Session:
         if self._consent.in_cooldown(opened["origin"]):
             await action.refuse()
             return
-        request = PendingOpen(dict(opened), kind, host, port, (opened["tabId"], opened["incognito"]), action=action)
+        request = PendingOpen(dict(opened), kind, host, port, (opened["tabId"], opened["incognito"]), action=action, details=details, pin=pin)
         if socket_id in self._pending or self._actions.get(socket_id):
             self._actions.setdefault(socket_id, collections.deque()).append(request)
             return
@@ -703,7 +780,7 @@ class Session:
             grants = self._store.load()
         except StoreDamaged:
             grants, damaged = [], True
-        items = [{"origin": g.origin, "kind": g.kind, "host": g.host, "port": g.port, **({"scope": g.scope} if g.scope else {})} for g in grants]
+        items = [g.as_dict() for g in grants]
         await self._emit({"type": "grants", "req": message["req"], "grants": items, "damaged": damaged})
 
     # -- bookkeeping ------------------------------------------------------------------------------

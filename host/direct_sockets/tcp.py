@@ -12,14 +12,19 @@ import asyncio
 import base64
 import logging
 import socket
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from .connection import Connection, Emit, set_buffer_sizes
 from .tcp_state import TcpSocketState
+from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = object()
+
+# Asks the user whether to trust a certificate no authority vouches for (DER, why it failed);
+# answers the pin to connect with, or None.
+AskTrust = Callable[["TcpConnection", bytes, str], Awaitable["str | None"]]
 
 
 def apply_options(sock: socket.socket, options: dict[str, Any]) -> None:
@@ -44,38 +49,151 @@ class TcpConnection(Connection):
         super().__init__(state, emit, on_gone)
         self._credit_changed = asyncio.Event()
         self._outbox: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self.tls: TlsLayer | None = None
+        self.starttls_allowed = False  # opened with secureTransport "starttls", not yet upgraded
+        self.destination: tuple[str, int] | None = None  # host and port as the page named them
 
     # -- opening ------------------------------------------------------------------------------
 
-    def start(self, host: str, port: int, options: dict[str, Any], addresses: list[Any]) -> None:
+    def start(
+        self, host: str, port: int, options: dict[str, Any], addresses: list[Any],
+        tls: ClientTls | None = None, ask_trust: AskTrust | None = None,
+    ) -> None:
         """Connects to the first of `addresses` that answers: the ones the session resolved and
         checked, never a fresh resolution (which a rebinding DNS server could change)."""
         self.description = f"{host}:{port}"
-        self._spawn(self._connect(host, port, options, addresses))
+        self.destination = (host, port)
+        self.starttls_allowed = options.get("secureTransport") == "starttls"
+        self._spawn(self._connect(host, port, options, addresses, tls, ask_trust))
 
-    async def _connect(self, host: str, port: int, options: dict[str, Any], infos: list[Any]) -> None:
+    async def _connect(
+        self, host: str, port: int, options: dict[str, Any], infos: list[Any], tls: ClientTls | None, ask_trust: AskTrust | None
+    ) -> None:
         if not await self._connect_first(infos, lambda sock: apply_options(sock, options), f"{host}:{port}"):
             return
+        assert self._sock is not None
+        peer = self._sock.getpeername()
+        self.description = f"{host}:{port} ({peer[0]})"
+        if tls is not None:
+            # Only the address that answered is used again (to look at the certificate, and
+            # to connect once it is trusted): never a new resolution.
+            address = [info for info in infos if info[4][:2] == peer[:2]][:1]
+            if not await self._secure(tls, ask_trust, address, options):
+                return
+        await self._opened()
+
+    async def _secure(self, tls: ClientTls, ask_trust: AskTrust | None, infos: list[Any], options: dict[str, Any]) -> bool:
+        """The TLS handshake as a client; the user may be asked to trust a certificate."""
+        try:
+            await self._handshake(tls)
+            return True
+        except TlsFailed as exc:
+            failure = exc
+        if not (failure.askable and ask_trust is not None and not tls.page_decides and infos):
+            await self.fail(failure.reason)
+            return False
+        family, _, _, _, address = infos[0]
+        der = failure.certificate
+        if der is None:
+            try:
+                chain = await probe_certificate(address, family, tls.server_name)
+            except (OSError, TlsFailed) as exc:
+                await self.fail(f"{failure.reason}; then fetching the certificate: {exc}")
+                return False
+            der = chain[0] if chain else None
+        if der is None:
+            await self.fail(f"{failure.reason}; the server sent no certificate")
+            return False
+        pin = await ask_trust(self, der, failure.reason)
+        if pin is None or pin != spki_sha256(der):
+            await self.fail(f"{failure.reason}; the user did not trust the certificate")
+            return False
+        # The failed handshake ended that connection: connect again to the same address.
+        assert self._sock is not None
+        self._sock.close()
+        self._sock = None
+        if not await self._connect_first(infos, lambda sock: apply_options(sock, options), self.description):
+            return False
+        try:
+            await self._handshake(ClientTls(tls.server_name, tls.alpn, trusted=(pin,)))
+        except TlsFailed as exc:
+            await self.fail(exc.reason)
+            return False
+        return True
+
+    async def _handshake(self, tls: ClientTls) -> None:
+        assert self._sock is not None
+        layer = TlsLayer(tls.context(), server_side=False, server_hostname=tls.server_name)
+        await layer.handshake(self._sock)
+        tls.check_pin(layer.object.getpeercert(binary_form=True))
+        self.tls = layer
+        log.info("socket %d: %s with %s, %s", self.id, layer.object.version(), self.description, layer.object.cipher()[0])
+
+    async def _opened(self) -> None:
         assert self._sock is not None
         self.state.connected()
         peer = self._sock.getpeername()
         local = self._sock.getsockname()
-        self.description = f"{host}:{port} ({peer[0]})"
         log.info("socket %d connected to %s from %s:%d", self.id, self.description, local[0], local[1])
-        await self._emit(
-            {"type": "opened", "id": self.id, "remoteAddress": peer[0], "remotePort": peer[1], "localAddress": local[0], "localPort": local[1]}
-        )
+        opened: dict[str, Any] = {
+            "type": "opened", "id": self.id, "remoteAddress": peer[0], "remotePort": peer[1], "localAddress": local[0], "localPort": local[1]
+        }
+        if self.tls is not None:
+            opened["tls"] = self.tls.summary()
+        await self._emit(opened)
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())
 
-    def adopt(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
-        """Takes over a connection accepted by a listening socket: it is open from the start."""
+    def adopt(self, sock: socket.socket, peer: tuple[Any, ...], tls: TlsLayer | None = None) -> None:
+        """Takes over a connection accepted by a listening socket (its TLS handshake, if any,
+        done): it is open from the start."""
         sock.setblocking(False)
         self._sock = sock
+        self.tls = tls
         self.state.connected()
         self.description = f"accepted from {peer[0]}:{peer[1]}"
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())
+
+    # -- STARTTLS: the connection moves to a new socket id, secured -----------------------------
+
+    def may_start_tls(self) -> str | None:
+        """Why this socket cannot be upgraded now; None when it can."""
+        if not self.starttls_allowed:
+            return "the socket was not opened with secureTransport \"starttls\""
+        if self.state.phase.value != "open" or self.state.write_side.value != "open" or self.state.read_side.value != "open":
+            return f"the socket is {self.state.phase.value}, reading {self.state.read_side.value}, writing {self.state.write_side.value}"
+        if self.state.unacked or not self._outbox.empty():
+            return "writes are still in flight"
+        return None
+
+    def hand_over(self) -> socket.socket:
+        """Stops moving plaintext and gives the OS socket away; this socket ends silently.
+        Nothing more is read as plaintext: bytes the peer sent after its go-ahead belong to the
+        TLS handshake (and plaintext injected there makes it fail, as it must)."""
+        sock = self._sock
+        assert sock is not None
+        self._sock = None
+        self.starttls_allowed = False
+        self.state.failed()
+        self._teardown()
+        return sock
+
+    def upgrade(self, sock: socket.socket, destination: tuple[str, int] | None, description: str, tls: ClientTls) -> None:
+        self._sock = sock
+        self.destination = destination
+        self.description = description
+        self._spawn(self._upgrade(tls))
+
+    async def _upgrade(self, tls: ClientTls) -> None:
+        try:
+            await self._handshake(tls)
+        except TlsFailed as exc:
+            # A STARTTLS dialogue cannot be replayed on a new connection, so there is no
+            # trust prompt here: the page's pins or CAs, or the user's earlier trust, decide.
+            await self.fail(exc.reason)
+            return
+        await self._opened()
 
     # -- what the page asks (already checked by the state) -------------------------------------
 
@@ -114,10 +232,15 @@ class TcpConnection(Connection):
                     self._credit_changed.clear()
                     await self._credit_changed.wait()
                     continue
-                data = await loop.sock_recv(self._sock, budget)
+                if self.tls is not None:
+                    data = await self.tls.recv(self._sock, budget)
+                else:
+                    data = await loop.sock_recv(self._sock, budget)
                 if self.state.read_side.value != "open":
                     return  # cancelled while we waited: the page wants nothing more
                 if not data:
+                    if self.tls is not None and self.tls.ragged_eof:
+                        log.info("socket %d: the peer ended TLS without close_notify", self.id)
                     self.state.peer_eof()
                     await self._emit({"type": "eof", "id": self.id})
                     await self._maybe_finish()
@@ -134,13 +257,18 @@ class TcpConnection(Connection):
             while True:
                 item = await self._outbox.get()
                 if item is _SHUTDOWN:
+                    if self.tls is not None:
+                        await self.tls.close_write(self._sock)
                     self._sock.shutdown(socket.SHUT_WR)
                     self.state.fin_sent()
                     await self._emit({"type": "fin_sent", "id": self.id})
                     await self._maybe_finish()
                     return
                 assert isinstance(item, bytes)
-                await loop.sock_sendall(self._sock, item)
+                if self.tls is not None:
+                    await self.tls.sendall(self._sock, item)
+                else:
+                    await loop.sock_sendall(self._sock, item)
                 self.state.wrote(len(item))
                 await self._emit({"type": "ack", "id": self.id, "bytes": len(item)})
         except OSError as exc:
