@@ -111,12 +111,20 @@ function fromHost(message) {
   }
   const { frame, sid } = route;
   const { type, id, ...fields } = message;
+  // The plain-text half of a STARTTLS socket ends when its secured half opens or fails.
+  if (route.upgradedFrom !== undefined && (type === 'opened' || type === 'error')) forget(route.upgradedFrom);
   if (type === 'error') {
     // An error naming a socket ends it. One without a DOM name is a fault in what we sent.
     // The page gets the generic message; the reason is kept for the popup.
     if (fields.detail) remember(route, fields.detail);
     forget(id);
     safePost(frame.port, { op: 'error', sid, name: fields.name ?? 'NetworkError', message: fields.message });
+    const secured = route.upgradedTo !== undefined ? routes.get(route.upgradedTo) : undefined;
+    if (secured && !secured.open) {
+      // The host refused to upgrade: the socket startTls() returned fails too.
+      forget(route.upgradedTo);
+      safePost(frame.port, { op: 'error', sid: secured.sid, name: 'NetworkError', message: 'Network error.' });
+    }
     return;
   }
   if (type === 'opened') {
@@ -408,7 +416,7 @@ function pick(message, names) {
 const OPENERS = {
   tcp: (m) => ({ type: 'tcp_open', ...pick(m, ['remoteAddress', 'remotePort', 'options']) }),
   udp: (m) => ({ type: 'udp_open', ...pick(m, ['mode', 'remoteAddress', 'remotePort', 'localAddress', 'localPort', 'options']) }),
-  listen: (m) => ({ type: 'tcp_listen', ...pick(m, ['localAddress', 'localPort', 'backlog', 'ipv6Only']) }),
+  listen: (m) => ({ type: 'tcp_listen', ...pick(m, ['localAddress', 'localPort', 'backlog', 'ipv6Only', 'secureTransport']) }),
 };
 
 /** What a frame may ask of its open sockets, as host messages. */
@@ -435,11 +443,11 @@ function addRoute(frame, sid, kind = '', destination = '') {
 /** What the popup calls a socket's destination. */
 function describe(message) {
   switch (message.kind) {
-    case 'tcp': return ['TCP', `${message.remoteAddress}:${message.remotePort}`];
+    case 'tcp': return [message.options?.secureTransport === 'on' ? 'TCP (TLS)' : 'TCP', `${message.remoteAddress}:${message.remotePort}`];
     case 'udp': return message.mode === 'connected'
       ? ['UDP', `${message.remoteAddress}:${message.remotePort}`]
       : ['UDP (bound)', `${message.localAddress}:${message.localPort ?? 'any'}`];
-    case 'listen': return ['TCP server', `${message.localAddress}:${message.localPort ?? 'any'}`];
+    case 'listen': return [message.secureTransport === 'on' ? 'TCP server (TLS)' : 'TCP server', `${message.localAddress}:${message.localPort ?? 'any'}`];
     default: return [String(message.kind), ''];
   }
 }
@@ -472,6 +480,17 @@ function fromFrame(frame, message) {
     const socketId = addRoute(frame, message.newSid, 'TCP (accepted)', '');
     routes.get(id).accepts.add(socketId);
     toHost({ type: 'accept', id, socketId });
+    return;
+  }
+  if (message.op === 'start_tls') {
+    // STARTTLS: the connection goes on as a new socket, whose id the page chose.
+    if (!Number.isSafeInteger(message.newSid) || frame.sids.has(message.newSid)) return;
+    const old = routes.get(id);
+    const secured = addRoute(frame, message.newSid, 'TCP (STARTTLS)', old?.destination ?? '');
+    Object.assign(routes.get(secured), { upgradedFrom: id, sent: old?.sent ?? 0, received: old?.received ?? 0 });
+    if (old) old.upgradedTo = secured;
+    const options = message.options && typeof message.options === 'object' ? message.options : {};
+    toHost({ type: 'start_tls', id, newId: secured, options: pick(options, ['alpn', 'caCertificates', 'pinnedCertificates', 'serverName']) });
     return;
   }
   const build = Object.hasOwn(OPERATIONS, message.op) ? OPERATIONS[message.op] : undefined;

@@ -53,6 +53,10 @@
     } else if (!live.has(sid) || !background) {
       return;
     }
+    if (message.op === 'start_tls' && typeof message.newSid === 'number') {
+      live.add(message.newSid); // the connection goes on under the new id
+      live.delete(sid);
+    }
     // Bytes cross the page channel as transferred ArrayBuffers and the runtime port as base64
     // (Chrome serialises port messages as JSON).
     const out = { ...message };

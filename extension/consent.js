@@ -13,6 +13,7 @@ const ACTIONS = {
   'udp-bind': 'wants to receive UDP datagrams on this device at',
   'tcp-listen': 'wants to accept TCP connections on this device at',
   multicast: 'wants to receive what is sent to the multicast group',
+  certificate: 'wants you to trust the TLS certificate presented by',
 };
 const SCOPES = {
   loopback: 'This device (loopback)',
@@ -63,11 +64,26 @@ function show(prompt) {
   $('scope-warning').classList.toggle('strong', prompt.scope === 'local');
   $('plaintext').hidden = !prompt.plaintext;
   const always = $('allow-always');
+  if (prompt.kind === 'certificate' && prompt.certificate) {
+    const cert = prompt.certificate;
+    document.title = `Trust a certificate for ${prompt.origin}?`;
+    $('title').textContent = 'A site asks you to trust a certificate';
+    $('certificate').hidden = false;
+    $('cert-reason').textContent = prompt.reason ?? '';
+    $('cert-subject').textContent = cert.subject;
+    $('cert-issuer').textContent = cert.issuer;
+    $('cert-validity').textContent = `${cert.notBefore} to ${cert.notAfter}`;
+    $('cert-fingerprint').textContent = cert.sha256Fingerprint;
+    /** @type {HTMLInputElement} */ ($('address')).readOnly = true; // trusted for the server that presented it
+    $('address-help').hidden = true;
+    $('allow-once').textContent = 'Trust once';
+    always.textContent = 'Always trust for this site';
+  }
   if (prompt.offerAlways) {
     always.addEventListener('click', () => answer('always'));
   } else {
     // Private windows: nothing is written down (questionnaire 2.14).
-    always.textContent = 'Allow until private windows close';
+    always.textContent = prompt.kind === 'certificate' ? 'Trust until private windows close' : 'Allow until private windows close';
     always.addEventListener('click', () => answer('session'));
   }
   $('allow-once').addEventListener('click', () => answer('once'));

@@ -141,23 +141,79 @@
     return text;
   }
 
+  /** sequence<DOMString>, through the value's iterator as WebIDL does. */
+  function toStringSequence(value, what) {
+    if (value === null || (typeof value !== 'object' && typeof value !== 'function') || typeof value[SymbolCtor.iterator] !== 'function') {
+      throw new TypeErrorCtor(`${what} is not a sequence.`);
+    }
+    const out = [];
+    for (const item of value) apply(arrayPush, out, [toDOMString(item, what)]);
+    return out;
+  }
+
+  const PIN = /^[A-Za-z0-9+/]{43}=$/;
+  const PEM = /-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/;
+
+  /**
+   * The TLS members shared by TCPSocketOptions and TLSOptions (startTls), read in
+   * lexicographic order by the caller; checked here so that a typo fails at once.
+   * @param {any} dict @param {string} what @param {Record<string, any>} out
+   */
+  function readTlsMember(dict, name, what, out) {
+    const member = dict[name];
+    if (member === undefined) return;
+    if (name === 'serverName') {
+      const text = toDOMString(member, name);
+      if (text.length === 0 || text.length > 253 || apply(regexTest, /\s/, [text])) throw new TypeErrorCtor(`${what}: serverName is not a host name.`);
+      out.serverName = text;
+      return;
+    }
+    const list = toStringSequence(member, `${what}: ${name}`);
+    if (list.length > 64) throw new TypeErrorCtor(`${what}: ${name} has more than 64 entries.`);
+    for (const item of list) {
+      if (name === 'alpn' && (item.length === 0 || item.length > 255)) throw new TypeErrorCtor(`${what}: an ALPN protocol name must have 1 to 255 characters.`);
+      if (name === 'caCertificates' && !apply(regexTest, PEM, [item])) throw new TypeErrorCtor(`${what}: caCertificates must be PEM certificates.`);
+      if (name === 'pinnedCertificates' && !apply(regexTest, PIN, [item])) {
+        throw new TypeErrorCtor(`${what}: a pinned certificate is the base64 SHA-256 of its SubjectPublicKeyInfo (44 characters).`);
+      }
+    }
+    out[name] = list;
+  }
+
+  const TLS_MEMBERS = ['alpn', 'caCertificates', 'pinnedCertificates', 'serverName'];
+
+  /** TLSOptions: what startTls() takes. */
+  function convertTlsOptions(value) {
+    const dict = toDictionary(value, "Failed to execute 'startTls' on 'TCPSocket': options");
+    const out = {};
+    for (const name of TLS_MEMBERS) readTlsMember(dict, name, "Failed to execute 'startTls' on 'TCPSocket'", out);
+    return out;
+  }
+
   const DNS_QUERY_TYPES = ['ipv4', 'ipv6'];
   const U32 = 4294967295;
 
   /** TCPSocketOptions, members read once each in lexicographic order, as WebIDL does. */
   function convertTcpOptions(value) {
-    const dict = toDictionary(value, "Failed to construct 'TCPSocket': options");
+    const what = "Failed to construct 'TCPSocket'";
+    const dict = toDictionary(value, `${what}: options`);
     const out = {};
+    readTlsMember(dict, 'alpn', what, out);
+    readTlsMember(dict, 'caCertificates', what, out);
     const dnsQueryType = dict.dnsQueryType;
     if (dnsQueryType !== undefined) out.dnsQueryType = toEnum(dnsQueryType, ['ipv4', 'ipv6'], 'SocketDnsQueryType');
     const keepAliveDelay = dict.keepAliveDelay;
     if (keepAliveDelay !== undefined) out.keepAliveDelay = enforceRange(keepAliveDelay, 4294967295, 'keepAliveDelay');
     const noDelay = dict.noDelay;
     out.noDelay = noDelay === undefined ? false : !!noDelay;
+    readTlsMember(dict, 'pinnedCertificates', what, out);
     const receiveBufferSize = dict.receiveBufferSize;
     if (receiveBufferSize !== undefined) out.receiveBufferSize = enforceRange(receiveBufferSize, 4294967295, 'receiveBufferSize');
+    const secureTransport = dict.secureTransport;
+    if (secureTransport !== undefined) out.secureTransport = toEnum(secureTransport, ['off', 'on', 'starttls'], 'SecureTransport');
     const sendBufferSize = dict.sendBufferSize;
     if (sendBufferSize !== undefined) out.sendBufferSize = enforceRange(sendBufferSize, 4294967295, 'sendBufferSize');
+    readTlsMember(dict, 'serverName', what, out);
     return out;
   }
 
@@ -193,6 +249,8 @@
     if (ipv6Only !== undefined) out.ipv6Only = !!ipv6Only;
     const localPort = dict.localPort;
     if (localPort !== undefined) out.localPort = enforceRange(localPort, 65535, 'localPort');
+    const secureTransport = dict.secureTransport;
+    if (secureTransport !== undefined) out.secureTransport = toEnum(secureTransport, ['off', 'on'], 'SecureTransport');
     return out;
   }
 
@@ -243,6 +301,14 @@
     } catch {
       return false; // a cross-origin ancestor
     }
+  }
+
+  /** What the host reported about a TLS session, as a page-realm object nobody can change. */
+  function deepFreeze(value) {
+    if (value === null || typeof value !== 'object') return value;
+    const out = {};
+    for (const key of ObjectCtor.keys(value)) out[key] = deepFreeze(value[key]);
+    return freeze(out);
   }
 
   function domError(name, message) {
@@ -447,6 +513,47 @@
       this.credit = 0; // bytes the host may still deliver
       this.sentTotal = 0;
       this.ackedTotal = 0;
+      this.starttls = null; // TLS options for startTls() when opened with secureTransport "starttls"
+    }
+
+    /**
+     * STARTTLS: the connection continues, secured, as a new socket; this one ends. Bytes this
+     * socket received stay readable here, labelled plaintext; nothing that arrives after the
+     * upgrade is ever delivered as if it came over TLS (docs/TLS.md).
+     * @param {Record<string, any>} options @returns {TcpSocketCore}
+     */
+    startTls(options) {
+      if (this.starttls === null || this.state !== 'open' || this.readableDone || this.writableDone) {
+        throw domError('InvalidStateError', 'startTls() needs an open socket made with secureTransport "starttls", used once.');
+      }
+      const tls = { ...this.starttls, ...options };
+      this.starttls = null;
+      const secured = new TcpSocketCore();
+      // Writes the page already made go first, in plain text, as it meant them to.
+      markHandled(this.acked(this.ackedTotal, this.sentTotal).then(() => {
+        if (this.state !== 'open') {
+          secured.fail(this.firstError ?? domError('InvalidStateError', 'The socket closed before startTls().'));
+          return;
+        }
+        post({ op: 'start_tls', sid: this.sid, newSid: secured.sid, options: tls });
+        this.upgraded();
+      }, (error) => secured.fail(error)));
+      return secured;
+    }
+
+    upgraded() {
+      this.state = 'ended';
+      apply(mapDelete, sockets, [this.sid]);
+      this.readableDone = true;
+      try { this.readController.close(); } catch { /* already closed */ }
+      const request = this.readController.byobRequest;
+      if (request) request.respond(0);
+      this.writableDone = true;
+      const error = domError('InvalidStateError', 'The socket continues as the one startTls() returned.');
+      try { this.writeController.error(error); } catch { /* already errored */ }
+      this.rejectWaiters(error);
+      this.wakePull();
+      this.closed.resolve(undefined);
     }
 
     onOpened(message) {
@@ -462,11 +569,13 @@
         close: () => this.closeWriting(),
         abort: () => this.abortWriting(),
       }, { highWaterMark: 1 });
-      this.resolveOpened({
+      const info = {
         readable, writable,
         remoteAddress: message.remoteAddress, remotePort: message.remotePort,
         localAddress: message.localAddress, localPort: message.localPort,
-      });
+      };
+      if (message.tls) info.tls = deepFreeze(message.tls);
+      this.resolveOpened(info);
     }
 
     pull(controller) {
@@ -775,7 +884,9 @@
         cancel: () => this.cancelReading(),
       }, { highWaterMark: ACCEPT_WINDOW });
       this.writableDone = true; // a server has no writable
-      this.resolveOpened({ readable, localAddress: message.localAddress, localPort: message.localPort });
+      const info = { readable, localAddress: message.localAddress, localPort: message.localPort };
+      if (message.tls) info.tls = deepFreeze(message.tls);
+      this.resolveOpened(info);
     }
 
     pull(controller) {
@@ -854,10 +965,32 @@
         throw new TypeErrorCtor("Failed to construct 'TCPSocket': keepAliveDelay must be no less than 1000 milliseconds.");
       }
       checkBufferSizes(opts, 'TCPSocket');
+      const secure = opts.secureTransport ?? 'off';
+      const tls = {};
+      for (const name of TLS_MEMBERS) {
+        if (opts[name] === undefined) continue;
+        if (secure === 'off') throw new TypeErrorCtor(`Failed to construct 'TCPSocket': ${name} needs secureTransport "on" or "starttls".`);
+        tls[name] = opts[name];
+        if (secure === 'starttls') delete opts[name]; // for startTls(), which may add to them
+      }
+      if (secure === 'off') delete opts.secureTransport;
       this.#core = new TcpSocketCore();
+      if (secure === 'starttls') this.#core.starttls = tls;
       // An address no resolver accepts fails as a resolution would, without asking anyone.
       this.#core.request({ kind: 'tcp', remoteAddress: address, remotePort: port, options: opts },
         address.length > 0 && address.length <= 253);
+    }
+
+    /**
+     * Upgrades a socket opened with secureTransport "starttls" after its plain-text dialogue
+     * (an SMTP or IMAP "STARTTLS"). Returns the secured connection as a new TCPSocket, as
+     * Cloudflare's sockets API does; this one closes.
+     * @param {any} [options] TLSOptions: alpn, caCertificates, pinnedCertificates, serverName
+     */
+    startTls(options = undefined) {
+      if (this === null || typeof this !== 'object' || !(#core in this)) throw new TypeErrorCtor('Illegal invocation');
+      const tls = convertTlsOptions(options);
+      return new TCPSocket(ADOPT, this.#core.startTls(tls));
     }
   }
 
@@ -933,6 +1066,7 @@
       if (opts.localPort !== undefined) message.localPort = opts.localPort;
       if (opts.backlog !== undefined) message.backlog = opts.backlog;
       if (opts.ipv6Only !== undefined) message.ipv6Only = opts.ipv6Only;
+      if (opts.secureTransport === 'on') message.secureTransport = 'on';
       this.#core.request(message);
     }
   }
@@ -952,6 +1086,7 @@
     ObjectCtor.defineProperty(globalThis, name, { value: Interface, writable: true, configurable: true, enumerable: false });
   }
   expose(TCPSocket, 'TCPSocket');
+  ObjectCtor.defineProperty(TCPSocket.prototype, 'startTls', { ...ObjectCtor.getOwnPropertyDescriptor(TCPSocket.prototype, 'startTls'), enumerable: true });
   expose(UDPSocket, 'UDPSocket');
   expose(TCPServerSocket, 'TCPServerSocket');
 

@@ -493,7 +493,10 @@ class Firefox(Browser):
 
 
 # What a test reads off the consent window.
-CONSENT_FIELDS = ("origin", "action", "port", "addresses", "scope", "scope-warning", "plaintext", "private", "allow-always")
+CONSENT_FIELDS = (
+    "origin", "action", "port", "addresses", "scope", "scope-warning", "plaintext", "private", "allow-always",
+    "cert-reason", "cert-fingerprint",
+)
 BUTTONS = {"once": "allow-once", "always": "allow-always", "session": "allow-always", "deny": "deny"}
 
 

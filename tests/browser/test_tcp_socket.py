@@ -21,7 +21,7 @@ def test_api_present_with_webidl_shape(browser: Browser) -> None:
     shape = browser.run("presence")
     assert shape == {
         "TCPSocket": "function", "isSecureContext": True, "length": 2,
-        "tag": "[object TCPSocket]", "protoKeys": ["close", "closed", "opened"],
+        "tag": "[object TCPSocket]", "protoKeys": ["close", "closed", "opened", "startTls"],
     }
 
 

@@ -86,8 +86,8 @@ window.scenarios = {
     return { remotePort };
   },
 
-  async bothWays({ port, size }) {
-    const socket = new TCPSocket('127.0.0.1', port);
+  async bothWays({ port, size, options }) {
+    const socket = new TCPSocket('127.0.0.1', port, options);
     const info = await socket.opened;
     const upload = randomBytes(size);
     const reading = readAll(info.readable);
@@ -608,5 +608,113 @@ window.scenarios = {
       second = e instanceof DOMException ? `DOMException:${e.name}` : e.constructor.name;
     }
     return { opened: opened.ok ? 'opened' : opened.error.name, second };
+  },
+
+  // -- TLS ---------------------------------------------------------------------------------------
+
+  async tlsEcho({ port, options, text }) {
+    const socket = new TCPSocket('127.0.0.1', port, options);
+    const opened = await settle(socket.opened);
+    if (!opened.ok) return { opened: false, error: opened.error };
+    const info = opened.value;
+    const writer = info.writable.getWriter();
+    const reader = info.readable.getReader();
+    await writer.write(enc.encode(text));
+    let got = '';
+    while (got.length < text.length) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += dec.decode(value);
+    }
+    await writer.close();
+    reader.releaseLock();
+    await socket.close().catch(() => {});
+    return { opened: true, got, tls: info.tls, frozen: Object.isFrozen(info.tls) };
+  },
+
+  async tlsOptionChecks() {
+    const attempt = (options) => {
+      try {
+        new TCPSocket('127.0.0.1', 1, options).opened.catch(() => {});
+        return 'ok';
+      } catch (e) {
+        return e.name;
+      }
+    };
+    return {
+      badEnum: attempt({ secureTransport: 'yes' }),
+      tlsOptionWithoutTls: attempt({ serverName: 'a.test' }),
+      badPin: attempt({ secureTransport: 'on', pinnedCertificates: ['not a pin'] }),
+      badCa: attempt({ secureTransport: 'on', caCertificates: ['not a PEM'] }),
+      alpnNotSequence: attempt({ secureTransport: 'on', alpn: 5 }),
+      ok: attempt({ secureTransport: 'on', alpn: ['h2'], serverName: 'a.test' }),
+      startTlsOnPlain: await (async () => {
+        try {
+          new TCPSocket('127.0.0.1', 1).startTls();
+          return 'ok';
+        } catch (e) {
+          return e.name;
+        }
+      })(),
+    };
+  },
+
+  async starttls({ port, options }) {
+    const socket = new TCPSocket('127.0.0.1', port, { secureTransport: 'starttls' });
+    const info = await socket.opened;
+    const reader = info.readable.getReader();
+    const writer = info.writable.getWriter();
+    const readLine = async (r) => {
+      let line = '';
+      while (!line.endsWith('\r\n')) {
+        const { value, done } = await r.read();
+        if (done) break;
+        line += dec.decode(value);
+      }
+      return line;
+    };
+    const greeting = await readLine(reader);
+    await writer.write(enc.encode('STARTTLS\r\n'));
+    const goAhead = await readLine(reader);
+    reader.releaseLock();
+    writer.releaseLock();
+    const secure = socket.startTls(options);
+    const secondCall = await settle((async () => socket.startTls(options))());
+    const secureInfo = await secure.opened;
+    const oldClosed = await settle(socket.closed);
+    const oldWritable = await settle(info.writable.getWriter().write(enc.encode('x')));
+    const sWriter = secureInfo.writable.getWriter();
+    const sReader = secureInfo.readable.getReader();
+    await sWriter.write(enc.encode('EHLO secure\r\n'));
+    const echoed = await readLine(sReader);
+    await sWriter.close();
+    const end = await sReader.read();
+    await secure.closed;
+    return {
+      greeting, goAhead, echoed, endDone: end.done, oldClosed, oldWritable, secondCall,
+      isTCPSocket: secure instanceof TCPSocket, version: secureInfo.tls.version, spki: secureInfo.tls.peerCertificate.spkiSha256,
+    };
+  },
+
+  async tlsServer() {
+    const server = new TCPServerSocket('127.0.0.1', { secureTransport: 'on' });
+    const { readable, localPort, tls } = await server.opened;
+    await window.report({ ok: true, value: { localPort, certificate: tls.certificate } });
+    const reader = readable.getReader();
+    const { value: accepted } = await reader.read();
+    const info = await accepted.opened;
+    const aReader = info.readable.getReader();
+    const aWriter = info.writable.getWriter();
+    let got = '';
+    while (!got.endsWith('\n')) {
+      const { value, done } = await aReader.read();
+      if (done) break;
+      got += dec.decode(value);
+    }
+    await aWriter.write(enc.encode(`you said ${got}`));
+    await aWriter.close();
+    reader.releaseLock();
+    await server.close();
+    return { got, acceptedTls: info.tls.version };
   },
 };
