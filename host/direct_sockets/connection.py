@@ -78,7 +78,7 @@ class Connection:
         self.state.close()
         self._teardown()
         log.info("%s %d closed", self.kind, self.id)
-        await self._emit({"type": "closed", "id": self.id})
+        await self._emit_end({"type": "closed", "id": self.id})
 
     async def fail(self, detail: str, code: Code = Code.NETWORK_ERROR, name: str = "NetworkError") -> None:
         """An OS error or a protocol fault: the socket is gone and the page gets `name`."""
@@ -90,7 +90,11 @@ class Connection:
         # what the extension sent); the details are for the log (security-model.md).
         log.warning("%s %d (%s) failed (%d): %s", self.kind, self.id, self.description, code, detail)
         message = PAGE_MESSAGE[Code.NOT_ALLOWED if name == "NotAllowedError" else Code.NETWORK_ERROR]
-        await self._emit({"type": "error", "id": self.id, "code": int(code), "name": name, "message": message, "detail": detail})
+        await self._emit_end({"type": "error", "id": self.id, "code": int(code), "name": name, "message": message, "detail": detail})
+
+    async def _emit_end(self, message: dict[str, Any]) -> None:
+        """How the socket's end (`closed`, or an `error`) reaches the extension."""
+        await self._emit(message)
 
     def release(self) -> None:
         """The page is gone or closed the socket: close it now, say nothing."""

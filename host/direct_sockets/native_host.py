@@ -125,6 +125,10 @@ async def serve(fd_in: int, fd_out: int, store: PermissionStore, policy: PolicyF
     for task in (pump_task, eof_task, stop_task):
         task.cancel()
     session.close_all()
+    try:
+        await asyncio.wait_for(session.bulk.close(), 2)
+    except asyncio.TimeoutError:
+        log.warning("the bulk path's server did not close in time")
     return 0
 
 

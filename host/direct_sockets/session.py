@@ -29,6 +29,7 @@ from .listen_state import ListenState
 from .listener import TcpListener
 from .permissions import Grant, PermissionStore, StoreDamaged
 from .policy import PolicyFile
+from .bulk import BulkServer
 from .server_certs import ServerCertificates
 from .tcp import TcpConnection
 from .tcp_state import TcpSocketState
@@ -116,6 +117,7 @@ class Session:
     ) -> None:
         self._emit = emit
         self._store = store
+        self.bulk = BulkServer()
         self._certificates = certificates or ServerCertificates(store.path.parent / "server-certificates")  # beside the store
         self._policy = policy
         self._consent = consent or ConsentBroker(timeout_seconds=prompt_timeout())
@@ -148,6 +150,7 @@ class Session:
             "leave": (UdpConnection, self._membership),
             "accept": (TcpListener, self._accept),
             "start_tls": (TcpConnection, self._start_tls),
+            "bulk_declined": (TcpConnection, self._bulk_declined),
         }
 
     async def handle_event(self, event: Event) -> None:
@@ -536,7 +539,9 @@ class Session:
     def _open_tcp(self, message: dict[str, Any], infos: list[Any]) -> Connection:
         host, port = message["remoteAddress"], message["remotePort"]
         options = message["options"]
-        connection = TcpConnection(TcpSocketState(message["id"], SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone)
+        connection = TcpConnection(
+            TcpSocketState(message["id"], SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone, self.bulk if message.get("bulk") else None
+        )
         log.info("%s (tab %s, frame %s) opens tcp %s:%d", message["origin"], message["tabId"], message["frameId"], host, port)
         tls = None
         if options.get("secureTransport") == "on":
@@ -574,6 +579,9 @@ class Session:
         details = {"certificate": describe(der), "reason": reason}
         await self._ask_for(connection, "certificate", host, port, PendingAction(allow, refuse), details, pin)
         return await answer
+
+    async def _bulk_declined(self, connection: TcpConnection, message: dict[str, Any]) -> None:
+        connection.decline_bulk(message.get("reason", "declined by the extension"))
 
     async def _start_tls(self, connection: TcpConnection, message: dict[str, Any]) -> None:
         new_id = message["newId"]

@@ -14,7 +14,12 @@ import logging
 import socket
 from typing import Any, Awaitable, Callable
 
+from websockets.exceptions import ConnectionClosed
+
+from .bulk import BulkServer, event_text
 from .connection import Connection, Emit, set_buffer_sizes
+from .errors import Code, ProtocolError
+from .validation import check_inbound
 from .tcp_state import TcpSocketState
 from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 
@@ -45,8 +50,15 @@ class TcpConnection(Connection):
     kind = "tcp socket"
     state: TcpSocketState
 
-    def __init__(self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None]) -> None:
+    def __init__(self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None], bulk: BulkServer | None = None) -> None:
         super().__init__(state, emit, on_gone)
+        # The bulk path (bulk.py): offered at `opened` when the extension asks for it. Until the
+        # WebSocket attaches or is declined, the stream waits, so that it never travels two ways.
+        self._bulk_server = bulk
+        self._ws: Any = None
+        self._ending_ws: Any = None  # after the socket ended: told of the end, then closed
+        self._stream_ready = asyncio.Event()
+        self._stream_ready.set()
         self._credit_changed = asyncio.Event()
         self._outbox: asyncio.Queue[bytes | object] = asyncio.Queue()
         self.tls: TlsLayer | None = None
@@ -140,6 +152,11 @@ class TcpConnection(Connection):
         }
         if self.tls is not None:
             opened["tls"] = self.tls.summary()
+        if self._bulk_server is not None:
+            offer = await self._bulk_server.offer(self)
+            if offer is not None:
+                self._stream_ready.clear()
+                opened["bulk"] = offer
         await self._emit(opened)
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())
@@ -177,6 +194,7 @@ class TcpConnection(Connection):
         self.starttls_allowed = False
         self.state.failed()
         self._teardown()
+        self._close_ending_ws(1000, "continues under TLS")
         return sock
 
     def upgrade(self, sock: socket.socket, destination: tuple[str, int] | None, description: str, tls: ClientTls) -> None:
@@ -194,6 +212,101 @@ class TcpConnection(Connection):
             await self.fail(exc.reason)
             return
         await self._opened()
+
+    # -- the bulk path ------------------------------------------------------------------------
+
+    def decline_bulk(self, reason: str) -> None:
+        """The stream stays on native messaging (the extension could not connect, or never did)."""
+        if self._bulk_server is not None:
+            self._bulk_server.withdraw(self)
+        if not self._stream_ready.is_set() and self._ws is None:
+            log.info("socket %d stays on native messaging: %s", self.id, reason)
+            self._stream_ready.set()
+
+    async def attach(self, ws: Any) -> None:
+        """The socket's WebSocket is here: the stream moves to it, and what the page sends on it
+        is read until it closes. It is served for as long as the socket lives."""
+        if self._stream_ready.is_set() or self._sock is None:
+            await ws.close(1008, "too late")
+            return
+        self._ws = ws
+        await ws.send(event_text({"type": "attached", "id": self.id}))
+        self._stream_ready.set()
+        log.info("socket %d: its stream moved to the bulk path", self.id)
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    self.send(message)
+                    continue
+                await self._page_message(message)
+        except ConnectionClosed:
+            pass
+        except ProtocolError as exc:
+            await self.fail(exc.detail, exc.code)
+            return
+        if self._ws is ws and self.state.phase.value not in ("closed", "failed"):
+            # The frame's content script went away without a word: as a release.
+            log.info("socket %d: its WebSocket closed; releasing it", self.id)
+            self.release()
+
+    async def _page_message(self, text: str) -> None:
+        import json
+
+        try:
+            message = json.loads(text)
+        except ValueError as exc:
+            raise ProtocolError(Code.INVALID_JSON, f"bulk path: {exc}", self.id) from exc
+        if not isinstance(message, dict) or message.get("type") not in ("read", "shutdown", "cancel"):
+            raise ProtocolError(Code.SCHEMA_VIOLATION, "bulk path: only read, shutdown and cancel travel here", self.id)
+        message["id"] = self.id  # a socket's WebSocket speaks for that socket only
+        check_inbound(message)
+        if message["type"] == "read":
+            self.grant(message["bytes"])
+        elif message["type"] == "shutdown":
+            self.shutdown(bool(message.get("abort")))
+        else:
+            await self.cancel_reading()
+
+    async def _stream(self, message: dict[str, Any]) -> None:
+        if self._ws is not None:
+            await self._ws.send(event_text(message))
+        else:
+            await self._emit(message)
+
+    async def _stream_data(self, data: bytes) -> None:
+        if self._ws is not None:
+            await self._ws.send(data)
+        else:
+            await self._emit({"type": "data", "id": self.id, "data": base64.b64encode(data).decode("ascii")})
+
+    async def _emit_end(self, message: dict[str, Any]) -> None:
+        # The page hears of the end on the WebSocket, after the last bytes; the background
+        # (its routes, the badge, the popup) on native messaging, as for every socket.
+        ws = self._ending_ws
+        if ws is not None:
+            try:
+                await ws.send(event_text(message))
+            except ConnectionClosed:
+                pass
+            self._close_ending_ws(1000, "socket ended")
+            message = {**message, "bulk": True}
+        await self._emit(message)
+
+    def _close_ending_ws(self, code: int, reason: str) -> None:
+        ws, self._ending_ws = self._ending_ws, None
+        if ws is not None:
+            asyncio.ensure_future(ws.close(code, reason))
+
+    def _teardown(self) -> None:
+        if self._bulk_server is not None:
+            self._bulk_server.withdraw(self)
+        # Nothing more streams; the WebSocket stays open just long enough to say how it ended.
+        self._ending_ws, self._ws = self._ws, None
+        super()._teardown()
+
+    def release(self) -> None:
+        super().release()
+        self._close_ending_ws(1000, "released")
 
     # -- what the page asks (already checked by the state) -------------------------------------
 
@@ -222,6 +335,7 @@ class TcpConnection(Connection):
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        await self._stream_ready.wait()
         assert self._sock is not None
         try:
             while True:
@@ -242,16 +356,19 @@ class TcpConnection(Connection):
                     if self.tls is not None and self.tls.ragged_eof:
                         log.info("socket %d: the peer ended TLS without close_notify", self.id)
                     self.state.peer_eof()
-                    await self._emit({"type": "eof", "id": self.id})
+                    await self._stream({"type": "eof", "id": self.id})
                     await self._maybe_finish()
                     return
                 self.state.received(len(data))
-                await self._emit({"type": "data", "id": self.id, "data": base64.b64encode(data).decode("ascii")})
+                await self._stream_data(data)
+        except ConnectionClosed:
+            self.release()  # the page's side of the bulk path is gone
         except OSError as exc:
             await self.fail(f"reading: {exc}")
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        await self._stream_ready.wait()
         assert self._sock is not None
         try:
             while True:
@@ -261,7 +378,7 @@ class TcpConnection(Connection):
                         await self.tls.close_write(self._sock)
                     self._sock.shutdown(socket.SHUT_WR)
                     self.state.fin_sent()
-                    await self._emit({"type": "fin_sent", "id": self.id})
+                    await self._stream({"type": "fin_sent", "id": self.id})
                     await self._maybe_finish()
                     return
                 assert isinstance(item, bytes)
@@ -270,6 +387,8 @@ class TcpConnection(Connection):
                 else:
                     await loop.sock_sendall(self._sock, item)
                 self.state.wrote(len(item))
-                await self._emit({"type": "ack", "id": self.id, "bytes": len(item)})
+                await self._stream({"type": "ack", "id": self.id, "bytes": len(item)})
+        except ConnectionClosed:
+            self.release()
         except OSError as exc:
             await self.fail(f"writing: {exc}")

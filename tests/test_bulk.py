@@ -1,0 +1,220 @@
+"""The bulk path through the real host process: a socket's stream over its loopback WebSocket,
+with the secret, the ordering, the integrity, the backpressure and the ways it can go wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.support.hostproc import HostProcess
+from tests.support.servers import TcpServer, echo, make_source
+from tests.test_host_process import b64, grant, read_until
+
+ORIGIN = "http://127.0.0.1:8000"
+
+
+def open_bulk(host: HostProcess, env: dict[str, str], port: int, sid: int = 1) -> dict[str, Any]:
+    grant(env, f"127.0.0.1:{port}")
+    if not getattr(host, "_greeted", False):
+        host.hello()
+        host._greeted = True  # type: ignore[attr-defined]
+    host.send({"type": "tcp_open", "id": sid, "origin": ORIGIN, "tabId": 1, "frameId": 0, "incognito": False,
+               "remoteAddress": "127.0.0.1", "remotePort": port, "options": {}, "bulk": True})
+    opened = host.expect("opened", id=sid)
+    assert opened["bulk"]["url"].startswith("ws://127.0.0.1:")
+    return opened["bulk"]
+
+
+def attach(offer: dict[str, Any]) -> ClientConnection:
+    ws = connect(offer["url"], compression=None, max_size=None).__enter__()
+    ws.send(offer["token"])
+    assert json.loads(ws.recv(timeout=10)) == {"type": "attached", "id": ws_id(offer, ws)}
+    return ws
+
+
+def ws_id(offer: dict[str, Any], ws: ClientConnection) -> int:
+    return offer.setdefault("id", 1)
+
+
+def refused(url: str, first: str | None) -> int:
+    """How the server answers a client with `first` as its secret: the close code."""
+    with connect(url) as ws:
+        if first is not None:
+            ws.send(first)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=15)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code
+
+
+def duplex_ws(ws: ClientConnection, upload: bytes, window: int = 1 << 20, credit_size: int = 1 << 20) -> tuple[bytes, list[str]]:
+    """Sends `upload` then FIN and reads to the end, as the bridge does for a page; returns what
+    arrived and the order of the events."""
+    received = bytearray()
+    events: list[str] = []
+    inflight = offset = 0
+    credit = credit_size
+    ws.send(json.dumps({"type": "read", "bytes": credit}))
+    shut = closed = False
+    while not closed:
+        while offset < len(upload) and inflight + min(512 * 1024, len(upload) - offset) <= window:
+            piece = upload[offset : offset + 512 * 1024]
+            ws.send(piece)
+            inflight += len(piece)
+            offset += len(piece)
+        if offset == len(upload) and not inflight and not shut:
+            ws.send(json.dumps({"type": "shutdown"}))
+            shut = True
+        if credit < credit_size // 2:
+            ws.send(json.dumps({"type": "read", "bytes": credit_size - credit}))
+            credit = credit_size
+        message = ws.recv(timeout=30)
+        if isinstance(message, bytes):
+            assert len(message) <= credit, "the host delivered more than the page granted"
+            received += message
+            credit -= len(message)
+            continue
+        event = json.loads(message)
+        events.append(event["type"])
+        if event["type"] == "ack":
+            inflight -= event["bytes"]
+        elif event["type"] == "closed":
+            closed = True
+        else:
+            assert event["type"] in ("eof", "fin_sent"), event
+    return bytes(received), events
+
+
+def test_echo_over_the_bulk_path(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    with attach(offer) as ws:
+        ws.send(json.dumps({"type": "read", "bytes": 1024}))
+        ws.send(b"hello, bulk")
+        assert json.loads(ws.recv(timeout=10)) == {"type": "ack", "id": 1, "bytes": 11}
+        assert ws.recv(timeout=10) == b"hello, bulk"
+        ws.send(json.dumps({"type": "shutdown"}))
+        events = []
+        for _ in range(3):
+            try:
+                events.append(json.loads(ws.recv(timeout=10))["type"])
+            except ConnectionClosed:
+                break
+        assert events == ["fin_sent", "eof", "closed"]
+    # The background hears of the end on native messaging too, marked as already told.
+    assert host.expect("closed", id=1) == {"type": "closed", "id": 1, "bulk": True}
+
+
+def test_eight_mib_both_ways_by_sha256(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    size = 8 << 20
+    payload, handler = make_source(size, seed=5)
+    upload = random.Random(6).randbytes(size)
+    server = TcpServer(handler)
+    try:
+        offer = open_bulk(host, isolated_env, server.port)
+        with attach(offer) as ws:
+            received, events = duplex_ws(ws, upload)
+        assert hashlib.sha256(received).hexdigest() == hashlib.sha256(payload).hexdigest()
+        assert server.wait_results(1) == [upload]
+        assert events[-1] == "closed" and events.index("eof") < events.index("closed")
+    finally:
+        server.close()
+
+
+def test_secret_is_one_time_and_checked(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    assert refused(offer["url"], "a guess that is not the secret at all, no no") == 1008
+    with attach(offer) as ws:
+        # A replay of the secret, while the first client holds the socket, gets nothing.
+        assert refused(offer["url"], offer["token"]) == 1008
+        assert refused(offer["url"], None) == 1008  # nor does a client that says nothing
+        ws.send(json.dumps({"type": "read", "bytes": 16}))
+        ws.send(b"still mine")
+        assert json.loads(ws.recv(timeout=10))["type"] == "ack"
+        assert ws.recv(timeout=10) == b"still mine"
+    # The WebSocket closing is the page going away: the socket is released in the host.
+    deadline = time.monotonic() + 10
+    open_tcp_again = {"type": "read", "id": 1, "bytes": 1}
+    host.send(open_tcp_again)  # a late message for a released socket is dropped quietly
+    host.send({"type": "ping", "seq": 9})
+    assert host.expect("pong", seq=9)
+    assert time.monotonic() < deadline
+
+
+def test_a_secret_for_one_socket_never_reaches_another(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    first = open_bulk(host, isolated_env, echo_server.port, sid=1)
+    second = open_bulk(host, isolated_env, echo_server.port, sid=2)
+    second["id"] = 2
+    with attach(second) as ws2, attach(first) as ws1:
+        ws1.send(json.dumps({"type": "read", "bytes": 64}))
+        ws2.send(json.dumps({"type": "read", "bytes": 64}))
+        ws1.send(b"one")
+        ws2.send(b"two")
+        assert json.loads(ws1.recv(timeout=10)) == {"type": "ack", "id": 1, "bytes": 3}
+        assert ws1.recv(timeout=10) == b"one"
+        assert json.loads(ws2.recv(timeout=10)) == {"type": "ack", "id": 2, "bytes": 3}
+        assert ws2.recv(timeout=10) == b"two"
+
+
+def test_declined_bulk_stays_on_native_messaging(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    host.send({"type": "bulk_declined", "id": 1, "reason": "the page's CSP refused the WebSocket"})
+    host.send({"type": "send", "id": 1, "data": b64(b"by native messaging")})
+    host.expect("ack", id=1)
+    assert read_until(host, 1, 19) == b"by native messaging"
+    assert refused(offer["url"], offer["token"]) == 1008  # the offer is gone
+
+
+def test_faults_on_the_bulk_path_end_the_socket(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    with attach(offer) as ws:
+        ws.send(json.dumps({"type": "tcp_open", "remoteAddress": "127.0.0.1", "remotePort": 1}))  # nothing opens here
+        error = json.loads(ws.recv(timeout=10))
+        assert error["type"] == "error" and error["name"] == "NetworkError" and "only read" in error["detail"]
+    assert host.expect("error", id=1)["bulk"] is True
+    offer = open_bulk(host, isolated_env, echo_server.port, sid=2)
+    offer["id"] = 2
+    with attach(offer) as ws:
+        chunk = os.urandom(512 * 1024)
+        try:
+            for _ in range(32):  # 16 MiB without waiting for acks: far over the 1 MiB send window
+                ws.send(chunk)
+        except ConnectionClosed:
+            pass
+        messages = []
+        while True:
+            message = json.loads(ws.recv(timeout=10))
+            messages.append(message["type"])
+            if message["type"] == "error":
+                break
+        assert "window" in message["detail"]
+
+
+def test_a_page_that_stops_reading_keeps_host_memory_flat(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    size = 64 << 20
+    payload, handler = make_source(size, seed=8)
+    server = TcpServer(handler)
+    try:
+        offer = open_bulk(host, isolated_env, server.port)
+        with attach(offer) as ws:
+            baseline = host.rss_peak_kib()
+            ws.send(json.dumps({"type": "read", "bytes": 1 << 20}))
+            got = 0
+            while got < 1 << 20:
+                message = ws.recv(timeout=10)
+                assert isinstance(message, bytes)
+                got += len(message)
+            time.sleep(1.5)  # the peer keeps pushing; the page grants nothing more
+            growth_mib = (host.rss_peak_kib() - baseline) / 1024
+            assert growth_mib < 16, f"host RSS grew {growth_mib:.1f} MiB while the page did not read"
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.5)  # nothing beyond the credit
+    finally:
+        server.close()
