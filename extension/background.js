@@ -118,7 +118,7 @@ function fromHost(message) {
     // The page gets the generic message; the reason is kept for the popup.
     if (fields.detail) remember(route, fields.detail);
     forget(id);
-    safePost(frame.port, { op: 'error', sid, name: fields.name ?? 'NetworkError', message: fields.message });
+    safePost(frame.port, { op: 'error', sid, name: fields.name ?? 'NetworkError', message: fields.message, ...(fields.bulk ? { bulk: true } : {}) });
     const secured = route.upgradedTo !== undefined ? routes.get(route.upgradedTo) : undefined;
     if (secured && !secured.open) {
       // The host refused to upgrade: the socket startTls() returned fails too.
@@ -129,6 +129,7 @@ function fromHost(message) {
   }
   if (type === 'opened') {
     route.open = true;
+    if (fields.bulk) route.path = 'WebSocket';
     route.since = Date.now();
     if (route.kind === 'UDP (bound)' || route.kind === 'TCP server') route.destination = `${fields.localAddress}:${fields.localPort}`;
     updateBadge(frame.tabId);
@@ -288,6 +289,7 @@ api.runtime.onMessage.addListener((request, sender, sendResponse) => {
       sendResponse({
         sockets: openSocketsOf(request.tabId).map(([id, r]) => ({
           id, origin: r.frame.origin, kind: r.kind, destination: r.destination, sent: r.sent, received: r.received, since: r.since,
+          path: r.path ?? 'native messaging',
         })),
         failures: failures.filter((f) => f.tabId === request.tabId).slice(-10).reverse(),
       });
@@ -414,7 +416,7 @@ function pick(message, names) {
 
 /** What a frame may ask to open, as the host message for it (the sender fields are added). */
 const OPENERS = {
-  tcp: (m) => ({ type: 'tcp_open', ...pick(m, ['remoteAddress', 'remotePort', 'options']) }),
+  tcp: (m) => ({ type: 'tcp_open', ...pick(m, ['remoteAddress', 'remotePort', 'options']), bulk: m.bulk === true }),
   udp: (m) => ({ type: 'udp_open', ...pick(m, ['mode', 'remoteAddress', 'remotePort', 'localAddress', 'localPort', 'options']) }),
   listen: (m) => ({ type: 'tcp_listen', ...pick(m, ['localAddress', 'localPort', 'backlog', 'ipv6Only', 'secureTransport']) }),
 };
@@ -430,6 +432,7 @@ const OPERATIONS = {
   udp_read: (m) => ({ type: 'udp_read', datagrams: m.datagrams }),
   join: (m) => ({ type: 'join', ...pick(m, ['req', 'groupAddress', 'sourceAddress']) }),
   leave: (m) => ({ type: 'leave', ...pick(m, ['req', 'groupAddress', 'sourceAddress']) }),
+  bulk_declined: (m) => ({ type: 'bulk_declined', reason: String(m.reason ?? '').slice(0, 500) }),
 };
 
 /** Gives a page id its host id, in this frame's table and the router's. */
@@ -492,6 +495,19 @@ function fromFrame(frame, message) {
     const options = message.options && typeof message.options === 'object' ? message.options : {};
     toHost({ type: 'start_tls', id, newId: secured, options: pick(options, ['alpn', 'caCertificates', 'pinnedCertificates', 'serverName']) });
     return;
+  }
+  if (message.op === 'bulk_stats') {
+    // The bridge counts what crosses a socket's WebSocket, for the popup.
+    const entry = routes.get(id);
+    if (entry && Number.isSafeInteger(message.sent) && Number.isSafeInteger(message.received)) {
+      entry.sent = message.sent;
+      entry.received = message.received;
+    }
+    return;
+  }
+  if (message.op === 'bulk_declined') {
+    const entry = routes.get(id);
+    if (entry) entry.path = `native messaging (${String(message.reason ?? '').slice(0, 200)})`;
   }
   const build = Object.hasOwn(OPERATIONS, message.op) ? OPERATIONS[message.op] : undefined;
   if (!build) return;

@@ -33,7 +33,7 @@ async function render() {
   for (const socket of sockets) {
     const row = body.insertRow();
     row.dataset.id = String(socket.id);
-    for (const [text, numeric] of [[socket.origin], [socket.kind], [socket.destination], [size(socket.sent), true], [size(socket.received), true], [age(now - socket.since), true]]) {
+    for (const [text, numeric] of [[socket.origin], [socket.kind], [socket.destination], [size(socket.sent), true], [size(socket.received), true], [age(now - socket.since), true], [socket.path]]) {
       const cell = row.insertCell();
       cell.textContent = String(text);
       if (numeric) cell.className = 'num';

@@ -51,11 +51,14 @@ class ScenarioSite:
                 # A scenario can ask for its page to be served with a Permissions-Policy.
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 try:
-                    policy = json.loads(query.get("params", ["{}"])[0]).get("permissionsPolicy")
+                    params = json.loads(query.get("params", ["{}"])[0])
+                    policy, csp = params.get("permissionsPolicy"), params.get("contentSecurityPolicy")
                 except (ValueError, AttributeError):
-                    policy = None
+                    policy = csp = None
                 if policy:
                     self.send_header("Permissions-Policy", policy)
+                if csp:  # and with a Content-Security-Policy
+                    self.send_header("Content-Security-Policy", csp)
                 super().end_headers()
 
             def do_GET(self) -> None:

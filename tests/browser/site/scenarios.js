@@ -250,6 +250,23 @@ window.scenarios = {
     return { bad, closed };
   },
 
+  async readThenHold({ port, size }) {
+    // Reads `size` bytes, writes a few, says so, then waits for the socket to end.
+    const socket = new TCPSocket('127.0.0.1', port);
+    const info = await socket.opened;
+    const reader = info.readable.getReader();
+    let got = 0;
+    while (got < size) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += value.byteLength;
+    }
+    const writer = info.writable.getWriter();
+    await writer.write(new Uint8Array(3000));
+    await window.report({ ok: true, value: got });
+    return { closed: await settle(socket.closed) };
+  },
+
   async hold({ port }) {
     // Opens a socket, says so, and waits for it to end: for the lifetime tests.
     const socket = new TCPSocket('127.0.0.1', port);

@@ -1,0 +1,147 @@
+// The page half of the benchmark: runs with no driver attached and reports its figures to the
+// bench server (POST /result?token=...). Each measurement is the same work done two ways: our
+// TCPSocket, and a WebSocket through websockify, to the same TCP echo server.
+'use strict';
+
+const query = new URLSearchParams(location.search);
+const token = query.get('token');
+const params = JSON.parse(query.get('params') || '{}');
+const report = (value) => fetch(`/result?token=${token}`, { method: 'POST', body: JSON.stringify(value) });
+
+/** Echo `total` bytes in `chunk`-sized writes; MB/s of payload (one way) from first write to last byte back. */
+async function echoOurs(chunk, total) {
+  const socket = new TCPSocket('127.0.0.1', params.echoPort, { noDelay: true });
+  const { readable, writable } = await socket.opened;
+  const payload = new Uint8Array(chunk);
+  const reader = readable.getReader();
+  const writer = writable.getWriter();
+  const start = performance.now();
+  const reading = (async () => {
+    let got = 0;
+    while (got < total) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`ended after ${got} bytes`);
+      got += value.byteLength;
+    }
+  })();
+  for (let sent = 0; sent < total; sent += chunk) {
+    await writer.ready;
+    writer.write(payload.slice()); // a fresh buffer each time, as an application would have
+  }
+  await reading;
+  const seconds = (performance.now() - start) / 1000;
+  await writer.close();
+  reader.releaseLock();
+  await socket.close().catch(() => {});
+  return total / seconds / 1e6;
+}
+
+function openWebSocket() {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(params.websockifyUrl, ['binary']);
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new Error('websockify refused the WebSocket'));
+  });
+}
+
+async function echoWebsockify(chunk, total) {
+  const ws = await openWebSocket();
+  const payload = new Uint8Array(chunk);
+  let got = 0;
+  let wake = null;
+  ws.onmessage = (event) => {
+    got += event.data.byteLength;
+    if (wake) wake();
+  };
+  const start = performance.now();
+  for (let sent = 0; sent < total; sent += chunk) {
+    // The WebSocket's only backpressure: how much is still buffered in the browser.
+    while (ws.bufferedAmount > 4 * 1024 * 1024) await new Promise((r) => setTimeout(r, 1));
+    ws.send(payload.slice());
+  }
+  while (got < total) await new Promise((r) => { wake = r; });
+  const seconds = (performance.now() - start) / 1000;
+  ws.close();
+  return total / seconds / 1e6;
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function roundTripOurs(count) {
+  const socket = new TCPSocket('127.0.0.1', params.echoPort, { noDelay: true });
+  const { readable, writable } = await socket.opened;
+  const reader = readable.getReader();
+  const writer = writable.getWriter();
+  const times = [];
+  const message = new Uint8Array(32);
+  for (let i = 0; i < count; i++) {
+    const start = performance.now();
+    writer.write(message.slice());
+    let got = 0;
+    while (got < 32) got += (await reader.read()).value.byteLength;
+    times.push(performance.now() - start);
+  }
+  await writer.close();
+  reader.releaseLock();
+  await socket.close().catch(() => {});
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p99: percentile(times, 99) };
+}
+
+async function roundTripWebsockify(count) {
+  const ws = await openWebSocket();
+  const times = [];
+  const message = new Uint8Array(32);
+  let got = 0;
+  let wake = null;
+  ws.onmessage = (event) => {
+    got += event.data.byteLength;
+    if (wake) wake();
+  };
+  for (let i = 0; i < count; i++) {
+    const start = performance.now();
+    got = 0;
+    ws.send(message.slice());
+    while (got < 32) await new Promise((r) => { wake = r; });
+    times.push(performance.now() - start);
+  }
+  ws.close();
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p99: percentile(times, 99) };
+}
+
+/** A peer pushes at a page that never reads: the host must hold no more than the page's credit. */
+async function holdWithoutReading() {
+  const socket = new TCPSocket('127.0.0.1', params.pushPort);
+  await socket.opened;
+  await report({ ok: true, value: 'holding' });
+  await fetch(`/wait?token=${token}`);
+  await socket.close().catch(() => {});
+  return 'released';
+}
+
+(async () => {
+  try {
+    if (params.mode === 'hold') {
+      await report({ ok: true, value: await holdWithoutReading() });
+      return;
+    }
+    const results = { echo: {}, roundTrip: {} };
+    for (const chunk of params.chunks) {
+      // Interleaved, so that a slow moment of a shared machine falls on both alike.
+      results.echo[chunk] = { ours: [], websockify: [] };
+      for (let run = 0; run < params.runs; run++) {
+        results.echo[chunk].ours.push(await echoOurs(chunk, params.total));
+        results.echo[chunk].websockify.push(await echoWebsockify(chunk, params.total));
+      }
+    }
+    results.roundTrip.ours = await roundTripOurs(params.roundTrips);
+    results.roundTrip.websockify = await roundTripWebsockify(params.roundTrips);
+    await report({ ok: true, value: results });
+  } catch (error) {
+    await report({ ok: false, error: `${error?.name}: ${error?.message}` });
+  }
+})();

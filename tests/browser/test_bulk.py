@@ -1,0 +1,84 @@
+"""The bulk path from real pages: a TCP socket's bytes over the loopback WebSocket that the
+frame's content script opens, shown in the popup, and its fallback to native messaging."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tests.browser.harness import Browser, Chromium, wait_for
+from tests.browser.test_popup import ExtensionPage
+from tests.support.servers import TcpServer, hashing_sink, make_source
+
+pytestmark = pytest.mark.browser
+
+
+def popup_for_live_socket(browser: Browser, port: int) -> ExtensionPage:
+    if isinstance(browser, Chromium):
+        worker = browser.context.service_workers[0]
+        tab_id = worker.evaluate(f"[...routes.values()].find((r) => r.destination.endsWith(':{port}')).frame.tabId")
+    else:
+        tab_id = browser.current_tab_id()
+    return ExtensionPage(browser, f"popup.html?tab={tab_id}")
+
+
+def path_of_live_socket(browser: Browser, port: int, **params: object) -> str:
+    server = TcpServer(hashing_sink)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        inbox = browser.start("hold", port=server.port, **params)
+        assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
+        popup = popup_for_live_socket(browser, server.port)
+        try:
+            assert wait_for(lambda: len(popup.texts("#sockets tbody tr")) == 1, timeout=10)
+            # The path is known once the WebSocket attached or was given up.
+            path = ""
+            for _ in range(100):
+                path = popup.texts("#sockets tbody tr:first-child td")[6]
+                if path:
+                    break
+            return path
+        finally:
+            popup.close()
+    finally:
+        server.close()
+
+
+def test_sockets_use_the_websocket_and_the_popup_says_so(browser: Browser) -> None:
+    assert path_of_live_socket(browser, 0) == "WebSocket"
+
+
+def test_bulk_bytes_are_counted_in_the_popup(browser: Browser) -> None:
+    size = 3 << 20
+
+    def push_then_hold(conn):  # type: ignore[no-untyped-def]
+        conn.sendall(bytes(size))
+        return len(conn.recv(1 << 16))
+
+    server = TcpServer(push_then_hold)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        inbox = browser.start("readThenHold", port=server.port, size=size)
+        assert inbox.get(timeout=60) == {"ok": True, "value": size}
+        popup = popup_for_live_socket(browser, server.port)
+        try:
+            # Sent and received, as the bridge reports them about once a second.
+            assert wait_for(lambda: popup.texts("#sockets tbody tr:first-child td")[3:5] == ["2.9 KiB", "3.0 MiB"], timeout=10), \
+                popup.texts("#sockets tbody tr:first-child td")
+        finally:
+            popup.close()
+    finally:
+        server.close()
+
+
+def test_a_page_whose_csp_forbids_connections_still_works(browser: Browser, echo_server: TcpServer) -> None:
+    csp = "connect-src 'self'"
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    result = browser.run("echo", port=echo_server.port, text="under a strict CSP", contentSecurityPolicy=csp)
+    assert result["got"] == "under a strict CSP"
+    path = path_of_live_socket(browser, 0, contentSecurityPolicy=csp)
+    # Content scripts' connections are not the page's: the CSP does not apply to them. If a
+    # browser ever applies it, the socket falls back to native messaging and the popup says why.
+    assert path == "WebSocket" or path.startswith("native messaging ("), path
+    print(f"{browser.name}: under connect-src 'self' the path is {path}")
