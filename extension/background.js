@@ -111,6 +111,12 @@ function fromHost(message) {
   }
   const { frame, sid } = route;
   const { type, id, ...fields } = message;
+  if (type === 'stats') {
+    // A bulk socket's bytes, counted by the host: the popup's counters.
+    route.sent = fields.sent;
+    route.received = fields.received;
+    return;
+  }
   // The plain-text half of a STARTTLS socket ends when its secured half opens or fails.
   if (route.upgradedFrom !== undefined && (type === 'opened' || type === 'error')) forget(route.upgradedFrom);
   if (type === 'error') {
@@ -129,7 +135,7 @@ function fromHost(message) {
   }
   if (type === 'opened') {
     route.open = true;
-    if (fields.bulk) route.path = 'WebSocket';
+    if (fields.bulk) Object.assign(route, { path: 'WebSocket', bulkToken: fields.bulk.token, bulkUrl: fields.bulk.url });
     route.since = Date.now();
     if (route.kind === 'UDP (bound)' || route.kind === 'TCP server') route.destination = `${fields.localAddress}:${fields.localPort}`;
     updateBadge(frame.tabId);
@@ -282,6 +288,15 @@ function fromConsentPage(sender) {
 
 api.runtime.onMessage.addListener((request, sender, sendResponse) => {
   if (!request || typeof request !== 'object') return false;
+  if (fromPage(sender, 'bulk.html')) {
+    // The bulk frame connects only to the host's bulk server, with a secret the host offered:
+    // embedded by a page for anything else, it reaches nothing.
+    const route = routeOfBulk(request.token);
+    if (request.op === 'bulk-check') {
+      sendResponse(!!route && route.bulkUrl === request.url && route.open);
+    }
+    return false;
+  }
   // Only the extension's own pages may list or close sockets, or read and answer prompts;
   // content scripts and web pages cannot, whatever they send.
   if (fromPage(sender, 'popup.html')) {
@@ -432,8 +447,24 @@ const OPERATIONS = {
   udp_read: (m) => ({ type: 'udp_read', datagrams: m.datagrams }),
   join: (m) => ({ type: 'join', ...pick(m, ['req', 'groupAddress', 'sourceAddress']) }),
   leave: (m) => ({ type: 'leave', ...pick(m, ['req', 'groupAddress', 'sourceAddress']) }),
-  bulk_declined: (m) => ({ type: 'bulk_declined', reason: String(m.reason ?? '').slice(0, 500) }),
+  bulk_declined: (m) => ({ type: 'bulk_declined', reason: BULK_DECLINED[m.reason] ?? BULK_DECLINED.refused }),
 };
+
+/** Why a socket's stream stayed on native messaging, in the popup's words (the page only
+ * picks one of these; it cannot put its own text in trusted UI). */
+const BULK_DECLINED = {
+  'no-frame': 'the bulk frame could not be used here',
+  timeout: 'its WebSocket did not attach in time',
+  refused: 'its WebSocket was refused',
+  unconfirmed: 'the host did not confirm its WebSocket',
+};
+
+/** The route whose bulk offer carries this secret (for the bulk frame). */
+function routeOfBulk(token) {
+  if (typeof token !== 'string') return undefined;
+  for (const route of routes.values()) if (route.bulkToken === token) return route;
+  return undefined;
+}
 
 /** Gives a page id its host id, in this frame's table and the router's. */
 function addRoute(frame, sid, kind = '', destination = '') {
@@ -496,18 +527,9 @@ function fromFrame(frame, message) {
     toHost({ type: 'start_tls', id, newId: secured, options: pick(options, ['alpn', 'caCertificates', 'pinnedCertificates', 'serverName']) });
     return;
   }
-  if (message.op === 'bulk_stats') {
-    // The bridge counts what crosses a socket's WebSocket, for the popup.
-    const entry = routes.get(id);
-    if (entry && Number.isSafeInteger(message.sent) && Number.isSafeInteger(message.received)) {
-      entry.sent = message.sent;
-      entry.received = message.received;
-    }
-    return;
-  }
   if (message.op === 'bulk_declined') {
     const entry = routes.get(id);
-    if (entry) entry.path = `native messaging (${String(message.reason ?? '').slice(0, 200)})`;
+    if (entry) entry.path = `native messaging (${BULK_DECLINED[message.reason] ?? BULK_DECLINED.refused})`;
   }
   const build = Object.hasOwn(OPERATIONS, message.op) ? OPERATIONS[message.op] : undefined;
   if (!build) return;

@@ -38,8 +38,25 @@
   const regexTest = RegExp.prototype.test;
   const getHostname = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'hostname').get;
   const u8Slice = Uint8ArrayCtor.prototype.slice;
+  const u8Set = Uint8ArrayCtor.prototype.set;
   const getBufferByteLength = ObjectCtor.getOwnPropertyDescriptor(ArrayBufferCtor.prototype, 'byteLength').get;
   const SharedArrayBufferCtor = globalThis.SharedArrayBuffer;
+  const createElement = Document.prototype.createElement;
+  const appendChild = Node.prototype.appendChild;
+  const setAttribute = Element.prototype.setAttribute;
+  const getDocumentElement = ObjectCtor.getOwnPropertyDescriptor(Document.prototype, 'documentElement').get;
+  const getContentWindow = ObjectCtor.getOwnPropertyDescriptor(HTMLIFrameElement.prototype, 'contentWindow').get;
+  const windowPost = globalThis.postMessage;
+  const getOrigin = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'origin').get;
+  const setTimer = globalThis.setTimeout;
+  const WebSocketCtor = globalThis.WebSocket;
+  const wsSend = WebSocketCtor.prototype.send;
+  const wsClose = WebSocketCtor.prototype.close;
+  const setBinaryType = ObjectCtor.getOwnPropertyDescriptor(WebSocketCtor.prototype, 'binaryType').set;
+  const getEventData = ObjectCtor.getOwnPropertyDescriptor(MessageEvent.prototype, 'data').get;
+  const jsonParse = JSON.parse;
+  const jsonStringify = JSON.stringify;
+  const clearTimer = globalThis.clearTimeout;
 
   // Event names of the one-time handover of the private channel to the isolated bridge.
   const EVT_PORT = 'direct-sockets:port';
@@ -48,6 +65,10 @@
   const MAX_CHUNK = 512 * 1024; // bytes per message to the host (PROTOCOL.md)
   const SEND_WINDOW = 1024 * 1024; // unacknowledged bytes in flight per socket
   const RECEIVE_WINDOW = 1024 * 1024; // bytes the host may deliver ahead of the reader
+  // On the bulk path both windows are larger: a WebSocket has no 1 MiB message limit, and the
+  // credit's round trip would otherwise cap the rate (docs/BULK.md).
+  const BULK_RECEIVE_WINDOW = 4 * 1024 * 1024;
+  const MAX_BULK_SEND_WINDOW = 16 * 1024 * 1024;
   const UDP_SEND_WINDOW = 32; // unacknowledged datagrams in flight per socket
   const UDP_RECEIVE_WINDOW = 64; // datagrams the host may deliver ahead of the reader
   const MAX_DATAGRAM = 65507; // the most an IPv4 UDP datagram can carry
@@ -92,10 +113,155 @@
 
   port.onmessage = (event) => {
     const message = event.data;
+    if (message.op === 'config') {
+      bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
+      bulkDirectFirst = message.bulkDirectFirst === true;
+      return;
+    }
     if (message.policy) policyForbidden = true;
     const socket = apply(mapGet, sockets, [message.sid]);
-    if (socket) socket.onMessage(message);
+    if (!socket) return;
+    if (message.bulk && (socket.channel === 'frame' || socket.channel === 'direct')) {
+      // The host told the page of this end on the socket's WebSocket, after its last bytes;
+      // this copy counts only if the frame never delivers it.
+      setTimer(() => socket.onMessage({ ...message, bulk: false }), 2000);
+      return;
+    }
+    socket.onMessage(message);
   };
+
+  // -- the bulk path (docs/BULK.md) ----------------------------------------------------------
+  // A TCP socket the host offers a WebSocket carries its stream through the extension's bulk
+  // frame, embedded here hidden, over a MessagePort: native messaging keeps every decision, and
+  // whatever cannot attach falls back to it.
+
+  const BULK_ATTACH_MS = 3000;
+  /** @type {string | null} */
+  let bulkFrameUrl = null;
+  // Whether to try this page's own WebSocket first (the fastest way, measured): not where the
+  // browser would hold it for a Local Network Access prompt (see bridge.js).
+  let bulkDirectFirst = false;
+  /** @type {MessagePort | null} */
+  let framePort = null;
+  let frameState = 'none'; // none -> loading -> ready, or failed
+  /** @type {Array<() => void>} */
+  let frameWaiters = [];
+
+  // After the current task: a message to ourselves on a private channel (no timer clamping).
+  const taskChannel = new MessageChannelCtor();
+  /** @type {Array<() => void>} */
+  let afterTaskQueue = [];
+  taskChannel.port1.onmessage = () => {
+    const run = afterTaskQueue;
+    afterTaskQueue = [];
+    for (const callback of run) callback();
+  };
+  function afterTask(callback) {
+    apply(arrayPush, afterTaskQueue, [callback]);
+    if (afterTaskQueue.length === 1) apply(portPost, taskChannel.port2, [null]);
+  }
+
+  function framePost(message, transfer) {
+    if (framePort) apply(portPost, framePort, [message, transfer || []]);
+  }
+
+  /** Runs `then` once the frame is ready; never, if it cannot load (the socket's timer decides). */
+  function whenFrameReady(then) {
+    if (frameState === 'ready') return then();
+    if (frameState === 'failed' || bulkFrameUrl === null) return undefined;
+    apply(arrayPush, frameWaiters, [then]);
+    if (frameState !== 'none') return undefined;
+    frameState = 'loading';
+    const root = apply(getDocumentElement, document, []);
+    if (!root) {
+      frameState = 'failed';
+      return undefined;
+    }
+    const frame = apply(createElement, document, ['iframe']);
+    apply(setAttribute, frame, ['hidden', '']);
+    apply(setAttribute, frame, ['aria-hidden', 'true']);
+    apply(setAttribute, frame, ['style', 'display:none']);
+    apply(setAttribute, frame, ['src', bulkFrameUrl]);
+    const frameOrigin = apply(getOrigin, new URLCtor(bulkFrameUrl), []);
+    apply(addListener, frame, ['load', () => {
+      const bulkChannel = new MessageChannelCtor();
+      const target = apply(getContentWindow, frame, []);
+      if (!target) return;
+      framePort = bulkChannel.port1;
+      framePort.onmessage = (event) => fromFrame(event.data);
+      apply(windowPost, target, ['direct-sockets-bulk', frameOrigin, [bulkChannel.port2]]);
+    }, { once: true }]);
+    apply(appendChild, root, [frame]);
+    return undefined;
+  }
+
+  /**
+   * The page's own WebSocket to the host: `attached(ws)` once the host took the secret,
+   * `failed()` if it cannot be had (a CSP refusal, a closed door). What arrives goes to `core`.
+   */
+  function openDirect(core, offer, attached, failed) {
+    let ws;
+    try {
+      ws = new WebSocketCtor(offer.url);
+    } catch {
+      failed();
+      return;
+    }
+    apply(setBinaryType, ws, ['arraybuffer']);
+    let isAttached = false;
+    let ended = false;
+    apply(addListener, ws, ['open', () => apply(wsSend, ws, [offer.token])]);
+    apply(addListener, ws, ['message', (event) => {
+      const data = apply(getEventData, event, []);
+      if (typeof data !== 'string') {
+        core.onMessage({ op: 'data', sid: core.sid, buf: data });
+        return;
+      }
+      let parsed;
+      try {
+        parsed = jsonParse(data);
+      } catch {
+        return;
+      }
+      if (parsed.type === 'attached') {
+        isAttached = true;
+        attached(ws);
+        return;
+      }
+      if (parsed.type === 'closed' || parsed.type === 'error') ended = true;
+      core.onMessage({ op: parsed.type, sid: core.sid, bytes: parsed.bytes, name: parsed.name, message: parsed.message });
+    }]);
+    apply(addListener, ws, ['close', () => {
+      if (!isAttached) failed();
+      else if (!ended) core.onMessage({ op: 'error', sid: core.sid, name: 'NetworkError', message: 'Network error.' });
+    }]);
+  }
+
+  function directPost(ws, message, transfer) {
+    switch (message.op) {
+      case 'send': apply(wsSend, ws, [message.buf]); return;
+      case 'read': apply(wsSend, ws, [jsonStringify({ type: 'read', bytes: message.bytes })]); return;
+      case 'shutdown': apply(wsSend, ws, [jsonStringify({ type: 'shutdown', abort: !!message.abort })]); return;
+      case 'cancel': apply(wsSend, ws, [jsonStringify({ type: 'cancel' })]); return;
+      default: post(message, transfer);
+    }
+  }
+
+  function fromFrame(message) {
+    if (!message || typeof message !== 'object') return;
+    if (message.op === 'frame-ready') {
+      frameState = 'ready';
+      const waiting = frameWaiters;
+      frameWaiters = [];
+      for (const then of waiting) then();
+      return;
+    }
+    const socket = apply(mapGet, sockets, [message.sid]);
+    if (!socket) return;
+    if (message.op === 'attached') socket.bulkAttached('frame', null);
+    else if (message.op === 'bulk_failed') socket.bulkFailed(String(message.reason));
+    else if (socket.channel === 'frame') socket.onMessage(message);
+  }
 
   // -- WebIDL conversions --------------------------------------------------------------------
 
@@ -360,6 +526,11 @@
       post({ ...message, op: 'open', sid: this.sid });
     }
 
+    /** A message of the socket's stream (credit, bytes, the end of writing or reading). */
+    postStream(message, transfer) {
+      post(message, transfer);
+    }
+
     onMessage(message) {
       switch (message.op) {
         case 'opened': return this.state === 'opening' ? this.onOpened(message) : undefined;
@@ -391,7 +562,7 @@
     cancelReading() {
       this.readableDone = true;
       this.wakePull();
-      if (this.state === 'open') post({ op: 'cancel', sid: this.sid });
+      if (this.state === 'open') this.postStream({ op: 'cancel', sid: this.sid });
     }
 
     // writing: the window, the acknowledgements and the end of the writable
@@ -415,7 +586,7 @@
 
     closeWriting() {
       this.finWaiter = deferred();
-      post({ op: 'shutdown', sid: this.sid, abort: false });
+      this.postStream({ op: 'shutdown', sid: this.sid, abort: false });
       return this.finWaiter.promise;
     }
 
@@ -429,7 +600,7 @@
     abortWriting() {
       if (this.writableDone || this.state !== 'open') return;
       this.writableDone = true;
-      post({ op: 'shutdown', sid: this.sid, abort: true });
+      this.postStream({ op: 'shutdown', sid: this.sid, abort: true });
       this.rejectWaiters(domError('AbortError', 'Stream closed.'));
     }
 
@@ -438,7 +609,7 @@
       if (!this.firstError) this.firstError = error;
       if (!this.writableDone && this.state === 'open') {
         this.writableDone = true;
-        post({ op: 'shutdown', sid: this.sid, abort: true });
+        this.postStream({ op: 'shutdown', sid: this.sid, abort: true });
       }
       return error;
     }
@@ -508,12 +679,136 @@
   // -- TCP ----------------------------------------------------------------------------------------
 
   class TcpSocketCore extends SocketCore {
+    /** @param {number} [sid] */
     constructor(sid = undefined) {
       super(sid);
       this.credit = 0; // bytes the host may still deliver
       this.sentTotal = 0;
       this.ackedTotal = 0;
       this.starttls = null; // TLS options for startTls() when opened with secureTransport "starttls"
+      this.channel = 'native'; // where the stream goes: 'native', 'pending' (attaching) or 'frame'
+      /** @type {Array<[any, any]>} */
+      this.held = []; // the stream's messages while the WebSocket attaches
+      this.bulkTimer = 0;
+      /** @type {WebSocket | null} */
+      this.ws = null; // the page's own WebSocket, when the stream took that way
+      this.sendWindow = SEND_WINDOW;
+      this.receiveWindow = RECEIVE_WINDOW;
+      this.bulkWindow = 0; // the send window the host allows once the WebSocket attached
+      /** @type {ArrayBuffer[]} */
+      this.gathered = []; // writes of this task waiting to go as one frame
+      this.gatheredBytes = 0;
+      this.flushQueued = false;
+    }
+
+    postStream(message, transfer) {
+      if (this.channel === 'pending') apply(arrayPush, this.held, [[message, transfer]]);
+      else if (message.op === 'send' && (this.channel === 'direct' || this.channel === 'frame')) this.gather(message.buf);
+      else if (this.gathered.length) {
+        this.flushGathered(); // what was written goes before what follows it
+        this.postStream(message, transfer);
+      } else if (this.channel === 'direct') directPost(this.ws, message, transfer);
+      else if (this.channel === 'frame') framePost(message, transfer);
+      else post(message, transfer);
+    }
+
+    /**
+     * The host offered this socket a WebSocket: the page's own where it may have one, else
+     * the extension's bulk frame; native messaging when neither attaches.
+     */
+    offerBulk(offer) {
+      if (!offer || typeof offer.url !== 'string' || typeof offer.token !== 'string') {
+        post({ op: 'bulk_declined', sid: this.sid, reason: 'no-frame' });
+        return;
+      }
+      this.channel = 'pending';
+      const window = offer.window;
+      this.bulkWindow = NumberCtor.isSafeInteger(window) && window >= SEND_WINDOW && window <= MAX_BULK_SEND_WINDOW ? window : SEND_WINDOW;
+      this.bulkTimer = setTimer(() => this.bulkFailed('timeout'), BULK_ATTACH_MS);
+      if (bulkDirectFirst) openDirect(this, offer, (ws) => this.bulkAttached('direct', ws), () => this.tryFrame(offer));
+      else this.tryFrame(offer);
+    }
+
+    tryFrame(offer) {
+      if (this.channel !== 'pending') return;
+      if (bulkFrameUrl === null) {
+        this.bulkFailed('no-frame');
+        return;
+      }
+      whenFrameReady(() => framePost({ op: 'attach', sid: this.sid, url: offer.url, token: offer.token }));
+    }
+
+    bulkAttached(via, ws) {
+      if (this.channel !== 'pending') {
+        if (ws) apply(wsClose, ws, []);
+        return;
+      }
+      clearTimer(this.bulkTimer);
+      this.channel = via;
+      this.ws = ws;
+      this.sendWindow = this.bulkWindow;
+      this.flushHeld();
+    }
+
+    bulkFailed(reason) {
+      if (this.channel !== 'pending') return;
+      clearTimer(this.bulkTimer);
+      this.channel = 'native';
+      post({ op: 'bulk_declined', sid: this.sid, reason });
+      this.flushHeld();
+    }
+
+    /**
+     * Bytes for the WebSocket: the first write of a task goes at once (a lone message loses
+     * no time); the ones after it in the same task are sent together when the task ends, as
+     * one frame, sparing the host and the browser a message each (docs/BULK.md, measured).
+     * @param {ArrayBuffer} buf
+     */
+    gather(buf) {
+      if (!this.flushQueued) {
+        this.flushQueued = true;
+        afterTask(() => this.flushGathered());
+        this.sendFrame(buf);
+        return;
+      }
+      apply(arrayPush, this.gathered, [buf]);
+      this.gatheredBytes += apply(getBufferByteLength, buf, []);
+      if (this.gatheredBytes >= MAX_CHUNK) this.flushGathered();
+    }
+
+    flushGathered() {
+      this.flushQueued = this.flushQueued && this.gathered.length > 0;
+      const parts = this.gathered;
+      if (parts.length === 0) {
+        this.flushQueued = false;
+        return;
+      }
+      this.gathered = [];
+      const size = this.gatheredBytes;
+      this.gatheredBytes = 0;
+      this.flushQueued = false;
+      if (parts.length === 1) {
+        this.sendFrame(parts[0]);
+        return;
+      }
+      const joined = new Uint8ArrayCtor(size);
+      let offset = 0;
+      for (const part of parts) {
+        apply(u8Set, joined, [new Uint8ArrayCtor(part), offset]);
+        offset += apply(getBufferByteLength, part, []);
+      }
+      this.sendFrame(joined.buffer);
+    }
+
+    sendFrame(buf) {
+      if (this.channel === 'direct') directPost(this.ws, { op: 'send', sid: this.sid, buf }, [buf]);
+      else framePost({ op: 'send', sid: this.sid, buf }, [buf]);
+    }
+
+    flushHeld() {
+      const held = this.held;
+      this.held = [];
+      for (const [message, transfer] of held) this.postStream(message, transfer);
     }
 
     /**
@@ -557,12 +852,13 @@
     }
 
     onOpened(message) {
+      if (message.bulk) this.receiveWindow = BULK_RECEIVE_WINDOW; // granted the same way on either path
       const readable = new ReadableStreamCtor({
         type: 'bytes',
         start: (controller) => { this.readController = controller; },
         pull: (controller) => this.pull(controller),
         cancel: () => this.cancelReading(),
-      }, { highWaterMark: RECEIVE_WINDOW });
+      }, { highWaterMark: this.receiveWindow });
       const writable = new WritableStreamCtor({
         start: (controller) => { this.writeController = controller; },
         write: (chunk) => this.write(chunk),
@@ -575,6 +871,7 @@
         localAddress: message.localAddress, localPort: message.localPort,
       };
       if (message.tls) info.tls = deepFreeze(message.tls);
+      if (message.bulk) this.offerBulk(message.bulk); // before the first pull asks for credit
       this.resolveOpened(info);
     }
 
@@ -582,11 +879,11 @@
       if (this.readableDone || this.state !== 'open') return undefined;
       const request = controller.byobRequest;
       const want = MathObj.max(controller.desiredSize || 0, request && request.view ? request.view.byteLength : 0);
-      const grant = MathObj.min(want, RECEIVE_WINDOW) - this.credit;
+      const grant = MathObj.min(want, this.receiveWindow) - this.credit;
       // Grant in large steps (or when nothing is granted at all): fewer messages to the host.
-      if (grant > 0 && (this.credit === 0 || grant >= RECEIVE_WINDOW / 4)) {
+      if (grant > 0 && (this.credit === 0 || grant >= this.receiveWindow / 4)) {
         this.credit += grant;
-        post({ op: 'read', sid: this.sid, bytes: grant });
+        this.postStream({ op: 'read', sid: this.sid, bytes: grant });
       }
       return this.waitForArrival();
     }
@@ -626,14 +923,16 @@
 
     async sendBytes(bytes) {
       for (let offset = 0; offset < bytes.byteLength; offset += MAX_CHUNK) {
-        const piece = apply(u8Slice, bytes, [offset, offset + MAX_CHUNK]);
+        // `bytes` is already our own copy: a write that fits one message goes as it is.
+        const piece = bytes.byteLength <= MAX_CHUNK ? bytes : apply(u8Slice, bytes, [offset, offset + MAX_CHUNK]);
         // Never more than the window unacknowledged: the host refuses more, memory stays flat.
-        await this.acked(this.ackedTotal, this.sentTotal + piece.byteLength - SEND_WINDOW);
+        await this.acked(this.ackedTotal, this.sentTotal + piece.byteLength - this.sendWindow);
         this.sentTotal += piece.byteLength;
-        post({ op: 'send', sid: this.sid, buf: piece.buffer }, [piece.buffer]);
+        this.postStream({ op: 'send', sid: this.sid, buf: piece.buffer }, [piece.buffer]);
       }
-      // The write resolves once the host has handed every byte to the OS.
-      await this.acked(this.ackedTotal, this.sentTotal);
+      // The write resolves once its bytes are with the host, inside the send window (as
+      // Chrome's resolves once they are in its data pipe): waiting for each acknowledgement
+      // would cost a round trip per write. A later failure errors the writable.
     }
   }
 

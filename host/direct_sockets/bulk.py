@@ -78,7 +78,7 @@ class BulkServer:
             self._server = await serve(
                 self._handle, self._host, 0,
                 compression=None,  # bytes of sockets are not worth compressing, and it costs CPU
-                max_size=MAX_FRAME, max_queue=4, write_limit=1024 * 1024,
+                max_size=MAX_FRAME, max_queue=16, write_limit=1024 * 1024,
                 ping_interval=None,  # loopback: a dead peer closes the TCP connection
                 server_header=None,
             )

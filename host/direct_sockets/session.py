@@ -44,6 +44,7 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_DATA_CHUNK = 512 * 1024  # bytes of TCP data in one message, both ways (see PROTOCOL.md)
 SEND_WINDOW = 1024 * 1024  # unacknowledged TCP bytes a page may have in flight per socket
+BULK_SEND_WINDOW = 4 * 1024 * 1024  # the same, for a socket whose stream is on the bulk path
 UDP_SEND_WINDOW = 32  # unacknowledged datagrams a page may have in flight per socket
 MAX_SOCKETS = 4096
 RESOLVE_TIMEOUT = 10.0
@@ -539,9 +540,11 @@ class Session:
     def _open_tcp(self, message: dict[str, Any], infos: list[Any]) -> Connection:
         host, port = message["remoteAddress"], message["remotePort"]
         options = message["options"]
-        connection = TcpConnection(
-            TcpSocketState(message["id"], SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone, self.bulk if message.get("bulk") else None
-        )
+        bulk = bool(message.get("bulk"))
+        # A socket that may take the bulk path gets its larger send window from the start: the
+        # page uses it only once its WebSocket attached (docs/BULK.md).
+        window = BULK_SEND_WINDOW if bulk else SEND_WINDOW
+        connection = TcpConnection(TcpSocketState(message["id"], window, MAX_DATA_CHUNK), self._emit, self._gone, self.bulk if bulk else None)
         log.info("%s (tab %s, frame %s) opens tcp %s:%d", message["origin"], message["tabId"], message["frameId"], host, port)
         tls = None
         if options.get("secureTransport") == "on":

@@ -26,6 +26,7 @@ from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = object()
+STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
 
 # Asks the user whether to trust a certificate no authority vouches for (DER, why it failed);
 # answers the pin to connect with, or None.
@@ -156,7 +157,7 @@ class TcpConnection(Connection):
             offer = await self._bulk_server.offer(self)
             if offer is not None:
                 self._stream_ready.clear()
-                opened["bulk"] = offer
+                opened["bulk"] = {**offer, "window": self.state.send_window}
         await self._emit(opened)
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())
@@ -232,6 +233,7 @@ class TcpConnection(Connection):
         self._ws = ws
         await ws.send(event_text({"type": "attached", "id": self.id}))
         self._stream_ready.set()
+        self._spawn(self._report_bytes())
         log.info("socket %d: its stream moved to the bulk path", self.id)
         try:
             async for message in ws:
@@ -248,6 +250,17 @@ class TcpConnection(Connection):
             # The frame's content script went away without a word: as a release.
             log.info("socket %d: its WebSocket closed; releasing it", self.id)
             self.release()
+
+    async def _report_bytes(self) -> None:
+        """The background no longer sees this socket's bytes pass: the popup's counters come
+        from here, about once a second while they change."""
+        reported = (0, 0)
+        while self._ws is not None:
+            await asyncio.sleep(STATS_INTERVAL)
+            counts = (self.state.bytes_sent, self.state.bytes_received)
+            if counts != reported and self._ws is not None:
+                reported = counts
+                await self._emit({"type": "stats", "id": self.id, "sent": counts[0], "received": counts[1]})
 
     async def _page_message(self, text: str) -> None:
         import json
@@ -284,8 +297,10 @@ class TcpConnection(Connection):
         # (its routes, the badge, the popup) on native messaging, as for every socket.
         ws = self._ending_ws
         if ws is not None:
+            # The WebSocket may be the page's own: it gets what a page may know, no reason.
+            told = {k: v for k, v in message.items() if k not in ("detail", "code")}
             try:
-                await ws.send(event_text(message))
+                await ws.send(event_text(told))
             except ConnectionClosed:
                 pass
             self._close_ending_ws(1000, "socket ended")
@@ -370,10 +385,13 @@ class TcpConnection(Connection):
         loop = asyncio.get_running_loop()
         await self._stream_ready.wait()
         assert self._sock is not None
+        unreported = 0
         try:
             while True:
                 item = await self._outbox.get()
                 if item is _SHUTDOWN:
+                    if unreported:
+                        await self._stream({"type": "ack", "id": self.id, "bytes": unreported})
                     if self.tls is not None:
                         await self.tls.close_write(self._sock)
                     self._sock.shutdown(socket.SHUT_WR)
@@ -387,7 +405,14 @@ class TcpConnection(Connection):
                 else:
                     await loop.sock_sendall(self._sock, item)
                 self.state.wrote(len(item))
-                await self._stream({"type": "ack", "id": self.id, "bytes": len(item)})
+                # Acknowledgements only open the page's send window: while more is queued they
+                # are gathered, up to a quarter of the window, to spare a message per write.
+                unreported += len(item)
+                if self._outbox.empty() and unreported < self.state.send_window // 4:
+                    await asyncio.sleep(0)  # one turn of the loop: sends that arrive together share an ack
+                if self._outbox.empty() or unreported >= self.state.send_window // 4:
+                    await self._stream({"type": "ack", "id": self.id, "bytes": unreported})
+                    unreported = 0
         except ConnectionClosed:
             self.release()
         except OSError as exc:

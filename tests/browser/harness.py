@@ -82,6 +82,11 @@ class ScenarioSite:
         self.port = self.server.server_port
         self.origin = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # The same pages on a second port, which Chromium is told is on the public internet
+        # (--ip-address-space-overrides): for its Local Network Access checks.
+        self.public_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.public_origin = f"http://127.0.0.1:{self.public_server.server_port}"
+        threading.Thread(target=self.public_server.serve_forever, daemon=True).start()
 
     def inbox(self, token: str) -> queue.Queue[Any]:
         with self.lock:
@@ -101,6 +106,7 @@ class ScenarioSite:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.public_server.shutdown()
 
 
 def free_port() -> int:
@@ -139,7 +145,8 @@ class Browser:
 
     def revoke_all(self) -> None:
         """Every test starts with no grants, whatever the tests before it allowed."""
-        cli(self.env, "permissions", "revoke", "--origin", self.site.origin, check=False)
+        for origin in (self.site.origin, self.site.public_origin):
+            cli(self.env, "permissions", "revoke", "--origin", origin, check=False)
 
     def navigate(self, url: str) -> None:
         raise NotImplementedError
@@ -264,7 +271,10 @@ class Chromium(Browser):
         self._pw = sync_playwright().start()
         self.context = self._pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM_BINARY, headless=False, env=self.env,
-            args=[*CHROMIUM_FLAGS, f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}"],
+            args=[
+                *CHROMIUM_FLAGS, f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
+                f"--ip-address-space-overrides=127.0.0.1:{site.public_server.server_port}=public",
+            ],
         )
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
         from direct_sockets.install import extension_ids

@@ -23,11 +23,11 @@ def popup_for_live_socket(browser: Browser, port: int) -> ExtensionPage:
     return ExtensionPage(browser, f"popup.html?tab={tab_id}")
 
 
-def path_of_live_socket(browser: Browser, port: int, **params: object) -> str:
+def path_of_live_socket(browser: Browser, port: int, origin: str | None = None, **params: object) -> str:
     server = TcpServer(hashing_sink)
     try:
-        browser.grant(f"127.0.0.1:{server.port}")
-        inbox = browser.start("hold", port=server.port, **params)
+        browser.grant(f"127.0.0.1:{server.port}", origin=origin)
+        inbox = browser.start("hold", origin=origin, port=server.port, **params)
         assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
         popup = popup_for_live_socket(browser, server.port)
         try:
@@ -82,3 +82,26 @@ def test_a_page_whose_csp_forbids_connections_still_works(browser: Browser, echo
     # browser ever applies it, the socket falls back to native messaging and the popup says why.
     assert path == "WebSocket" or path.startswith("native messaging ("), path
     print(f"{browser.name}: under connect-src 'self' the path is {path}")
+
+
+def test_a_page_on_the_public_internet_still_gets_the_websocket(browser: Browser, echo_server: TcpServer) -> None:
+    """Chromium applies Local Network Access to a public page's own requests to loopback, and to
+    its content scripts' (measured: both refused). The bulk frame is the extension's, so its
+    WebSocket is not the page's request."""
+    if not isinstance(browser, Chromium):
+        pytest.skip("Local Network Access is Chromium's")
+    public = browser.site.public_origin
+    from websockets.sync.server import serve
+
+    with serve(lambda ws: ws.recv(), "127.0.0.1", 0) as ws_server:
+        import threading
+
+        threading.Thread(target=ws_server.serve_forever, daemon=True).start()
+        ws_port = ws_server.socket.getsockname()[1]
+        assert browser.run("pageWebSocket", port=ws_port) == "open"  # a local page may
+        assert browser.run("pageWebSocket", origin=public, port=ws_port) == "error"  # a public one may not
+        ws_server.shutdown()
+    browser.grant(f"127.0.0.1:{echo_server.port}", origin=public)
+    result = browser.run("echo", origin=public, port=echo_server.port, text="from the public internet")
+    assert result["got"] == "from the public internet"
+    assert path_of_live_socket(browser, 0, origin=public) == "WebSocket"

@@ -267,6 +267,20 @@ window.scenarios = {
     return { closed: await settle(socket.closed) };
   },
 
+  async pageWebSocket({ port }) {
+    // The page's own WebSocket to loopback: what Local Network Access or a CSP do to it.
+    return new Promise((resolve) => {
+      try {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+        ws.onopen = () => { ws.close(); resolve('open'); };
+        ws.onerror = () => resolve('error');
+      } catch (e) {
+        resolve(`throws ${e.name}`);
+      }
+      setTimeout(() => resolve('timeout'), 5000);
+    });
+  },
+
   async hold({ port }) {
     // Opens a socket, says so, and waits for it to end: for the lifetime tests.
     const socket = new TCPSocket('127.0.0.1', port);

@@ -1,0 +1,520 @@
+"""direct-sockets against websockify and the machine's floor, side by side in one run.
+
+    .venv/bin/python bench/run.py [--quick] [--browsers chromium,firefox] [--json bench/results.json]
+
+Prints a table and writes it as JSON. Browsers run headless with no driver attached while they
+are timed: Chromium is started directly with the page's URL; Firefox is handed the add-on and the
+URL over Marionette, whose session is then closed. The page posts its figures to a local endpoint.
+Everything talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.server
+import json
+import os
+import queue
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.browser.harness import CHROMIUM_BINARY, CHROMIUM_FLAGS, EXTENSION, FIREFOX_BINARY, Firefox, browser_env, cli  # noqa: E402
+from tests.support.hostproc import HostProcess  # noqa: E402
+
+MiB = 1024 * 1024
+SITE = Path(__file__).resolve().parent / "site"
+
+
+# -- local servers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_echo_server() -> tuple[subprocess.Popen[bytes], int]:
+    """A TCP echo server in a process of its own, so that it never shares a GIL with the bench."""
+    port = free_port()
+    code = (
+        "import asyncio,sys\n"
+        "async def echo(r,w):\n"
+        "    try:\n"
+        "        while d := await r.read(1<<20):\n"
+        "            w.write(d); await w.drain()\n"
+        "    finally:\n"
+        "        w.close()\n"
+        "async def main():\n"
+        f"    s = await asyncio.start_server(echo, '127.0.0.1', {port}, limit=1<<22)\n"
+        "    print('ready', flush=True); await s.serve_forever()\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return proc, port
+
+
+def start_websockify(target_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "websockify", f"127.0.0.1:{port}", f"127.0.0.1:{target_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("websockify did not start")
+
+
+class PushServer:
+    """Pushes up to `limit` bytes at each client and counts how much the kernel took."""
+
+    def __init__(self, limit: int) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.limit = limit
+        self.pushed = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._push, args=(conn,), daemon=True).start()
+
+    def _push(self, conn: socket.socket) -> None:
+        block = bytes(MiB)
+        try:
+            while self.pushed < self.limit:
+                conn.sendall(block)
+                self.pushed += len(block)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Site:
+    """Serves bench/site/ and takes the page's reports (POST /result) and waits (GET /wait)."""
+
+    def __init__(self) -> None:
+        self.inboxes: dict[str, queue.Queue[Any]] = {}
+        self.signals: dict[str, threading.Event] = {}
+        site = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(SITE), **kwargs)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/wait?"):
+                    token = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["token"][0]
+                    site.signal(token).wait(600)
+                    self.send_response(204)
+                    self.end_headers()
+                    return
+                super().do_GET()
+
+            def do_POST(self) -> None:
+                token = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["token"][0]
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                site.inbox(token).put(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def inbox(self, token: str) -> queue.Queue[Any]:
+        return self.inboxes.setdefault(token, queue.Queue())
+
+    def signal(self, token: str) -> threading.Event:
+        return self.signals.setdefault(token, threading.Event())
+
+    def url(self, params: dict[str, Any]) -> tuple[str, str]:
+        token = uuid.uuid4().hex
+        query = urllib.parse.urlencode({"token": token, "params": json.dumps(params)})
+        return f"{self.origin}/bench.html?{query}", token
+
+
+# -- the browsers, with no driver attached while they are timed --------------------------------
+
+
+class DriverlessBrowser:
+    def __init__(self, kind: str, base: Path, site: Site) -> None:
+        self.kind = kind
+        self.base = base
+        self.site = site
+        self.env = browser_env(base)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.firefox: Firefox | None = None
+
+    def grant(self, origin: str) -> None:
+        cli(self.env, "permissions", "grant", "--origin", origin, "--tcp", "127.0.0.1:*")
+
+    def open(self, url: str) -> None:
+        if self.kind == "chromium":
+            profile = self.base / "profile"
+            cli(self.env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
+            self.proc = subprocess.Popen(
+                [CHROMIUM_BINARY, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--disable-extensions-except={EXTENSION}",
+                 f"--load-extension={EXTENSION}", url],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            return
+        tests_site = type("S", (), {"origin": self.site.origin})()
+        self.firefox = Firefox(self.base, tests_site)  # type: ignore[arg-type]
+        self.firefox.navigate(url)
+        self.firefox.marionette.delete_session()  # nothing attached from here on
+
+    def host_pids(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"native-host" in cmdline and any(str(self.base).encode() in part for part in cmdline):
+                found.append(int(entry.name))
+        return found
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.firefox is not None:
+            self.firefox.proc.terminate()
+            try:
+                self.firefox.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.firefox.proc.kill()
+            self.firefox.log.close()
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    browser = DriverlessBrowser(kind, base, site)
+    browser.grant(site.origin)
+    url, token = site.url(params)
+    try:
+        browser.open(url)
+        result = site.inbox(token).get(timeout=timeout)
+    finally:
+        browser.close()
+    if not result.get("ok"):
+        raise RuntimeError(f"{kind}: {result.get('error')}")
+    return result["value"]
+
+
+def memory_under_push(kind: str, base: Path, site: Site, limit: int, seconds: float) -> dict[str, float]:
+    """A peer pushes up to `limit` bytes at a page that never reads: host RSS growth."""
+    push = PushServer(limit)
+    browser = DriverlessBrowser(kind, base, site)
+    browser.grant(site.origin)
+    url, token = site.url({"mode": "hold", "pushPort": push.port})
+    try:
+        browser.open(url)
+        assert site.inbox(token).get(timeout=60) == {"ok": True, "value": "holding"}
+        [pid] = browser.host_pids()
+        baseline = rss_kib(pid)
+        time.sleep(seconds)
+        peak = rss_kib(pid, "VmHWM")
+        site.signal(token).set()
+        site.inbox(token).get(timeout=30)
+        return {"pushedMiB": push.pushed / MiB, "hostRssGrowthMiB": max(0, peak - baseline) / 1024}
+    finally:
+        browser.close()
+        push.close()
+
+
+# -- the machine's floor: raw loopback TCP from Python ---------------------------------------
+
+
+async def raw_echo(port: int, chunk: int, total: int) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+    payload = bytes(chunk)
+    start = time.perf_counter()
+
+    async def read_all() -> None:
+        got = 0
+        while got < total:
+            got += len(await reader.read(1 << 20))
+
+    reading = asyncio.create_task(read_all())
+    for _ in range(0, total, chunk):
+        writer.write(payload)
+        await writer.drain()
+    await reading
+    seconds = time.perf_counter() - start
+    writer.close()
+    return total / seconds / 1e6
+
+
+async def raw_round_trip(port: int, count: int) -> dict[str, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        writer.write(bytes(32))
+        got = 0
+        while got < 32:
+            got += len(await reader.read(64))
+        times.append((time.perf_counter() - start) * 1000)
+    writer.close()
+    times.sort()
+    return {"p50": times[len(times) // 2], "p99": times[min(len(times) - 1, int(len(times) * 0.99))]}
+
+
+# -- the host alone, driven over its pipes by Python ----------------------------------------
+
+
+def host_only(base: Path, echo_port: int, total: int, sockets: int) -> dict[str, float]:
+    import base64
+
+    from direct_sockets.install import extension_ids
+    from websockets.sync.client import connect
+
+    env = browser_env(base)
+    profile = base / "profile"
+    cli(env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
+    origins = [f"http://127.0.0.1:{9000 + i}" for i in range(max(1, sockets // 50))]
+    for origin in origins:
+        cli(env, "permissions", "grant", "--origin", origin, "--tcp", "127.0.0.1:*")
+    host = HostProcess(profile / "NativeMessagingHosts" / "direct_sockets.json", f"chrome-extension://{extension_ids().chrome}/", env)
+    results: dict[str, float] = {}
+    try:
+        host.send({"type": "hello", "version": 1})
+        host.expect("hello")
+
+        def open_socket(sid: int, origin: str, bulk: bool) -> dict[str, Any]:
+            host.send({"type": "tcp_open", "id": sid, "origin": origin, "tabId": 1, "frameId": 0, "incognito": False,
+                       "remoteAddress": "127.0.0.1", "remotePort": echo_port, "options": {"noDelay": True}, "bulk": bulk})
+            return host.expect("opened", id=sid, timeout=30)
+
+        # Relay throughput over native messaging: what the pipes and base64 cost, browser aside.
+        open_socket(1, origins[0], False)
+        chunk = 512 * 1024
+        payload = base64.b64encode(bytes(chunk)).decode()
+        start = time.perf_counter()
+        host.send({"type": "read", "id": 1, "bytes": 1 << 20})
+        sent = received = inflight = 0
+        credit = 1 << 20
+        while received < total:
+            while sent < total and inflight + chunk <= 1 << 20:
+                host.send({"type": "send", "id": 1, "data": payload})
+                sent += chunk
+                inflight += chunk
+            message = host.recv(30)
+            assert message is not None
+            if message["type"] == "ack":
+                inflight -= message["bytes"]
+            elif message["type"] == "data":
+                n = len(base64.b64decode(message["data"]))
+                received += n
+                credit -= n
+                if credit < 1 << 19:
+                    host.send({"type": "read", "id": 1, "bytes": (1 << 20) - credit})
+                    credit = 1 << 20
+        results["relayNativeMessagingMBs"] = total / (time.perf_counter() - start) / 1e6
+        host.send({"type": "release", "id": 1})
+
+        # Relay throughput over the bulk path.
+        offer = open_socket(2, origins[0], True)["bulk"]
+        with connect(offer["url"], compression=None, max_size=None) as ws:
+            ws.send(offer["token"])
+            ws.recv(timeout=10)
+            window = 4 << 20
+            ws.send(json.dumps({"type": "read", "bytes": window}))
+            raw = bytes(chunk)
+            sent = received = inflight = 0
+            credit = window
+            start = time.perf_counter()
+            while received < total:
+                while sent < total and inflight + chunk <= 1 << 20:
+                    ws.send(raw)
+                    sent += chunk
+                    inflight += chunk
+                message = ws.recv(timeout=30)
+                if isinstance(message, bytes):
+                    received += len(message)
+                    credit -= len(message)
+                    if credit < window // 2:
+                        ws.send(json.dumps({"type": "read", "bytes": window - credit}))
+                        credit = window
+                elif json.loads(message)["type"] == "ack":
+                    inflight -= json.loads(message)["bytes"]
+            results["relayBulkMBs"] = total / (time.perf_counter() - start) / 1e6
+        host.send({"type": "release", "id": 2})
+
+        # Connections per second, and the host's memory with `sockets` of them open.
+        baseline = rss_kib(host.pid)
+        start = time.perf_counter()
+        for i in range(sockets):
+            host.send({"type": "tcp_open", "id": 100 + i, "origin": origins[i % len(origins)], "tabId": 1, "frameId": 0,
+                       "incognito": False, "remoteAddress": "127.0.0.1", "remotePort": echo_port, "options": {}})
+        opened = 0
+        while opened < sockets:
+            message = host.recv(60)
+            assert message is not None and message["type"] == "opened", message
+            opened += 1
+        results["connectionsPerSecond"] = sockets / (time.perf_counter() - start)
+        results["openSockets"] = sockets
+        results["rssWithSocketsMiB"] = rss_kib(host.pid) / 1024
+        results["rssGrowthForSocketsMiB"] = (rss_kib(host.pid) - baseline) / 1024
+    finally:
+        host.kill()
+    return results
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    total_mib = results["config"]["totalMiB"]
+    lines.append(f"Echo throughput, MB/s of payload ({total_mib} MiB each way, median of {results['config']['runs']} runs)")
+    lines.append(f"{'chunk':>8} | {'raw TCP':>8} | " + " | ".join(f"{b + ' ours':>15} | {b + ' websockify':>21} | {'ratio':>6}" for b in results["browsers"]))
+    for chunk in results["config"]["chunks"]:
+        row = f"{chunk // 1024:>6}Ki | {results['raw']['echo'][str(chunk)]:>8.0f} | "
+        cells = []
+        for b in results["browsers"]:
+            echo = results["browsers"][b]["echo"][str(chunk)]
+            ours, ws = median(echo["ours"]), median(echo["websockify"])
+            cells.append(f"{ours:>15.0f} | {ws:>21.0f} | {ours / ws:>5.2f}x")
+        lines.append(row + " | ".join(cells))
+    lines.append("")
+    lines.append(f"Round trip of 32 bytes, ms ({results['config']['roundTrips']} round trips)")
+    lines.append(f"{'':>24} | {'p50':>6} | {'p99':>6}")
+    lines.append(f"{'raw TCP':>24} | {results['raw']['roundTrip']['p50']:>6.3f} | {results['raw']['roundTrip']['p99']:>6.3f}")
+    for b, r in results["browsers"].items():
+        for way in ("ours", "websockify"):
+            rt = r["roundTrip"][way]
+            lines.append(f"{b + ' ' + way:>24} | {rt['p50']:>6.3f} | {rt['p99']:>6.3f}")
+    lines.append("")
+    h = results["hostOnly"]
+    lines.append("Host alone, driven over its pipes by Python")
+    lines.append(f"  relay over native messaging: {h['relayNativeMessagingMBs']:.0f} MB/s; over the bulk WebSocket: {h['relayBulkMBs']:.0f} MB/s")
+    lines.append(f"  connections per second: {h['connectionsPerSecond']:.0f}")
+    lines.append(f"  RSS with {h['openSockets']} open sockets: {h['rssWithSocketsMiB']:.1f} MiB (+{h['rssGrowthForSocketsMiB']:.1f} MiB for them)")
+    lines.append("")
+    for b, m in results["memory"].items():
+        lines.append(f"Memory, {b}: a peer pushed {m['pushedMiB']:.0f} MiB (of {results['config']['pushMiB']} MiB it tried) at a page that does not read; host RSS grew {m['hostRssGrowthMiB']:.1f} MiB")
+    lines.append("")
+    lines.append("Targets")
+    for name, (value, goal, ok) in results["targets"].items():
+        lines.append(f"  [{'met' if ok else 'MISSED'}] {name}: {value} (goal {goal})")
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    out: dict[str, tuple[str, str, bool]] = {}
+    for b, goal in (("chromium", 1.5), ("firefox", 1.0)):
+        if b not in results["browsers"]:
+            continue
+        echo = results["browsers"][b]["echo"]
+        ratios = [median(e["ours"]) / median(e["websockify"]) for e in echo.values()]
+        out[f"{b} echo vs websockify (lowest over chunk sizes)"] = (f"{min(ratios):.2f}x", f">= {goal}x", min(ratios) >= goal)
+        rt = results["browsers"][b]["roundTrip"]
+        out[f"{b} round trip p50 vs websockify"] = (f"{rt['ours']['p50']:.3f} vs {rt['websockify']['p50']:.3f} ms", "<=", rt["ours"]["p50"] <= rt["websockify"]["p50"])
+    for b, m in results["memory"].items():
+        out[f"{b} host RSS growth under the push"] = (f"{m['hostRssGrowthMiB']:.1f} MiB", "< 16 MiB", m["hostRssGrowthMiB"] < 16)
+    h = results["hostOnly"]
+    out[f"host RSS with {h['openSockets']} sockets"] = (f"{h['rssWithSocketsMiB']:.1f} MiB", "< 200 MiB", h["rssWithSocketsMiB"] < 200)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller transfers and fewer runs (a smoke run)")
+    parser.add_argument("--browsers", default="chromium,firefox")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+    total_mib = 8 if args.quick else 64
+    config = {
+        "totalMiB": total_mib, "total": total_mib * MiB, "chunks": [16384, 65536, 262144, 1048576],
+        "runs": 1 if args.quick else 3, "roundTrips": 200 if args.quick else 2000,
+        "pushMiB": 64 if args.quick else 1024, "sockets": 100 if args.quick else 1000,
+    }
+    echo_proc, echo_port = start_echo_server()
+    websockify_proc, websockify_port = start_websockify(echo_port)
+    site = Site()
+    results: dict[str, Any] = {"config": config, "browsers": {}, "memory": {}, "machine": os.uname().release}
+    work = Path(tempfile.mkdtemp(prefix="direct-sockets-bench-"))
+    try:
+        print("raw loopback TCP ...", file=sys.stderr)
+        results["raw"] = {
+            "echo": {str(c): asyncio.run(raw_echo(echo_port, c, config["total"])) for c in config["chunks"]},
+            "roundTrip": asyncio.run(raw_round_trip(echo_port, config["roundTrips"])),
+        }
+        params = {"echoPort": echo_port, "websockifyUrl": f"ws://127.0.0.1:{websockify_port}/", "chunks": config["chunks"],
+                  "total": config["total"], "runs": config["runs"], "roundTrips": config["roundTrips"]}
+        for kind in args.browsers.split(","):
+            binary = CHROMIUM_BINARY if kind == "chromium" else FIREFOX_BINARY
+            if not Path(binary).exists():
+                print(f"{kind}: not installed ({binary}), skipped", file=sys.stderr)
+                continue
+            print(f"{kind}: full chain ...", file=sys.stderr)
+            results["browsers"][kind] = run_page(kind, work / f"{kind}-echo", site, params, timeout=1800)
+            print(f"{kind}: memory under a push ...", file=sys.stderr)
+            results["memory"][kind] = memory_under_push(kind, work / f"{kind}-push", site, config["pushMiB"] * MiB, seconds=3 if args.quick else 8)
+        print("host alone ...", file=sys.stderr)
+        results["hostOnly"] = host_only(work / "host", echo_port, config["total"], config["sockets"])
+        results["targets"] = targets(results)
+    finally:
+        echo_proc.kill()
+        websockify_proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    text = table(results)
+    print(text)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n(written to {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
