@@ -84,25 +84,40 @@ class _Input(asyncio.Protocol):
         self.eof.set()
 
 
+# Inbound messages decoded and waiting for the session; past this the host stops reading.
+INBOX_HIGH = 256
+
+
 async def serve(fd_in: int, fd_out: int, store: PermissionStore, policy: PolicyFile | None = None) -> int:
     loop = asyncio.get_running_loop()
     _, output = await loop.connect_write_pipe(_Output, os.fdopen(fd_out, "wb", buffering=0))
     session = Session(output.send, store, policy, certificates=ServerCertificates(paths.server_certificates_dir()))
     decoder = FrameDecoder()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
+    paused = False
 
     def on_data(data: bytes) -> None:
+        nonlocal paused
         for event in decoder.feed(data):
             inbox.put_nowait(event)
+        # A browser that sends without reading what we answer must not make us hold its
+        # messages without bound: stop reading the pipe (it then blocks the browser's writes).
+        if not paused and inbox.qsize() >= INBOX_HIGH:
+            paused = True
+            reader_transport.pause_reading()
 
-    _, reader = await loop.connect_read_pipe(lambda: _Input(on_data), os.fdopen(fd_in, "rb", buffering=0))
+    reader_transport, reader = await loop.connect_read_pipe(lambda: _Input(on_data), os.fdopen(fd_in, "rb", buffering=0))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
 
     async def pump() -> None:
         # One message at a time, in order: a socket's sends and its shutdown must not overtake.
+        nonlocal paused
         while (event := await inbox.get()) is not None:
+            if paused and inbox.qsize() <= INBOX_HIGH // 2:
+                paused = False
+                reader_transport.resume_reading()
             try:
                 await session.handle_event(event)
             except Exception:  # a bug must cost one message, not every socket of the browser

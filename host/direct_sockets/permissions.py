@@ -131,6 +131,11 @@ class PermissionStore:
             return [], aside
 
     def _write(self, grants: list[Grant]) -> None:
+        # Writers hold the lock while they write, so a temporary file seen here is what a
+        # writer killed mid-write left: it never replaced the store, and goes now.
+        for stale in self.path.parent.glob(".permissions-*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         items: list[dict[str, Any]] = [
             g.as_dict() for g in sorted(set(grants))
         ]

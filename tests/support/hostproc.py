@@ -27,6 +27,8 @@ class HostProcess:
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr = bytearray()
         self.bad_stdout: list[bytes] = []
+        self.reading = threading.Event()  # clear it to play a browser that stopped reading
+        self.reading.set()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
 
@@ -38,6 +40,7 @@ class HostProcess:
         out = self.proc.stdout
         assert out is not None
         while True:
+            self.reading.wait()
             header = out.read(HEADER.size)
             if len(header) < HEADER.size:
                 if header:
