@@ -234,6 +234,31 @@ def test_sockets_close_when_their_frame_goes_away(browser: Browser, how: str) ->
         server.close()
 
 
+def test_host_killed_mid_transfer_fails_every_socket_within_a_second(browser: Browser) -> None:
+    def stream_forever(conn):  # type: ignore[no-untyped-def]
+        block = bytes(256 * 1024)
+        try:
+            while True:
+                conn.sendall(block)
+        except OSError:
+            return None
+
+    server = TcpServer(stream_forever)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        inbox = browser.start("streamMany", port=server.port, count=4)
+        assert inbox.get(timeout=60) == {"ok": True, "value": "streaming"}
+        [pid] = browser.host_pids()
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        result = inbox.get(timeout=10)
+        elapsed = time.monotonic() - killed_at
+        assert result["value"] == {"ended": ["NetworkError"] * 4, "closed": ["NetworkError"] * 4}
+        assert elapsed < 1.0, f"the page learned of the dead host after {elapsed:.2f} s"
+    finally:
+        server.close()
+
+
 def test_host_death_fails_open_sockets_and_next_socket_gets_a_fresh_host(browser: Browser, echo_server: TcpServer) -> None:
     browser.grant(f"127.0.0.1:{echo_server.port}")
     inbox = browser.start("hold", port=echo_server.port)

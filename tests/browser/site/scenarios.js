@@ -281,6 +281,82 @@ window.scenarios = {
     });
   },
 
+  // -- a hostile page ---------------------------------------------------------------------------
+
+  async forgePort({ port }) {
+    // Hands the extension a channel of its own, as the API does at document_start, and asks it
+    // to open a socket as another origin. The bridge took the API's channel long ago.
+    const channel = new MessageChannel();
+    const event = new MessageEvent('direct-sockets:port', { ports: [channel.port2], cancelable: true });
+    window.dispatchEvent(event);
+    const heard = [];
+    channel.port1.onmessage = (e) => heard.push(e.data);
+    channel.port1.postMessage({ op: 'open', sid: 1, kind: 'tcp', remoteAddress: '127.0.0.1', remotePort: port, options: {},
+      origin: 'https://bank.example', tabId: 1, frameId: 0, incognito: false });
+    window.postMessage({ op: 'open', sid: 2, kind: 'tcp', remoteAddress: '127.0.0.1', remotePort: port, options: {} }, '*');
+    await new Promise((r) => setTimeout(r, 1500));
+    return { taken: event.defaultPrevented, heard };
+  },
+
+  async borrowBulkFrame({ bulkFrame, wsPort }) {
+    // Embeds the extension's bulk frame and asks it to connect somewhere with a made-up secret.
+    const frame = document.createElement('iframe');
+    frame.src = bulkFrame;
+    document.documentElement.append(frame);
+    await new Promise((r) => { frame.onload = r; });
+    const channel = new MessageChannel();
+    const heard = [];
+    channel.port1.onmessage = (e) => heard.push(e.data);
+    frame.contentWindow.postMessage('direct-sockets-bulk', '*', [channel.port2]);
+    await new Promise((r) => setTimeout(r, 300));
+    const token = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+    channel.port1.postMessage({ op: 'attach', sid: 1, url: `ws://127.0.0.1:${wsPort}/`, token });
+    channel.port1.postMessage({ op: 'send', sid: 1, buf: new ArrayBuffer(8) });
+    await new Promise((r) => setTimeout(r, 1500));
+    return heard;
+  },
+
+  async flood({ port, count }) {
+    const sockets = [];
+    for (let i = 0; i < count; i++) sockets.push(new TCPSocket('127.0.0.1', port + (i % 3)));
+    const results = await Promise.all(sockets.map((s) => settle(s.opened)));
+    return results.map((r) => (r.ok ? 'opened' : r.error.name));
+  },
+
+  async streamMany({ port, count }) {
+    // `count` sockets reading what a server streams without end; reports once all are busy,
+    // then again when every one has failed, with how the readers ended.
+    const sockets = [];
+    for (let i = 0; i < count; i++) sockets.push(new TCPSocket('127.0.0.1', port));
+    const infos = await Promise.all(sockets.map((s) => s.opened));
+    let busy = 0;
+    let announced;
+    const allBusy = new Promise((r) => { announced = r; });
+    const readers = infos.map(async (info) => {
+      const reader = info.readable.getReader();
+      let got = 0;
+      let counted = false;
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return 'done';
+          got += value.byteLength;
+          if (!counted && got >= 1024 * 1024) {
+            counted = true;
+            if (++busy === count) announced();
+          }
+        }
+      } catch (e) {
+        return e.name;
+      }
+    });
+    await allBusy;
+    await window.report({ ok: true, value: 'streaming' });
+    const ended = await Promise.all(readers);
+    const closed = await Promise.all(sockets.map((s) => settle(s.closed)));
+    return { ended, closed: closed.map((c) => (c.ok ? 'ok' : c.error.name)) };
+  },
+
   async hold({ port }) {
     // Opens a socket, says so, and waits for it to end: for the lifetime tests.
     const socket = new TCPSocket('127.0.0.1', port);
