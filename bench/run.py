@@ -169,8 +169,23 @@ class Site:
 # -- the browsers, with no driver attached while they are timed --------------------------------
 
 
+def native_only_extension(directory: Path) -> Path:
+    """The extension as it is, except that sockets never ask for the bulk path: native
+    messaging alone, the design this project started from, measured in the same run."""
+    copy = directory / "extension-native-only"
+    if not copy.exists():
+        shutil.copytree(EXTENSION, copy)
+        bridge = copy / "bridge.js"
+        text = bridge.read_text()
+        marker = "message = { ...message, bulk: true };"
+        assert marker in text, "bridge.js changed: update the bench's native-only variant"
+        bridge.write_text(text.replace(marker, "message = { ...message, bulk: false };"))
+    return copy
+
+
 class DriverlessBrowser:
-    def __init__(self, kind: str, base: Path, site: Site) -> None:
+    def __init__(self, kind: str, base: Path, site: Site, extension: Path = EXTENSION) -> None:
+        self.extension = extension
         self.kind = kind
         self.base = base
         self.site = site
@@ -186,13 +201,19 @@ class DriverlessBrowser:
             profile = self.base / "profile"
             cli(self.env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
             self.proc = subprocess.Popen(
-                [CHROMIUM_BINARY, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--disable-extensions-except={EXTENSION}",
-                 f"--load-extension={EXTENSION}", url],
+                [CHROMIUM_BINARY, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--disable-extensions-except={self.extension}",
+                 f"--load-extension={self.extension}", url],
                 env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             return
+        from tests.browser import harness
+
         tests_site = type("S", (), {"origin": self.site.origin})()
-        self.firefox = Firefox(self.base, tests_site)  # type: ignore[arg-type]
+        default, harness.EXTENSION = harness.EXTENSION, self.extension
+        try:
+            self.firefox = Firefox(self.base, tests_site)  # type: ignore[arg-type]
+        finally:
+            harness.EXTENSION = default
         self.firefox.navigate(url)
         self.firefox.marionette.delete_session()  # nothing attached from here on
 
@@ -232,8 +253,8 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
-def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-    browser = DriverlessBrowser(kind, base, site)
+def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float, extension: Path = EXTENSION) -> dict[str, Any]:
+    browser = DriverlessBrowser(kind, base, site, extension)
     browser.grant(site.origin)
     url, token = site.url(params)
     try:
@@ -254,7 +275,9 @@ def memory_under_push(kind: str, base: Path, site: Site, limit: int, seconds: fl
     url, token = site.url({"mode": "hold", "pushPort": push.port})
     try:
         browser.open(url)
-        assert site.inbox(token).get(timeout=60) == {"ok": True, "value": "holding"}
+        first = site.inbox(token).get(timeout=60)
+        if first != {"ok": True, "value": "holding"}:
+            raise RuntimeError(f"{kind}: {first}")
         [pid] = browser.host_pids()
         baseline = rss_kib(pid)
         time.sleep(seconds)
@@ -427,6 +450,13 @@ def table(results: dict[str, Any]) -> str:
             ours, ws = median(echo["ours"]), median(echo["websockify"])
             cells.append(f"{ours:>15.0f} | {ws:>21.0f} | {ours / ws:>5.2f}x")
         lines.append(row + " | ".join(cells))
+    if results.get("nativeOnly"):
+        lines.append("")
+        lines.append("The same chain with native messaging alone (no bulk path), MB/s (16 MiB, 1 run)")
+        lines.append(f"{'chunk':>8} | " + " | ".join(f"{b:>10}" for b in results["nativeOnly"]))
+        for chunk in results["config"]["chunks"]:
+            lines.append(f"{chunk // 1024:>6}Ki | " + " | ".join(f"{median(r['echo'][str(chunk)]['ours']):>10.0f}" for r in results["nativeOnly"].values()))
+        lines.append(f"{'RTT p50':>8} | " + " | ".join(f"{r['roundTrip']['ours']['p50']:>7.3f} ms" for r in results["nativeOnly"].values()))
     lines.append("")
     lines.append(f"Round trip of 32 bytes, ms ({results['config']['roundTrips']} round trips)")
     lines.append(f"{'':>24} | {'p50':>6} | {'p99':>6}")
@@ -483,7 +513,7 @@ def main() -> int:
     echo_proc, echo_port = start_echo_server()
     websockify_proc, websockify_port = start_websockify(echo_port)
     site = Site()
-    results: dict[str, Any] = {"config": config, "browsers": {}, "memory": {}, "machine": os.uname().release}
+    results: dict[str, Any] = {"config": config, "browsers": {}, "nativeOnly": {}, "memory": {}, "machine": os.uname().release}
     work = Path(tempfile.mkdtemp(prefix="direct-sockets-bench-"))
     try:
         print("raw loopback TCP ...", file=sys.stderr)
@@ -500,8 +530,18 @@ def main() -> int:
                 continue
             print(f"{kind}: full chain ...", file=sys.stderr)
             results["browsers"][kind] = run_page(kind, work / f"{kind}-echo", site, params, timeout=1800)
+            print(f"{kind}: native messaging alone ...", file=sys.stderr)
+            native = {**params, "oursOnly": True, "runs": 1, "total": min(config["total"], 16 * MiB), "roundTrips": min(config["roundTrips"], 500)}
+            results["nativeOnly"][kind] = run_page(kind, work / f"{kind}-native", site, native, timeout=1800, extension=native_only_extension(work))
             print(f"{kind}: memory under a push ...", file=sys.stderr)
-            results["memory"][kind] = memory_under_push(kind, work / f"{kind}-push", site, config["pushMiB"] * MiB, seconds=3 if args.quick else 8)
+            for attempt in range(2):  # a browser started cold now and then misses its first page
+                try:
+                    results["memory"][kind] = memory_under_push(kind, work / f"{kind}-push{attempt}", site, config["pushMiB"] * MiB, seconds=3 if args.quick else 8)
+                    break
+                except (queue.Empty, AssertionError, RuntimeError) as exc:
+                    print(f"{kind}: memory run failed ({exc!r}); again", file=sys.stderr)
+            else:
+                raise RuntimeError(f"{kind}: the memory run failed twice")
         print("host alone ...", file=sys.stderr)
         results["hostOnly"] = host_only(work / "host", echo_port, config["total"], config["sockets"])
         results["targets"] = targets(results)

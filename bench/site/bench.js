@@ -116,7 +116,7 @@ async function roundTripWebsockify(count) {
 /** A peer pushes at a page that never reads: the host must hold no more than the page's credit. */
 async function holdWithoutReading() {
   const socket = new TCPSocket('127.0.0.1', params.pushPort);
-  await socket.opened;
+  await Promise.race([socket.opened, new Promise((_, reject) => setTimeout(() => reject(new Error('not opened in 20 s')), 20000))]);
   await report({ ok: true, value: 'holding' });
   await fetch(`/wait?token=${token}`);
   await socket.close().catch(() => {});
@@ -124,6 +124,16 @@ async function holdWithoutReading() {
 }
 
 (async () => {
+  // Started with its URL on the command line, the browser may show the page before the
+  // extension is ready to inject the API: try again a little later.
+  if (typeof TCPSocket === 'undefined') {
+    const tries = Number(sessionStorage.getItem('tries') || 0);
+    if (tries < 20) {
+      sessionStorage.setItem('tries', String(tries + 1));
+      setTimeout(() => location.reload(), 500);
+      return;
+    }
+  }
   try {
     if (params.mode === 'hold') {
       await report({ ok: true, value: await holdWithoutReading() });
@@ -135,11 +145,11 @@ async function holdWithoutReading() {
       results.echo[chunk] = { ours: [], websockify: [] };
       for (let run = 0; run < params.runs; run++) {
         results.echo[chunk].ours.push(await echoOurs(chunk, params.total));
-        results.echo[chunk].websockify.push(await echoWebsockify(chunk, params.total));
+        if (!params.oursOnly) results.echo[chunk].websockify.push(await echoWebsockify(chunk, params.total));
       }
     }
     results.roundTrip.ours = await roundTripOurs(params.roundTrips);
-    results.roundTrip.websockify = await roundTripWebsockify(params.roundTrips);
+    if (!params.oursOnly) results.roundTrip.websockify = await roundTripWebsockify(params.roundTrips);
     await report({ ok: true, value: results });
   } catch (error) {
     await report({ ok: false, error: `${error?.name}: ${error?.message}` });
