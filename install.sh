@@ -62,18 +62,17 @@ if [ "$want_test" -eq 1 ]; then
   fi
 fi
 
-browsers=()
-{ [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null || [ -d "${CHROME_CONFIG_HOME:-${XDG_CONFIG_HOME:-$HOME/.config}}/chromium" ]; } && browsers+=(--browser chromium)
-{ command -v firefox-esr >/dev/null || command -v firefox >/dev/null || [ -d "$HOME/.mozilla" ]; } && browsers+=(--browser firefox)
-if [ "${#browsers[@]}" -eq 0 ]; then
-  echo "== no Chromium or Firefox found; registering for both anyway"
-  browsers=(--browser chromium --browser firefox)
+echo "== registering the native host for every browser found"
+# direct-sockets finds the browsers itself (Chrome, Chromium, Brave, Edge, Vivaldi, Opera,
+# Firefox, LibreWolf, Waterfox), and says what to do about Flatpak or Snap ones.
+if .venv/bin/direct-sockets install; then
+  echo "== checking it works"
+  .venv/bin/direct-sockets doctor
+else
+  echo "== no browser found; registering for Chromium and Firefox anyway"
+  .venv/bin/direct-sockets install --browser chromium --browser firefox
+  .venv/bin/direct-sockets doctor --browser chromium --browser firefox
 fi
-
-echo "== registering the native host"
-.venv/bin/direct-sockets install "${browsers[@]}"
-echo "== checking it works"
-.venv/bin/direct-sockets doctor "${browsers[@]}"
 cat <<MSG
 
 direct-sockets is set up. Load the extension (the folder $(pwd)/extension):

@@ -146,8 +146,13 @@ def test_no_allow_everything_switch() -> None:
     flags = sorted(opt for action in grant._actions for opt in action.option_strings)
     assert flags == sorted(["-h", "--help", "--origin", "--tcp", "--udp", "--udp-bind", "--tcp-listen", "--multicast"])
     sources = "".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "host").rglob("*.py"))
-    read = set(re.findall(r"environ(?:\.get)?\(?\[?\s*\"([A-Z_]+)\"", sources))
-    assert read == {"DIRECT_SOCKETS_LOG", "DIRECT_SOCKETS_PROMPT_TIMEOUT", "CHROME_CONFIG_HOME", "XDG_CONFIG_HOME"}, read
+    read = set(re.findall(r"(?:environ|env)(?:\.get)?\(?\[?\s*\"([A-Z_]+)\"", sources))
+    # Logging, the prompt's timeout, and where installs go (which browsers are found, and where
+    # their Flatpak and Snap trees are): none of them widens what a page may reach.
+    assert read == {
+        "DIRECT_SOCKETS_LOG", "DIRECT_SOCKETS_PROMPT_TIMEOUT", "CHROME_CONFIG_HOME", "XDG_CONFIG_HOME", "PATH", "PROGRAMDATA",
+        "DIRECT_SOCKETS_FLATPAK_ROOT", "DIRECT_SOCKETS_SNAP_ROOT",
+    }, read
 
 
 def test_options_page_messages_list_and_revoke(host, isolated_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]

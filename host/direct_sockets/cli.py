@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__, install, paths, stdio
+from . import __version__, browsers, install, paths, stdio
 from .destinations import InvalidDestination, format_host_port, is_ip, normalize_host, normalize_origin, parse_host_port
 from .permissions import Grant, PermissionStore, StoreDamaged
 
@@ -27,29 +27,64 @@ def cmd_native_host(args: argparse.Namespace) -> int:
     return native_host.run(fd_in, fd_out, args.browser_args, args.manifest)
 
 
+def _context(args: argparse.Namespace) -> "install.Context":
+    return install.Context(system=bool(getattr(args, "system", False)))
+
+
+def _chosen(args: argparse.Namespace, ctx: "install.Context") -> list[str]:
+    """The browsers named, or else every one found here (sandboxed ones get their remedy)."""
+    if args.browser:
+        return list(dict.fromkeys(args.browser))
+    chosen = []
+    for browser, presence in install.found_browsers(ctx):
+        for line in browsers.sandbox_remedy(browser, presence):
+            print(f"{browser.name}: {line}", file=sys.stderr)
+        if presence.native:
+            chosen.append(browser.name)
+    if not chosen:
+        print("direct-sockets: no browser found here; name one with --browser", file=sys.stderr)
+    return chosen
+
+
 def cmd_install(args: argparse.Namespace) -> int:
-    for browser in args.browser:
-        manifest = install.install(browser, args.user_data_dir)
-        print(f"{browser}: wrote {manifest}")
-    return 0
+    ctx = _context(args)
+    chosen = _chosen(args, ctx)
+    for browser in chosen:
+        where = install.install(browser, args.user_data_dir, ctx)
+        extra = f" (registry {where.registry_root}\\{where.registry_key})" if where.registry_key else ""
+        print(f"{browser}: wrote {where.manifest}{extra}")
+    return 0 if chosen else 1
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    for browser in args.browser:
-        removed = install.uninstall(browser, args.user_data_dir)
-        print(f"{browser}: " + (", ".join(map(str, removed)) if removed else "nothing installed"))
+    ctx = _context(args)
+    every = [b.name for b in browsers.BROWSERS if args.user_data_dir is None or b.family == "chromium"]
+    for browser in args.browser or every:
+        removed = install.uninstall(browser, args.user_data_dir, ctx)
+        if removed or args.browser:
+            print(f"{browser}: " + (", ".join(removed) if removed else "nothing installed"))
     return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from . import doctor
 
-    ok = True
-    for browser in args.browser:
-        for line, good in doctor.check(browser, args.user_data_dir):
+    ctx = _context(args)
+    chosen = _chosen(args, ctx)
+    ok = bool(chosen)
+    for browser in chosen:
+        for line, good in doctor.check(browser, args.user_data_dir, ctx):
             ok &= good
             print(f"[{'ok' if good else 'FAIL'}] {browser}: {line}")
     return 0 if ok else 1
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from . import pack
+
+    for path in pack.pack(args.out):
+        print(f"wrote {path}")
+    return 0
 
 
 # CLI flag -> grant kind. Each takes HOST:PORT (PORT may be *), except --multicast: GROUP.
@@ -165,9 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("doctor", cmd_doctor, "check the installation and talk to the host"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--browser", action="append", choices=install.BROWSERS, help="repeatable; default: all")
-        p.add_argument("--user-data-dir", type=Path, help="a Chromium profile directory (NativeMessagingHosts/ inside it)")
+        p.add_argument("--browser", action="append", choices=install.BROWSERS,
+                       help="repeatable; default: every browser found here (uninstall: every browser)")
+        p.add_argument("--user-data-dir", type=Path, help="a Chromium-family profile directory (NativeMessagingHosts/ inside it)")
+        p.add_argument("--system", action="store_true", help="for every user of this machine (needs root)")
         p.set_defaults(func=func)
+
+    pack_parser = sub.add_parser("pack", help="build the Chrome zip and the Firefox xpi from extension/")
+    pack_parser.add_argument("--out", type=Path, default=Path("dist"), help="where to write them (default: dist/)")
+    pack_parser.set_defaults(func=cmd_pack)
 
     perms = sub.add_parser("permissions", help="list, grant and revoke destinations per site")
     psub = perms.add_subparsers(dest="action", required=True)
@@ -206,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         # Before anything else can print: from here on only the protocol reaches the browser.
         _PROTOCOL_FDS.extend(stdio.reserve())
     args = build_parser().parse_args(argv)
-    if getattr(args, "browser", None) is None and args.command in ("install", "uninstall", "doctor"):
-        args.browser = list(install.BROWSERS)
     try:
         return args.func(args)
     except ValueError as exc:

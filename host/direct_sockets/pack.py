@@ -1,0 +1,53 @@
+"""`direct-sockets pack`: the extension as a Chrome zip and a Firefox xpi, from `extension/`.
+
+There is no build step: each archive holds the folder's files as they are, with a manifest
+trimmed for its browser (Chrome does not know `background.scripts` or
+`browser_specific_settings`; Firefox does not use `key` or `background.service_worker`). The
+archives are reproducible: sorted entries and a fixed timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from .install import EXTENSION_DIR
+
+FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def manifest_for(browser: str, manifest: dict) -> dict:  # type: ignore[type-arg]
+    trimmed = json.loads(json.dumps(manifest))
+    if browser == "chrome":
+        trimmed["background"].pop("scripts", None)
+        trimmed.pop("browser_specific_settings", None)
+    else:
+        trimmed["background"].pop("service_worker", None)
+        trimmed.pop("key", None)
+        trimmed.pop("minimum_chrome_version", None)
+    return trimmed
+
+
+def _archive(path: Path, files: list[Path], manifest: dict) -> None:  # type: ignore[type-arg]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for file in files:
+            name = file.relative_to(EXTENSION_DIR).as_posix()
+            data = (json.dumps(manifest, indent=2) + "\n").encode() if name == "manifest.json" else file.read_bytes()
+            info = zipfile.ZipInfo(name, FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+
+
+def pack(out: Path, extension_dir: Path = EXTENSION_DIR) -> list[Path]:
+    manifest = json.loads((extension_dir / "manifest.json").read_text("utf-8"))
+    files = sorted(p for p in extension_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    version = manifest["version"]
+    written = []
+    for browser, suffix in (("chrome", "zip"), ("firefox", "xpi")):
+        path = out / f"direct-sockets-{browser}-{version}.{suffix}"
+        _archive(path, files, manifest_for(browser, manifest))
+        written.append(path)
+    return written
