@@ -76,8 +76,10 @@ fi
 cat <<MSG
 
 direct-sockets is set up. Load the extension (the folder $(pwd)/extension):
-  Chromium/Chrome: chrome://extensions -> Developer mode -> Load unpacked
-  Firefox:         about:debugging#/runtime/this-firefox -> Load Temporary Add-on -> manifest.json
-Then allow a page to reach a destination, for example:
-  .venv/bin/direct-sockets permissions grant --origin http://127.0.0.1:8000 --tcp 127.0.0.1:7
+  Chromium/Chrome/Edge/Brave/Vivaldi/Opera: chrome://extensions -> Developer mode -> Load unpacked
+  Firefox/LibreWolf/Waterfox: about:debugging#/runtime/this-firefox -> Load Temporary Add-on -> manifest.json
+Then see it work: start the demo and open http://127.0.0.1:8000/ in that browser
+  .venv/bin/direct-sockets demo
+(a TCP client, UDP and a small TCP server, talking to echo services on 127.0.0.1:7777;
+the first use of each asks you in a consent window).
 MSG

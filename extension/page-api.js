@@ -1038,7 +1038,7 @@
         }
         case 'done':
         case 'request_failed':
-          if (this.multicast) this.multicast.settle(message);
+          if (this.multicast) settleMulticast(this.multicast, message);
       }
     }
 
@@ -1062,11 +1062,16 @@
     }
 
     onFailed() {
-      if (this.multicast) this.multicast.socketEnded();
+      if (this.multicast) endMulticast(this.multicast);
     }
   }
 
   // -- multicast ------------------------------------------------------------------------------------
+
+  /** @type {(controller: MulticastController, message: any) => void} */
+  let settleMulticast;
+  /** @type {(controller: MulticastController) => void} */
+  let endMulticast;
 
   class MulticastController {
     #core;
@@ -1115,7 +1120,13 @@
       return done.promise;
     }
 
-    settle(message) {
+    // What the socket tells its controller: private, so that pages see only the draft's members.
+    static {
+      settleMulticast = (controller, message) => controller.#settle(message);
+      endMulticast = (controller) => controller.#socketEnded();
+    }
+
+    #settle(message) {
       const pending = apply(mapGet, this.#pending, [message.req]);
       if (!pending) return;
       apply(mapDelete, this.#pending, [message.req]);
@@ -1130,7 +1141,7 @@
       pending.resolve(undefined);
     }
 
-    socketEnded() {
+    #socketEnded() {
       const error = domError('InvalidStateError', 'The socket is closed.');
       apply(mapForEach, this.#pending, [(pending) => pending.reject(error)]);
       this.#pending = new MapCtor();

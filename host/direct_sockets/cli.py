@@ -79,6 +79,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo_server
+
+    return demo_server.run(args.http_port, args.echo_port, args.grant, paths.permissions_file())
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     from . import pack
 
@@ -205,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--user-data-dir", type=Path, help="a Chromium-family profile directory (NativeMessagingHosts/ inside it)")
         p.add_argument("--system", action="store_true", help="for every user of this machine (needs root)")
         p.set_defaults(func=func)
+
+    demo = sub.add_parser("demo", help="serve the demo page and its echo services on 127.0.0.1")
+    demo.add_argument("--http-port", type=int, default=8000)
+    demo.add_argument("--echo-port", type=int, default=7777)
+    demo.add_argument("--grant", action="store_true", help="allow the demo's destinations ahead, rather than be asked")
+    demo.set_defaults(func=cmd_demo)
 
     pack_parser = sub.add_parser("pack", help="build the Chrome zip and the Firefox xpi from extension/")
     pack_parser.add_argument("--out", type=Path, default=Path("dist"), help="where to write them (default: dist/)")

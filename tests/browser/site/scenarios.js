@@ -357,6 +357,31 @@ window.scenarios = {
     return { ended, closed: closed.map((c) => (c.ok ? 'ok' : c.error.name)) };
   },
 
+  async shape({ port }) {
+    // What the extension really defines, for comparison with docs/direct-sockets.d.ts.
+    const members = (C) => Object.getOwnPropertyNames(C.prototype).filter((n) => n !== 'constructor').sort();
+    const tcp = new TCPSocket('127.0.0.1', port);
+    const tcpInfo = await tcp.opened;
+    const udp = new UDPSocket({ localAddress: '127.0.0.1' });
+    const udpInfo = await udp.opened;
+    const server = new TCPServerSocket('127.0.0.1');
+    const serverInfo = await server.opened;
+    const result = {
+      classes: {
+        TCPSocket: members(TCPSocket), UDPSocket: members(UDPSocket),
+        TCPServerSocket: members(TCPServerSocket), MulticastController: members(MulticastController),
+      },
+      lengths: { TCPSocket: TCPSocket.length, UDPSocket: UDPSocket.length, TCPServerSocket: TCPServerSocket.length },
+      infos: {
+        TCPSocketOpenInfo: Object.keys(tcpInfo).sort(),
+        UDPSocketOpenInfo: Object.keys(udpInfo).sort(),
+        TCPServerSocketOpenInfo: Object.keys(serverInfo).sort(),
+      },
+    };
+    await Promise.all([tcp.close(), udp.close(), server.close()].map((p) => p.catch(() => {})));
+    return result;
+  },
+
   async hold({ port }) {
     // Opens a socket, says so, and waits for it to end: for the lifetime tests.
     const socket = new TCPSocket('127.0.0.1', port);
