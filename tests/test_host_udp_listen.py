@@ -197,6 +197,39 @@ def test_100000_datagrams_to_a_reader_that_keeps_up(host: HostProcess, isolated_
             host.send({"type": "udp_read", "id": 1, "datagrams": 256})
 
 
+def test_100000_datagrams_to_a_reader_that_pauses(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    """The reader stops granting room every 10,000 datagrams for a while: the host stops reading,
+    the kernel holds what the sender has in flight, and when the reader resumes every datagram
+    arrives, in order, none merged or split. (The sender keeps no more in flight than the
+    kernel buffer holds: UDP itself drops beyond that, which is no fault of the host.)"""
+    grant(isolated_env, "udp-bind", "127.0.0.1:*")
+    host.hello()
+    opened = open_bound(host, 1, receiveBufferSize=4 * 1024 * 1024)
+    target = ("127.0.0.1", opened["localPort"])
+    total, in_flight = 100_000, 256
+    sender = udp_peer()
+    sent = received = granted = pauses = 0
+
+    def datagram(index: int) -> bytes:
+        return index.to_bytes(4, "big") * (1 + index % 8)
+
+    while received < total:
+        while sent < total and sent - received < in_flight:
+            sender.sendto(datagram(sent), target)
+            sent += 1
+        if granted == received:
+            if pauses < received // 10_000 < 10:  # the first moment without room after each 10,000
+                pauses += 1
+                with pytest.raises(queue.Empty):  # paused: the host delivers nothing ungranted
+                    host.recv(timeout=0.2)
+            host.send({"type": "udp_read", "id": 1, "datagrams": 64})
+            granted += 64
+        data = base64.b64decode(host.expect("datagram", id=1)["data"])
+        assert data == datagram(received), f"datagram {received} arrived as {data[:4].hex()}, {len(data)} bytes"
+        received += 1
+    assert pauses == 9
+
+
 def test_udp_close_sequence(host: HostProcess, isolated_env: dict[str, str]) -> None:
     grant(isolated_env, "udp-bind", "127.0.0.1:*")
     host.hello()

@@ -20,13 +20,21 @@ PING_TIMEOUT = 10.0
 
 
 def ping(wrapper: Path, browser_args: list[str], timeout: float = PING_TIMEOUT) -> dict[str, object]:
-    """Starts the host as the browser would and exchanges hello; returns the host's answer."""
-    frames = encode({"type": "hello", "version": PROTOCOL_VERSION})
+    """Starts the host as the browser would, exchanges hello and a ping; returns the hello, once
+    the pong came back too."""
+    frames = encode({"type": "hello", "version": PROTOCOL_VERSION}) + encode({"type": "ping", "seq": 1})
     proc = subprocess.run([str(wrapper), *browser_args], input=frames, capture_output=True, timeout=timeout)
-    if len(proc.stdout) < HEADER.size:
+    answers = []
+    out = proc.stdout
+    while len(out) >= HEADER.size:
+        (length,) = HEADER.unpack(out[: HEADER.size])
+        answers.append(json.loads(out[HEADER.size : HEADER.size + length]))
+        out = out[HEADER.size + length :]
+    if not answers:
         raise RuntimeError(f"no answer (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[-500:]}")
-    (length,) = HEADER.unpack(proc.stdout[: HEADER.size])
-    return json.loads(proc.stdout[HEADER.size : HEADER.size + length])
+    if answers[0].get("type") == "hello" and {"type": "pong", "seq": 1} not in answers[1:]:
+        raise RuntimeError(f"answered hello but not the ping: {answers[1:]}")
+    return answers[0]
 
 
 def _interpreter(wrapper: Path) -> str | None:
@@ -95,4 +103,4 @@ def check(browser: str, user_data_dir: Path | None, ctx: Context | None = None) 
     if answer.get("type") != "hello":
         yield f"the host answered {answer}; run: {fix}", False
         return
-    yield f"the host answers ({answer.get('host')}, protocol {answer.get('version')})", True
+    yield f"the host answers ({answer.get('host')}, protocol {answer.get('version')}, ping and pong)", True

@@ -386,12 +386,17 @@ FIREFOX_PREFS = {
 class Firefox(Browser):
     name = "firefox"
 
-    def __init__(self, base: Path, site: ScenarioSite) -> None:
+    def __init__(self, base: Path, site: ScenarioSite, installed_env: dict[str, str] | None = None) -> None:
+        """`installed_env`: run with this environment (its HOME), using the host manifest already
+        installed there, rather than a throw-away home with a fresh install."""
         super().__init__(base, site)
         from marionette_driver.addons import Addons
         from marionette_driver.marionette import Marionette
 
-        cli(self.env, "install", "--browser", "firefox")
+        if installed_env is not None:
+            self.env = installed_env
+        else:
+            cli(self.env, "install", "--browser", "firefox")
         self.manifest = Path(self.env["HOME"]) / ".mozilla" / "native-messaging-hosts" / "direct_sockets.json"
         profile = base / "ff-profile"
         profile.mkdir()
