@@ -30,7 +30,8 @@ CODES = {int(c) for c in Code}
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64), st.floats(allow_nan=False), st.text(max_size=40))
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
 FIELDS = ["id", "origin", "tabId", "frameId", "incognito", "remoteAddress", "remotePort", "localAddress", "localPort", "options", "data",
-          "bytes", "datagrams", "abort", "mode", "req", "groupAddress", "sourceAddress", "socketId", "decision", "host", "version", "seq", "kind", "port"]
+          "bytes", "datagrams", "abort", "mode", "req", "groupAddress", "sourceAddress", "socketId", "decision", "host", "version", "seq", "kind", "port",
+          "newId", "reason", "bulk", "secureTransport"]
 plausible = {
     "id": st.integers(min_value=0, max_value=40), "tabId": st.integers(-2, 5), "frameId": st.integers(-1, 3), "incognito": st.booleans(),
     "origin": st.sampled_from(["http://127.0.0.1:8000", "https://a.example", "null", "", "file:///x"]),
@@ -39,6 +40,7 @@ plausible = {
     "data": st.sampled_from(["", "AAAA", "not base64", "QUJD"]), "bytes": st.integers(-1, 2**27), "datagrams": st.integers(-1, 5000),
     "mode": st.sampled_from(["connected", "bound", "other"]), "req": st.integers(0, 3), "decision": st.sampled_from(["once", "always", "session", "deny", "yes"]),
     "groupAddress": st.sampled_from(["239.1.1.1", "10.0.0.1", "ff02::1", "x"]), "version": st.integers(0, 3),
+    "newId": st.integers(min_value=0, max_value=40), "bulk": st.booleans(), "secureTransport": st.sampled_from(["off", "on", "starttls", "x"]),
 }
 
 

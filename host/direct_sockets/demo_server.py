@@ -64,6 +64,7 @@ def grant_demo(store: PermissionStore, origin: str, echo_port: int) -> list[Gran
     grants = [
         Grant(origin, "tcp", "127.0.0.1", "*"),  # the echo service, and the page's own server
         Grant(origin, "udp", "127.0.0.1", echo_port),
+        Grant(origin, "udp-bind", "127.0.0.1", "*"),
         Grant(origin, "tcp-listen", "127.0.0.1", "*"),
     ]
     for grant in grants:

@@ -116,3 +116,33 @@ def test_the_demo_works_and_is_photographed(browser: Browser, demo: str, tmp_pat
     for name in ("demo.png", "popup.png", "consent.png"):
         width, height = png_size(out / name)
         assert width >= 400 and height >= 300, (name, width, height)
+
+
+RUNNABLE = ("## TCP", "## UDP, connected", "## UDP, bound", "## A TCP server")
+
+
+def test_the_api_guides_examples_run_against_the_demo(browser: Browser, demo: str) -> None:
+    """docs/API.md's TCP, UDP and server examples, run as they are written (the echo port
+    swapped for this demo's) in the demo's page. The multicast and TLS ones need a network and
+    a device this machine does not have."""
+    import re
+
+    assert isinstance(browser, Chromium)
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "API.md").read_text()
+    echo_port = re.search(r"data-echo=\"(\d+)\"", __import__("urllib.request").request.urlopen(f"{demo}/").read().decode()).group(1)
+    page = browser.context.new_page()
+    try:
+        page.goto(f"{demo}/")
+        page.wait_for_selector("#status:has-text('The API is here')")
+        logged: list[str] = []
+        page.on("console", lambda message: logged.append(message.text))
+        for heading in RUNNABLE:
+            section = guide.split(heading, 1)[1]
+            code = re.search(r"```js\n(.*?)```", section, re.S).group(1).replace("7777", echo_port)  # type: ignore[union-attr]
+            page.evaluate(f"async () => {{ {code} }}")
+        page.wait_for_timeout(200)
+        assert "hello\n" in logged or "hello" in [line.strip() for line in logged], logged
+        assert "ping" in logged and "echo me" in logged, logged
+        assert any(line.endswith("to the echo") and line.startswith("127.0.0.1") for line in logged), logged
+    finally:
+        page.close()
