@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.browser.harness import CHROMIUM_BINARY, CHROMIUM_FLAGS, EXTENSION, FIREFOX_BINARY, Firefox, browser_env, cli  # noqa: E402
-from tests.support.hostproc import HostProcess  # noqa: E402
+from tests.support.hostproc import HostProcess, find_host_pids  # noqa: E402
+from tests.support.servers import echo_server_process  # noqa: E402
 
 MiB = 1024 * 1024
 SITE = Path(__file__).resolve().parent / "site"
@@ -49,24 +50,7 @@ def free_port() -> int:
 
 
 def start_echo_server() -> tuple[subprocess.Popen[bytes], int]:
-    """A TCP echo server in a process of its own, so that it never shares a GIL with the bench."""
-    port = free_port()
-    code = (
-        "import asyncio,sys\n"
-        "async def echo(r,w):\n"
-        "    try:\n"
-        "        while d := await r.read(1<<20):\n"
-        "            w.write(d); await w.drain()\n"
-        "    finally:\n"
-        "        w.close()\n"
-        "async def main():\n"
-        f"    s = await asyncio.start_server(echo, '127.0.0.1', {port}, limit=1<<22)\n"
-        "    print('ready', flush=True); await s.serve_forever()\n"
-        "asyncio.run(main())\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-    return proc, port
+    return echo_server_process(read_size=1 << 20)
 
 
 def start_websockify(target_port: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -218,17 +202,7 @@ class DriverlessBrowser:
         self.firefox.marionette.delete_session()  # nothing attached from here on
 
     def host_pids(self) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"native-host" in cmdline and any(str(self.base).encode() in part for part in cmdline):
-                found.append(int(entry.name))
-        return found
+        return find_host_pids(str(self.base))
 
     def close(self) -> None:
         if self.proc is not None:

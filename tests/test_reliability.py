@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 from direct_sockets.permissions import PermissionStore
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
+from tests.support.servers import echo_server_process
 from tests.test_host_process import grant
 
 ORIGIN = "http://127.0.0.1:8000"
@@ -225,27 +226,14 @@ def test_a_browser_that_stops_reading_cannot_grow_the_host(host: HostProcess) ->
     assert sent.wait(30)
 
 
-def echo_server_process() -> tuple[subprocess.Popen[bytes], int]:
-    """An asyncio echo server of its own: a thousand connections need no thousand threads."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code = (
-        "import asyncio\n"
-        "async def echo(r, w):\n"
-        "    try:\n"
-        "        while d := await r.read(65536):\n"
-        "            w.write(d); await w.drain()\n"
-        "    finally:\n"
-        "        w.close()\n"
-        "async def main():\n"
-        f"    s = await asyncio.start_server(echo, '127.0.0.1', {port}, backlog=4096)\n"
-        "    print('ready', flush=True); await s.serve_forever()\n"
-        "asyncio.run(main())\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-    return proc, port
+def assert_back_to(host: HostProcess, fds: int) -> None:
+    """Once the host has handled what came before, its descriptors return to `fds`."""
+    host.send({"type": "ping", "seq": 99})
+    host.expect("pong", seq=99)
+    deadline = time.monotonic() + 10
+    while host.fd_count() != fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host.fd_count() == fds
 
 
 def rss_kib(pid: int) -> int:
@@ -293,12 +281,7 @@ def test_a_thousand_sockets_across_origins_then_back_to_the_start(host: HostProc
         assert with_open_mib < 200, f"{with_open_mib:.0f} MiB with {count} sockets open"
         for i in range(count):
             host.send({"type": "release", "id": 10 + i})
-        host.send({"type": "ping", "seq": 1})
-        host.expect("pong", seq=1)
-        deadline = time.monotonic() + 10
-        while host.fd_count() != fds and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert host.fd_count() == fds
+        assert_back_to(host, fds)
         after_mib = rss_kib(host.pid) / 1024
         print(f"host RSS: {rss / 1024:.1f} MiB at the start, {with_open_mib:.1f} with {count} sockets, {after_mib:.1f} after")
         assert after_mib - rss / 1024 < 16
@@ -333,11 +316,6 @@ def test_a_burst_of_ten_thousand_attempts_meets_the_rate_limiter(host: HostProce
         assert host.expect("pong", seq=7)
         for sid in opened_ids:
             host.send({"type": "release", "id": sid})
-        host.send({"type": "ping", "seq": 8})
-        host.expect("pong", seq=8)
-        deadline = time.monotonic() + 10
-        while host.fd_count() != fds and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert host.fd_count() == fds
+        assert_back_to(host, fds)
     finally:
         proc.kill()

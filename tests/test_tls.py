@@ -21,7 +21,7 @@ from direct_sockets.server_certs import ServerCertificates
 from direct_sockets.tls import describe, spki_sha256
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
-from tests.support.pki import Issued, TestCA, TlsServer, self_signed, starttls_server, tls_echo
+from tests.support.pki import Issued, TestCA, TlsServer, read_to_close_notify, self_signed, sink_then_source, starttls_server, tls_echo
 from tests.support.servers import TcpServer
 from tests.test_host_process import ORIGIN, b64, duplex, grant, open_tcp, read_until
 
@@ -132,21 +132,7 @@ def test_eight_mib_both_ways_over_tls(host: HostProcess, isolated_env: dict[str,
     size = 8 << 20
     upload, download = os.urandom(size), os.urandom(size)
 
-    def sink_then_source(conn: ssl.SSLSocket) -> object:
-        digest = hashlib.sha256()
-        while True:
-            try:
-                data = conn.recv(1 << 16)
-            except ssl.SSLZeroReturnError:
-                break
-            if not data:
-                break
-            digest.update(data)
-        conn.sendall(download)  # after the client's close_notify: TLS half-close
-        conn.unwrap()
-        return digest.hexdigest()
-
-    server = tls_server(servers, tmp_path, ca.issue(["127.0.0.1"]), handler=sink_then_source)
+    server = tls_server(servers, tmp_path, ca.issue(["127.0.0.1"]), handler=sink_then_source(download))
     open_granted(host, isolated_env, server.port, secureTransport="on", caCertificates=[ca.pem])
     host.expect("opened", id=1, timeout=30)
     received = duplex(host, 1, upload)
@@ -156,15 +142,7 @@ def test_eight_mib_both_ways_over_tls(host: HostProcess, isolated_env: dict[str,
 
 def test_half_close_over_tls(host: HostProcess, isolated_env: dict[str, str], ca: TestCA, servers, tmp_path: Path) -> None:
     def reply_after_close_notify(conn: ssl.SSLSocket) -> object:
-        got = bytearray()
-        while True:
-            try:
-                data = conn.recv(1 << 16)
-            except ssl.SSLZeroReturnError:
-                break
-            if not data:
-                break
-            got += data
+        got = read_to_close_notify(conn)
         conn.sendall(b"you sent " + str(len(got)).encode())  # still writing after the client's close_notify
         conn.unwrap()
         return bytes(got)
@@ -261,9 +239,7 @@ def starttls(host: HostProcess, sid: int, new_id: int, **options: object) -> byt
 
 def test_starttls_dialogue_continues_as_a_new_secure_socket(host: HostProcess, isolated_env: dict[str, str], ca: TestCA, servers, tmp_path: Path) -> None:
     issued = ca.issue(["mail.test"])
-    cert, key = issued.files(tmp_path, "mail")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context = issued.server_context(tmp_path)
     server = TcpServer(starttls_server(context))
     servers.append(server)
     open_granted(host, isolated_env, server.port, secureTransport="starttls")
@@ -288,9 +264,7 @@ def test_starttls_injected_plaintext_never_reaches_the_secure_socket(host: HostP
     """A man in the middle appends a command after the go-ahead (CVE-2011-0411's pattern). It
     arrives on the plaintext socket, labelled as plaintext, or breaks the handshake; it is never
     delivered as if it came over TLS."""
-    cert, key = ca.issue(["mail.test"]).files(tmp_path, "mail")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context = ca.issue(["mail.test"]).server_context(tmp_path)
     injected = b"250 injected before TLS\r\n"
     server = TcpServer(starttls_server(context, inject=injected))
     servers.append(server)

@@ -223,17 +223,9 @@ class Browser:
 
     def host_pids(self) -> list[int]:
         """The native host processes this browser started (found through their manifest path)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"native-host" in cmdline and str(self.manifest).encode() in cmdline:
-                pids.append(int(entry.name))
-        return pids
+        from tests.support.hostproc import find_host_pids
+
+        return find_host_pids(str(self.manifest))
 
     def close(self) -> None:
         raise NotImplementedError

@@ -14,7 +14,7 @@ import pytest
 
 from direct_sockets.tls import describe
 from tests.browser.harness import Browser, wait_for
-from tests.support.pki import TestCA, TlsServer, self_signed, starttls_server, tls_echo
+from tests.support.pki import TestCA, TlsServer, self_signed, sink_then_source, starttls_server, tls_echo
 from tests.support.servers import TcpServer
 
 pytestmark = pytest.mark.browser
@@ -78,9 +78,7 @@ def test_tls_option_checks(browser: Browser) -> None:
 
 def test_starttls_dialogue(browser: Browser, ca: TestCA, servers: list, tmp_path: Path) -> None:
     issued = ca.issue(["mail.test"])
-    cert, key = issued.files(tmp_path, "mail")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context = issued.server_context(tmp_path)
     server = TcpServer(starttls_server(context))
     servers.append(server)
     browser.grant(f"127.0.0.1:{server.port}")
@@ -98,21 +96,7 @@ def test_eight_mib_both_ways_over_tls(browser: Browser, ca: TestCA, servers: lis
     size = 8 << 20
     download = os.urandom(size)
 
-    def sink_then_source(conn: ssl.SSLSocket) -> object:
-        digest = hashlib.sha256()
-        while True:
-            try:
-                data = conn.recv(1 << 16)
-            except ssl.SSLZeroReturnError:
-                break
-            if not data:
-                break
-            digest.update(data)
-        conn.sendall(download)
-        conn.unwrap()
-        return digest.hexdigest()
-
-    server = TlsServer(ca.issue(["127.0.0.1"]), tmp_path, sink_then_source)
+    server = TlsServer(ca.issue(["127.0.0.1"]), tmp_path, sink_then_source(download))
     servers.append(server)
     browser.grant(f"127.0.0.1:{server.port}")
     result = browser.run("bothWays", port=server.port, size=size, options={"secureTransport": "on", "caCertificates": [ca.pem]}, timeout=120)

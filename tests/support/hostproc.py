@@ -106,3 +106,19 @@ class HostProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def find_host_pids(needle: str) -> list[int]:
+    """The native host processes whose command line mentions `needle` (their manifest's path,
+    or a directory it is under): the ones a browser started."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"native-host" in cmdline and any(needle.encode() in part for part in cmdline):
+            pids.append(int(entry.name))
+    return pids

@@ -39,6 +39,11 @@ class Issued:
     def fingerprint(self) -> str:
         return fingerprint(self.der)
 
+    def server_context(self, directory: Path) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self.files(directory, f"server-{self.pin[:8].replace('/', '_')}"))
+        return context
+
     def files(self, directory: Path, stem: str) -> tuple[Path, Path]:
         cert, key = directory / f"{stem}.pem", directory / f"{stem}.key"
         cert.write_bytes(self.cert_pem)
@@ -137,6 +142,34 @@ def tls_echo(conn: ssl.SSLSocket) -> None:
             break
         conn.sendall(data)
     conn.unwrap()
+
+
+def read_to_close_notify(conn: ssl.SSLSocket) -> bytes:
+    """Everything the client sends until its close_notify (or a bare EOF)."""
+    got = bytearray()
+    while True:
+        try:
+            data = conn.recv(1 << 16)
+        except ssl.SSLZeroReturnError:
+            break
+        if not data:
+            break
+        got += data
+    return bytes(got)
+
+
+def sink_then_source(download: bytes) -> Callable[[ssl.SSLSocket], object]:
+    """Reads to the client's close_notify, then sends `download` (TLS half-close) and its own
+    close_notify; returns the SHA-256 of what it read."""
+    import hashlib
+
+    def handler(conn: ssl.SSLSocket) -> object:
+        digest = hashlib.sha256(read_to_close_notify(conn)).hexdigest()
+        conn.sendall(download)
+        conn.unwrap()
+        return digest
+
+    return handler
 
 
 def starttls_server(context: ssl.SSLContext, inject: bytes = b"") -> Callable[[socket.socket], object]:

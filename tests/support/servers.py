@@ -120,3 +120,30 @@ def slow_sink(delay: float = 0.05, chunk: int = 64 * 1024) -> Handler:
         return total
 
     return handler
+
+
+def echo_server_process(read_size: int = 65536) -> "tuple[subprocess.Popen[bytes], int]":
+    """A TCP echo server in a process of its own (asyncio): a thousand connections need no
+    thousand threads, and a benchmark's server shares no GIL with what it measures."""
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import asyncio\n"
+        "async def echo(r, w):\n"
+        "    try:\n"
+        f"        while d := await r.read({read_size}):\n"
+        "            w.write(d); await w.drain()\n"
+        "    finally:\n"
+        "        w.close()\n"
+        "async def main():\n"
+        f"    s = await asyncio.start_server(echo, '127.0.0.1', {port}, backlog=4096, limit={max(read_size, 1 << 16) * 4})\n"
+        "    print('ready', flush=True); await s.serve_forever()\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return proc, port
