@@ -84,12 +84,12 @@ def test_a_page_whose_csp_forbids_connections_still_works(browser: Browser, echo
     print(f"{browser.name}: under connect-src 'self' the path is {path}")
 
 
+@pytest.mark.parametrize("browser", ["chromium"], indirect=True)  # Local Network Access is Chromium's
 def test_a_page_on_the_public_internet_still_gets_the_websocket(browser: Browser, echo_server: TcpServer) -> None:
     """Chromium applies Local Network Access to a public page's own requests to loopback, and to
     its content scripts' (measured: both refused). The bulk frame is the extension's, so its
     WebSocket is not the page's request."""
-    if not isinstance(browser, Chromium):
-        pytest.skip("Local Network Access is Chromium's")
+    assert isinstance(browser, Chromium)
     public = browser.site.public_origin
     from websockets.sync.server import serve
 

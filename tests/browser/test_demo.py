@@ -25,8 +25,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 @pytest.fixture
 def demo(browser: Browser) -> Iterator[str]:
-    if not isinstance(browser, Chromium):
-        pytest.skip("the demo is driven, and photographed, in Chromium")
+    assert isinstance(browser, Chromium)
     http_port, echo_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "direct_sockets", "demo", "--grant", "--http-port", str(http_port), "--echo-port", str(echo_port)],
@@ -55,6 +54,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.parametrize("browser", ["chromium"], indirect=True)  # driven, and photographed, in Chromium
 def test_the_demo_works_and_is_photographed(browser: Browser, demo: str, tmp_path: Path) -> None:
     assert isinstance(browser, Chromium)
     out = shots(tmp_path)
@@ -121,6 +121,7 @@ def test_the_demo_works_and_is_photographed(browser: Browser, demo: str, tmp_pat
 RUNNABLE = ("## TCP", "## UDP, connected", "## UDP, bound", "## A TCP server")
 
 
+@pytest.mark.parametrize("browser", ["chromium"], indirect=True)
 def test_the_api_guides_examples_run_against_the_demo(browser: Browser, demo: str) -> None:
     """docs/API.md's TCP, UDP and server examples, run as they are written (the echo port
     swapped for this demo's) in the demo's page. The multicast and TLS ones need a network and
