@@ -63,6 +63,7 @@
   const EVT_READY = 'direct-sockets:bridge-ready';
 
   const MAX_CHUNK = 512 * 1024; // bytes per message to the host (PROTOCOL.md)
+  const BULK_CHUNK = 1024 * 1024; // the same on the bulk path, a WebSocket (docs/BULK.md)
   const SEND_WINDOW = 1024 * 1024; // unacknowledged bytes in flight per socket
   const RECEIVE_WINDOW = 1024 * 1024; // bytes the host may deliver ahead of the reader
   // On the bulk path both windows are larger: a WebSocket has no 1 MiB message limit, and the
@@ -773,7 +774,7 @@
       }
       apply(arrayPush, this.gathered, [buf]);
       this.gatheredBytes += apply(getBufferByteLength, buf, []);
-      if (this.gatheredBytes >= MAX_CHUNK) this.flushGathered();
+      if (this.gatheredBytes >= BULK_CHUNK / 2) this.flushGathered();
     }
 
     flushGathered() {
@@ -922,9 +923,11 @@
     }
 
     async sendBytes(bytes) {
-      for (let offset = 0; offset < bytes.byteLength; offset += MAX_CHUNK) {
+      // On the bulk path a message may carry twice as much (no native messaging limit).
+      const chunk = this.channel === 'direct' || this.channel === 'frame' ? BULK_CHUNK : MAX_CHUNK;
+      for (let offset = 0; offset < bytes.byteLength; offset += chunk) {
         // `bytes` is already our own copy: a write that fits one message goes as it is.
-        const piece = bytes.byteLength <= MAX_CHUNK ? bytes : apply(u8Slice, bytes, [offset, offset + MAX_CHUNK]);
+        const piece = bytes.byteLength <= chunk ? bytes : apply(u8Slice, bytes, [offset, offset + chunk]);
         // Never more than the window unacknowledged: the host refuses more, memory stays flat.
         await this.acked(this.ackedTotal, this.sentTotal + piece.byteLength - this.sendWindow);
         this.sentTotal += piece.byteLength;

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ATTACH_TIMEOUT = 10.0  # seconds from `opened` for the WebSocket to attach, and for its secret
-MAX_FRAME = 1024 * 1024  # the most a page's binary frame may carry (its chunks are 512 KiB)
+MAX_FRAME = 1024 * 1024  # the most a page's binary frame may carry (its chunks are at most 1 MiB)
 
 
 class BulkServer:

@@ -26,6 +26,7 @@ from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = object()
+BULK_CHUNK = 1024 * 1024  # the most bytes in one message on the bulk path, both ways (bulk.MAX_FRAME)
 STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
 
 # Asks the user whether to trust a certificate no authority vouches for (DER, why it failed);
@@ -231,6 +232,8 @@ class TcpConnection(Connection):
             await ws.close(1008, "too late")
             return
         self._ws = ws
+        # A WebSocket has no 1 MiB message limit to keep under: larger reads, fewer messages.
+        self.state.max_chunk = BULK_CHUNK
         await ws.send(event_text({"type": "attached", "id": self.id}))
         self._stream_ready.set()
         self._spawn(self._report_bytes())
