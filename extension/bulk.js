@@ -11,7 +11,7 @@ const api = globalThis.browser ?? globalThis.chrome;
 
 /** @type {MessagePort | null} */
 let port = null;
-/** @type {Map<number, {ws: WebSocket, token: string, attached: boolean, ended: boolean}>} */
+/** @type {Map<number, {ws: WebSocket, attached: boolean, ended: boolean}>} */
 const channels = new Map();
 
 addEventListener('message', (event) => {
@@ -46,7 +46,7 @@ async function attach(sid, url, token) {
     return;
   }
   ws.binaryType = 'arraybuffer';
-  const channel = { ws, token, attached: false, ended: false };
+  const channel = { ws, attached: false, ended: false };
   channels.set(sid, channel);
   ws.onopen = () => ws.send(token);
   ws.onmessage = (event) => {

@@ -2,8 +2,8 @@
 
 Native messaging carries every decision (opening, consent, policy, release) and stays the only
 way in. Once a socket is open, the host may offer it a WebSocket: `opened` carries a URL on
-127.0.0.1 and a 256-bit secret made for that socket alone. The extension's content script for
-that frame connects and sends the secret as its first message; the host answers `attached`, and
+127.0.0.1 and a 256-bit secret made for that socket alone. The page's API (or the extension's
+bulk frame for it) connects and sends the secret as its first message; the host answers `attached`, and
 from then on that socket's stream (data, credit, acknowledgements, the end) travels over that
 WebSocket, binary frames for bytes, JSON text for the rest (docs/BULK.md).
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -41,8 +42,6 @@ class BulkServer:
         self._starting: asyncio.Lock | None = None
         self._offers: dict[str, "TcpConnection"] = {}
         self.url = ""
-        self.attached = 0
-        self.refused = 0
 
     async def offer(self, connection: "TcpConnection") -> dict[str, str] | None:
         """A secret for this connection's WebSocket; None if the server cannot run."""
@@ -98,16 +97,13 @@ class BulkServer:
         try:
             first = await asyncio.wait_for(ws.recv(), ATTACH_TIMEOUT)
         except (asyncio.TimeoutError, ConnectionClosed):
-            self.refused += 1
             await ws.close(1008, "no secret")
             return
         connection = self._claim(first) if isinstance(first, str) and len(first) < 100 else None
         if connection is None:
-            self.refused += 1
             log.warning("bulk path: refused a WebSocket from %s with a wrong or used secret", ws.remote_address)
             await ws.close(1008, "wrong secret")
             return
-        self.attached += 1
         await connection.attach(ws)
 
     async def close(self) -> None:
@@ -118,6 +114,4 @@ class BulkServer:
 
 
 def event_text(message: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(message, separators=(",", ":"))

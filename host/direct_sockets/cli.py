@@ -167,12 +167,38 @@ def cmd_permissions(args: argparse.Namespace) -> int:
         return 3
 
 
-def cmd_tls(args: argparse.Namespace) -> int:
+def _tls_fetch(destination: str, server_name: str | None, as_json: bool) -> int:
+    """The chain as the server sends it, unverified, with the fingerprints to compare and the
+    pins a page can put in `pinnedCertificates`."""
     from . import tls
+
+    host, port = parse_host_port(destination)
+    if port == "*":
+        raise ValueError("tls fetch needs a port")
+    try:
+        chain = tls.fetch_chain(host, port, server_name)
+    except (OSError, tls.TlsFailed) as exc:
+        print(f"direct-sockets: {destination}: {exc}", file=sys.stderr)
+        return 1
+    described = [tls.describe(der) for der in chain]
+    if as_json:
+        print(json.dumps({"destination": destination, "chain": described}, indent=2))
+        return 0
+    print(f"{destination}: {len(chain)} certificate(s), as sent (not verified)")
+    for index, item in enumerate(described):
+        print(f"[{index}] subject: {item['subject']}")
+        print(f"    issuer: {item['issuer']}")
+        print(f"    valid: {item['notBefore']} to {item['notAfter']}")
+        print(f"    sha256 fingerprint: {item['sha256Fingerprint']}")
+        print(f"    pin (pinnedCertificates): {item['spkiSha256']}")
+    return 0
+
+
+def cmd_tls(args: argparse.Namespace) -> int:
     from .server_certs import ServerCertificates
 
     if args.action == "fetch":
-        return tls.fetch_command(args.destination, args.server_name, args.json)
+        return _tls_fetch(args.destination, args.server_name, args.json)
     certificates = ServerCertificates(paths.server_certificates_dir())
     if args.rotate:
         certificates.rotate(normalize_origin(args.rotate))

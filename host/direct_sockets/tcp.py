@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import socket
 from typing import Any, Awaitable, Callable
@@ -28,6 +29,24 @@ log = logging.getLogger(__name__)
 _SHUTDOWN = object()
 BULK_CHUNK = 1024 * 1024  # the most bytes in one message on the bulk path, both ways (bulk.MAX_FRAME)
 STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
+
+class PlainIO:
+    """A plain socket's reads and writes, with the same calls as `TlsLayer`: the loops below
+    do not care which one they drive."""
+
+    ragged_eof = False
+
+    async def recv(self, sock: socket.socket, budget: int) -> bytes:
+        return await asyncio.get_running_loop().sock_recv(sock, budget)
+
+    async def sendall(self, sock: socket.socket, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(sock, data)
+
+    async def close_write(self, sock: socket.socket) -> None:
+        """Nothing before FIN in plain TCP (TLS sends its close_notify here)."""
+
+
+PLAIN = PlainIO()
 
 # Asks the user whether to trust a certificate no authority vouches for (DER, why it failed);
 # answers the pin to connect with, or None.
@@ -266,8 +285,6 @@ class TcpConnection(Connection):
                 await self._emit({"type": "stats", "id": self.id, "sent": counts[0], "received": counts[1]})
 
     async def _page_message(self, text: str) -> None:
-        import json
-
         try:
             message = json.loads(text)
         except ValueError as exc:
@@ -352,9 +369,9 @@ class TcpConnection(Connection):
     # -- moving bytes -------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         await self._stream_ready.wait()
         assert self._sock is not None
+        io = self.tls or PLAIN
         try:
             while True:
                 budget = self.state.read_budget
@@ -364,14 +381,11 @@ class TcpConnection(Connection):
                     self._credit_changed.clear()
                     await self._credit_changed.wait()
                     continue
-                if self.tls is not None:
-                    data = await self.tls.recv(self._sock, budget)
-                else:
-                    data = await loop.sock_recv(self._sock, budget)
+                data = await io.recv(self._sock, budget)
                 if self.state.read_side.value != "open":
                     return  # cancelled while we waited: the page wants nothing more
                 if not data:
-                    if self.tls is not None and self.tls.ragged_eof:
+                    if io.ragged_eof:
                         log.info("socket %d: the peer ended TLS without close_notify", self.id)
                     self.state.peer_eof()
                     await self._stream({"type": "eof", "id": self.id})
@@ -385,9 +399,9 @@ class TcpConnection(Connection):
             await self.fail(f"reading: {exc}")
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         await self._stream_ready.wait()
         assert self._sock is not None
+        io = self.tls or PLAIN
         unreported = 0
         try:
             while True:
@@ -395,18 +409,14 @@ class TcpConnection(Connection):
                 if item is _SHUTDOWN:
                     if unreported:
                         await self._stream({"type": "ack", "id": self.id, "bytes": unreported})
-                    if self.tls is not None:
-                        await self.tls.close_write(self._sock)
+                    await io.close_write(self._sock)
                     self._sock.shutdown(socket.SHUT_WR)
                     self.state.fin_sent()
                     await self._stream({"type": "fin_sent", "id": self.id})
                     await self._maybe_finish()
                     return
                 assert isinstance(item, bytes)
-                if self.tls is not None:
-                    await self.tls.sendall(self._sock, item)
-                else:
-                    await loop.sock_sendall(self._sock, item)
+                await io.sendall(self._sock, item)
                 self.state.wrote(len(item))
                 # Acknowledgements only open the page's send window: while more is queued they
                 # are gathered, up to a quarter of the window, to spare a message per write.

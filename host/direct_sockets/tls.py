@@ -270,37 +270,12 @@ async def probe_certificate(address: Any, family: int, server_name: str, timeout
         sock.close()
 
 
-def fetch_command(destination: str, server_name: str | None, as_json: bool) -> int:
-    """`direct-sockets tls fetch HOST:PORT`: the chain as the server sends it, unverified, with
-    the fingerprints to compare and the pins a page can put in `pinnedCertificates`."""
-    import json
-    import sys
-
-    from .destinations import parse_host_port
-
-    host, port = parse_host_port(destination)
-    if port == "*":
-        raise ValueError("tls fetch needs a port")
+def fetch_chain(host: str, port: int, server_name: str | None = None) -> list[bytes]:
+    """The chain HOST:PORT sends, unverified (for `direct-sockets tls fetch`)."""
 
     async def run() -> list[bytes]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, _, _, _, address = infos[0]
         return await probe_certificate(address, family, server_name or host)
 
-    try:
-        chain = asyncio.run(run())
-    except (OSError, TlsFailed) as exc:
-        print(f"direct-sockets: {destination}: {exc}", file=sys.stderr)
-        return 1
-    described = [describe(der) for der in chain]
-    if as_json:
-        print(json.dumps({"destination": destination, "chain": described}, indent=2))
-        return 0
-    print(f"{destination}: {len(chain)} certificate(s), as sent (not verified)")
-    for index, item in enumerate(described):
-        print(f"[{index}] subject: {item['subject']}")
-        print(f"    issuer: {item['issuer']}")
-        print(f"    valid: {item['notBefore']} to {item['notAfter']}")
-        print(f"    sha256 fingerprint: {item['sha256Fingerprint']}")
-        print(f"    pin (pinnedCertificates): {item['spkiSha256']}")
-    return 0
+    return asyncio.run(run())

@@ -31,6 +31,18 @@ function randomBytes(size) {
   return out;
 }
 
+/** Writes `text` and reads until as many characters came back (from an echo server). */
+async function writeThenReadBack(writer, reader, text) {
+  await writer.write(enc.encode(text));
+  let got = '';
+  while (got.length < text.length) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    got += dec.decode(value, { stream: true });
+  }
+  return got;
+}
+
 async function readAll(readable) {
   const reader = readable.getReader();
   const chunks = [];
@@ -59,13 +71,7 @@ window.scenarios = {
     const info = await socket.opened;
     const writer = info.writable.getWriter();
     const reader = info.readable.getReader();
-    await writer.write(enc.encode(text));
-    let got = '';
-    while (got.length < text.length) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      got += dec.decode(value, { stream: true });
-    }
+    const got = await writeThenReadBack(writer, reader, text);
     await writer.close(); // FIN; the echo server answers with its own
     const end = await reader.read();
     await socket.closed;
@@ -751,13 +757,7 @@ window.scenarios = {
     const info = opened.value;
     const writer = info.writable.getWriter();
     const reader = info.readable.getReader();
-    await writer.write(enc.encode(text));
-    let got = '';
-    while (got.length < text.length) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      got += dec.decode(value);
-    }
+    const got = await writeThenReadBack(writer, reader, text);
     await writer.close();
     reader.releaseLock();
     await socket.close().catch(() => {});
