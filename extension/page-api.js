@@ -39,6 +39,7 @@
   const getHostname = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'hostname').get;
   const u8Slice = Uint8ArrayCtor.prototype.slice;
   const u8Set = Uint8ArrayCtor.prototype.set;
+  const u8Subarray = Uint8ArrayCtor.prototype.subarray;
   const getBufferByteLength = ObjectCtor.getOwnPropertyDescriptor(ArrayBufferCtor.prototype, 'byteLength').get;
   const SharedArrayBufferCtor = globalThis.SharedArrayBuffer;
   const createElement = Document.prototype.createElement;
@@ -64,6 +65,7 @@
 
   const MAX_CHUNK = 512 * 1024; // bytes per message to the host (PROTOCOL.md)
   const BULK_CHUNK = 1024 * 1024; // the same on the bulk path, a WebSocket (docs/BULK.md)
+  const GATHER_BYTES = BULK_CHUNK / 2; // small writes of one task go together, up to this much
   const SEND_WINDOW = 1024 * 1024; // unacknowledged bytes in flight per socket
   const RECEIVE_WINDOW = 1024 * 1024; // bytes the host may deliver ahead of the reader
   // On the bulk path both windows are larger: a WebSocket has no 1 MiB message limit, and the
@@ -445,6 +447,26 @@
   }
 
   /** A private copy of the bytes of a BufferSource, or null if `chunk` is not one. */
+  /**
+   * The bytes of a BufferSource as a view on the page's own memory, not copied; null when the
+   * value is not a BufferSource or lies in shared memory (which a WebSocket refuses).
+   * @returns {Uint8Array | null}
+   */
+  function viewBufferSource(chunk) {
+    let view;
+    if (isView(chunk)) view = new Uint8ArrayCtor(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    else {
+      try {
+        apply(getBufferByteLength, chunk, []);
+      } catch {
+        return null; // not an ArrayBuffer
+      }
+      view = new Uint8ArrayCtor(chunk);
+    }
+    if (SharedArrayBufferCtor && view.buffer instanceof SharedArrayBufferCtor) return null;
+    return view;
+  }
+
   function copyBufferSource(chunk) {
     if (isView(chunk)) {
       return apply(u8Slice, new Uint8ArrayCtor(chunk.buffer, chunk.byteOffset, chunk.byteLength), []);
@@ -697,15 +719,18 @@
       this.receiveWindow = RECEIVE_WINDOW;
       this.bulkWindow = 0; // the send window the host allows once the WebSocket attached
       /** @type {ArrayBuffer[]} */
-      this.gathered = []; // writes of this task waiting to go as one frame
+      this.gathered = []; // writes of this task waiting to go to the frame as one message
       this.gatheredBytes = 0;
+      /** @type {Uint8Array | null} */
+      this.gatherBuffer = null; // the same on the page's own WebSocket, copied here, reused
+      this.gatherFill = 0;
       this.flushQueued = false;
     }
 
     postStream(message, transfer) {
       if (this.channel === 'pending') apply(arrayPush, this.held, [[message, transfer]]);
-      else if (message.op === 'send' && (this.channel === 'direct' || this.channel === 'frame')) this.gather(message.buf);
-      else if (this.gathered.length) {
+      else if (message.op === 'send' && (this.channel === 'direct' || this.channel === 'frame')) this.gather(new Uint8ArrayCtor(message.buf));
+      else if (this.gathered.length || this.gatherFill) {
         this.flushGathered(); // what was written goes before what follows it
         this.postStream(message, transfer);
       } else if (this.channel === 'direct') directPost(this.ws, message, transfer);
@@ -763,31 +788,49 @@
      * Bytes for the WebSocket: the first write of a task goes at once (a lone message loses
      * no time); the ones after it in the same task are sent together when the task ends, as
      * one frame, sparing the host and the browser a message each (docs/BULK.md, measured).
-     * @param {ArrayBuffer} buf
+     * On the page's own WebSocket, which copies what it is given at once, `bytes` may be the
+     * page's memory and is never kept; towards the frame it is our own copy, and moves there.
+     * @param {Uint8Array} bytes
      */
-    gather(buf) {
+    gather(bytes) {
       if (!this.flushQueued) {
         this.flushQueued = true;
-        afterTask(() => this.flushGathered());
-        this.sendFrame(buf);
+        afterTask(() => this.flushGathered(true));
+        this.sendFrame(bytes);
         return;
       }
-      apply(arrayPush, this.gathered, [buf]);
-      this.gatheredBytes += apply(getBufferByteLength, buf, []);
-      if (this.gatheredBytes >= BULK_CHUNK / 2) this.flushGathered();
+      const size = bytes.byteLength;
+      if (this.channel === 'direct') {
+        if (size >= GATHER_BYTES / 2) {
+          this.flushGathered(); // what was gathered goes first
+          this.sendFrame(bytes);
+          return;
+        }
+        if (this.gatherFill + size > GATHER_BYTES) this.flushGathered();
+        if (this.gatherBuffer === null) this.gatherBuffer = new Uint8ArrayCtor(GATHER_BYTES);
+        apply(u8Set, this.gatherBuffer, [bytes, this.gatherFill]);
+        this.gatherFill += size;
+        return;
+      }
+      apply(arrayPush, this.gathered, [bytes]);
+      this.gatheredBytes += size;
+      if (this.gatheredBytes >= GATHER_BYTES) this.flushGathered();
     }
 
-    flushGathered() {
-      this.flushQueued = this.flushQueued && this.gathered.length > 0;
-      const parts = this.gathered;
-      if (parts.length === 0) {
-        this.flushQueued = false;
+    /** Sends what was gathered; at the end of a task, the next write goes at once again. */
+    flushGathered(endOfTask = false) {
+      if (endOfTask) this.flushQueued = false;
+      if (this.gatherFill > 0) {
+        const fill = this.gatherFill;
+        this.gatherFill = 0;
+        this.sendFrame(apply(u8Subarray, this.gatherBuffer, [0, fill])); // copied by the WebSocket at once
         return;
       }
+      const parts = this.gathered;
+      if (parts.length === 0) return;
       this.gathered = [];
       const size = this.gatheredBytes;
       this.gatheredBytes = 0;
-      this.flushQueued = false;
       if (parts.length === 1) {
         this.sendFrame(parts[0]);
         return;
@@ -795,15 +838,21 @@
       const joined = new Uint8ArrayCtor(size);
       let offset = 0;
       for (const part of parts) {
-        apply(u8Set, joined, [new Uint8ArrayCtor(part), offset]);
-        offset += apply(getBufferByteLength, part, []);
+        apply(u8Set, joined, [part, offset]);
+        offset += part.byteLength;
       }
-      this.sendFrame(joined.buffer);
+      this.sendFrame(joined);
     }
 
-    sendFrame(buf) {
-      if (this.channel === 'direct') directPost(this.ws, { op: 'send', sid: this.sid, buf }, [buf]);
-      else framePost({ op: 'send', sid: this.sid, buf }, [buf]);
+    /** @param {Uint8Array} bytes */
+    sendFrame(bytes) {
+      if (this.channel === 'direct') {
+        apply(wsSend, this.ws, [bytes]);
+        return;
+      }
+      // Towards the frame the buffer moves: it is our own, and holds exactly these bytes.
+      const buf = bytes.buffer;
+      framePost({ op: 'send', sid: this.sid, buf }, [buf]);
     }
 
     flushHeld() {
@@ -916,6 +965,17 @@
     }
 
     write(chunk) {
+      if (this.channel === 'direct' && !this.firstError) {
+        // The page's own WebSocket copies what it is given at once, so a write that may go now
+        // goes from the page's memory, with no copy of ours first (docs/BULK.md, measured).
+        const view = viewBufferSource(chunk);
+        const size = view === null ? 0 : view.byteLength;
+        if (size > 0 && size <= BULK_CHUNK && this.ackedTotal >= this.sentTotal + size - this.sendWindow) {
+          this.sentTotal += size;
+          this.gather(view);
+          return undefined;
+        }
+      }
       const bytes = copyBufferSource(chunk);
       if (bytes === null) throw this.writeError(new TypeErrorCtor('The chunk is not an ArrayBuffer or ArrayBufferView.'));
       if (bytes.byteLength === 0) return undefined;

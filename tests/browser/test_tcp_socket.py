@@ -67,6 +67,20 @@ def test_8_mib_both_ways_sha256(browser: Browser) -> None:
         server.close()
 
 
+def test_a_buffer_reused_after_write_arrives_as_written(browser: Browser) -> None:
+    """Writes go from the page's own memory where they can (the bulk path's zero-copy send),
+    so a page that overwrites its buffer right after write() must still send what it wrote."""
+    server = TcpServer(hashing_sink)
+    try:
+        browser.grant(f"127.0.0.1:{server.port}")
+        result = browser.run("reusedBuffer", port=server.port, rounds=6, timeout=120)
+        [(length, digest)] = server.wait_results(1)
+        assert length == result["bytes"] > 6 * 2_000_000
+        assert digest == result["sha"]
+    finally:
+        server.close()
+
+
 def test_half_close_peer_first(browser: Browser) -> None:
     payload, handler = make_source(100_000, seed=4)
     server = TcpServer(handler)

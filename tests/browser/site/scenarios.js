@@ -113,6 +113,38 @@ window.scenarios = {
     };
   },
 
+  /**
+   * An application that reuses one buffer: it overwrites it as soon as its write() settled,
+   * between writes of fresh buffers that it does not wait for (several in one task), small and
+   * large, at odd offsets. What reaches the peer must be what each write held when it was made.
+   */
+  async reusedBuffer({ port, rounds }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const { writable } = await socket.opened;
+    const writer = writable.getWriter();
+    const scratch = new Uint8Array(1024 * 1024 + 7);
+    const sent = [];
+    const sizes = [1, 100, 4096, 65536, 300000, 600000, 1048576];
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < sizes.length; i++) {
+        const size = sizes[(i + round) % sizes.length];
+        const view = scratch.subarray(7 - (i % 7), 7 - (i % 7) + size);
+        crypto.getRandomValues(view.subarray(0, Math.min(size, 65536)));
+        view.fill((round * 31 + i) & 255, Math.min(size, 65536));
+        sent.push(view.slice());
+        if ((i + round) % 3 === 0) {
+          await writer.write(view);
+          view.fill(0xee); // the application's next use of its buffer, once the write settled
+        } else {
+          writer.write(view.slice()); // not waited for: the next ones join it in this task
+        }
+      }
+      await writer.ready;
+    }
+    await writer.close();
+    return { sha: await sha256Hex(sent), bytes: sent.reduce((n, c) => n + c.byteLength, 0) };
+  },
+
   async peerFinFirst({ port }) {
     // The server sends its data and FIN; the readable ends, the writable stays usable.
     const socket = new TCPSocket('127.0.0.1', port);
