@@ -27,7 +27,7 @@ import time
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,6 +37,7 @@ from tests.support.hostproc import HostProcess, find_host_pids  # noqa: E402
 from tests.support.servers import echo_server_process  # noqa: E402
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 SITE = Path(__file__).resolve().parent / "site"
 
 
@@ -117,6 +118,13 @@ class Site:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def end_headers(self) -> None:
+                # Cross-origin isolated, the page's performance.now() ticks in 5 us, not 100 us
+                # (Chromium), so round trips of a few tenths of a millisecond can be told apart.
+                self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+                self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+                super().end_headers()
 
             def do_GET(self) -> None:
                 if self.path.startswith("/wait?"):
@@ -204,6 +212,11 @@ class DriverlessBrowser:
     def host_pids(self) -> list[int]:
         return find_host_pids(str(self.base))
 
+    def root_pid(self) -> int:
+        proc = self.proc if self.proc is not None else self.firefox.proc if self.firefox is not None else None
+        assert proc is not None, "the browser is not running"
+        return proc.pid
+
     def close(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
@@ -227,12 +240,20 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
+def started(site: Site, token: str) -> None:
+    """The page says so first: a browser started cold now and then misses its first page."""
+    first = site.inbox(token).get(timeout=60)
+    if first != {"ok": True, "value": "started"}:
+        raise RuntimeError(f"the page did not start: {first}")
+
+
 def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float, extension: Path = EXTENSION) -> dict[str, Any]:
     browser = DriverlessBrowser(kind, base, site, extension)
     browser.grant(site.origin)
     url, token = site.url(params)
     try:
         browser.open(url)
+        started(site, token)
         result = site.inbox(token).get(timeout=timeout)
     finally:
         browser.close()
@@ -249,6 +270,7 @@ def memory_under_push(kind: str, base: Path, site: Site, limit: int, seconds: fl
     url, token = site.url({"mode": "hold", "pushPort": push.port})
     try:
         browser.open(url)
+        started(site, token)
         first = site.inbox(token).get(timeout=60)
         if first != {"ok": True, "value": "holding"}:
             raise RuntimeError(f"{kind}: {first}")
@@ -262,6 +284,72 @@ def memory_under_push(kind: str, base: Path, site: Site, limit: int, seconds: fl
     finally:
         browser.close()
         push.close()
+
+
+# -- where the CPU goes -------------------------------------------------------------------------
+
+
+def process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU clock ticks of the process and of the children it has reaped)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # From the state on: ppid is the 2nd; utime, stime, cutime, cstime the 12th to 15th.
+        table[int(entry)] = (int(fields[1]), sum(int(f) for f in fields[11:15]))
+    return table
+
+
+def family_seconds(table: dict[int, tuple[int, int]], root: int, exclude: set[int] = frozenset()) -> float:  # type: ignore[assignment]
+    """CPU seconds of a process and its descendants, leaving out the subtrees of `exclude`."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    ticks, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in exclude or pid not in table:
+            continue
+        ticks += table[pid][1]
+        stack.extend(children.get(pid, []))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_gib(kind: str, base: Path, site: Site, params: dict[str, Any], way: str, echo_pid: int, websockify_pid: int) -> dict[str, float]:
+    """One way of echoing alone: CPU seconds per GiB echoed, for the browser (all its processes),
+    the relay (our host, or websockify with the child it forks per connection) and the echo
+    server, counted from /proc around the measured echo (the browser starting is not in it)."""
+    browser = DriverlessBrowser(kind, base, site)
+    browser.grant(site.origin)
+    url, token = site.url({**params, "mode": "cpu", "way": way})
+    try:
+        browser.open(url)
+        started(site, token)
+        first = site.inbox(token).get(timeout=600)
+        if first != {"ok": True, "value": "ready"}:
+            raise RuntimeError(f"{kind}: {first}")
+
+        def count() -> dict[str, float]:
+            table, hosts = process_table(), set(browser.host_pids())
+            relay = sum(family_seconds(table, pid) for pid in hosts) if way == "ours" else family_seconds(table, websockify_pid)
+            return {"browser": family_seconds(table, browser.root_pid(), exclude=hosts), "relay": relay,
+                    "echoServer": family_seconds(table, echo_pid)}
+
+        before = count()
+        site.signal(token).set()
+        result = site.inbox(token).get(timeout=600)
+        after = count()
+    finally:
+        browser.close()
+    if not result.get("ok"):
+        raise RuntimeError(f"{kind}: {result.get('error')}")
+    gib = params["total"] / (1 << 30)
+    spent = {name: (after[name] - before[name]) / gib for name in before}
+    return {"MBs": result["value"], **spent, "total": sum(spent.values())}
 
 
 # -- the machine's floor: raw loopback TCP from Python ---------------------------------------
@@ -439,6 +527,18 @@ def table(results: dict[str, Any]) -> str:
         for way in ("ours", "websockify"):
             rt = r["roundTrip"][way]
             lines.append(f"{b + ' ' + way:>24} | {rt['p50']:>6.3f} | {rt['p99']:>6.3f}")
+    if results.get("cpu"):
+        lines.append("")
+        chunk_kib, mib = results["config"]["cpuChunk"] // 1024, results["config"]["cpuMiB"]
+        lines.append(f"Where the CPU goes: seconds of CPU per GiB echoed ({mib} MiB in {chunk_kib} KiB writes, each way alone;"
+                     f" {os.cpu_count()} cores for every process)")
+        lines.append(f"{'':>20} | {'MB/s':>5} | {'browser':>7} | {'relay':>5} | {'echo server':>11} | {'total':>5}")
+        for b, ways in results["cpu"].items():
+            for way, c in ways.items():
+                lines.append(f"{b + ' ' + way:>20} | {c['MBs']:>5.0f} | {c['browser']:>7.2f} | {c['relay']:>5.2f} | {c['echoServer']:>11.2f} | {c['total']:>5.2f}")
+            ws = ways["websockify"]
+            lines.append(f"{'':>20}   {b}: the chain without websockify's share costs {ws['total'] - ws['relay']:.2f} s/GiB; a relay costing"
+                         f" nothing would be at most {ws['total'] / (ws['total'] - ws['relay']):.2f}x websockify where the cores are the limit")
     lines.append("")
     h = results["hostOnly"]
     lines.append("Host alone, driven over its pipes by Python")
@@ -472,6 +572,16 @@ def targets(results: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
     return out
 
 
+def twice(what: str, run: Callable[[int], T]) -> T:
+    """A browser started cold now and then misses its first page: one more try."""
+    for attempt in range(2):
+        try:
+            return run(attempt)
+        except (queue.Empty, AssertionError, RuntimeError) as exc:
+            print(f"{what}: failed ({exc!r}); again", file=sys.stderr)
+    raise RuntimeError(f"{what}: failed twice")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller transfers and fewer runs (a smoke run)")
@@ -483,11 +593,13 @@ def main() -> int:
         "totalMiB": total_mib, "total": total_mib * MiB, "chunks": [16384, 65536, 262144, 1048576],
         "runs": 1 if args.quick else 3, "roundTrips": 200 if args.quick else 2000,
         "pushMiB": 64 if args.quick else 1024, "sockets": 100 if args.quick else 1000,
+        "cpuMiB": 256 if args.quick else 512, "cpuChunk": 65536,
     }
     echo_proc, echo_port = start_echo_server()
     websockify_proc, websockify_port = start_websockify(echo_port)
     site = Site()
-    results: dict[str, Any] = {"config": config, "browsers": {}, "nativeOnly": {}, "memory": {}, "machine": os.uname().release}
+    results: dict[str, Any] = {"config": config, "browsers": {}, "nativeOnly": {}, "memory": {}, "cpu": {},
+                               "machine": {"kernel": os.uname().release, "cores": os.cpu_count()}}
     work = Path(tempfile.mkdtemp(prefix="direct-sockets-bench-"))
     try:
         print("raw loopback TCP ...", file=sys.stderr)
@@ -503,19 +615,22 @@ def main() -> int:
                 print(f"{kind}: not installed ({binary}), skipped", file=sys.stderr)
                 continue
             print(f"{kind}: full chain ...", file=sys.stderr)
-            results["browsers"][kind] = run_page(kind, work / f"{kind}-echo", site, params, timeout=1800)
+            results["browsers"][kind] = twice(f"{kind} full chain", lambda attempt: run_page(
+                kind, work / f"{kind}-echo{attempt}", site, params, timeout=600))
             print(f"{kind}: native messaging alone ...", file=sys.stderr)
             native = {**params, "oursOnly": True, "runs": 1, "total": min(config["total"], 16 * MiB), "roundTrips": min(config["roundTrips"], 500)}
-            results["nativeOnly"][kind] = run_page(kind, work / f"{kind}-native", site, native, timeout=1800, extension=native_only_extension(work))
+            results["nativeOnly"][kind] = twice(f"{kind} native messaging alone", lambda attempt: run_page(
+                kind, work / f"{kind}-native{attempt}", site, native, timeout=600, extension=native_only_extension(work)))
+            print(f"{kind}: where the CPU goes ...", file=sys.stderr)
+            cpu_params = {**params, "chunk": config["cpuChunk"], "total": config["cpuMiB"] * MiB}
+            results["cpu"][kind] = {
+                way: twice(f"{kind} CPU {way}", lambda attempt, way=way: cpu_per_gib(
+                    kind, work / f"{kind}-cpu-{way}{attempt}", site, cpu_params, way, echo_proc.pid, websockify_proc.pid))
+                for way in ("ours", "websockify")
+            }
             print(f"{kind}: memory under a push ...", file=sys.stderr)
-            for attempt in range(2):  # a browser started cold now and then misses its first page
-                try:
-                    results["memory"][kind] = memory_under_push(kind, work / f"{kind}-push{attempt}", site, config["pushMiB"] * MiB, seconds=3 if args.quick else 8)
-                    break
-                except (queue.Empty, AssertionError, RuntimeError) as exc:
-                    print(f"{kind}: memory run failed ({exc!r}); again", file=sys.stderr)
-            else:
-                raise RuntimeError(f"{kind}: the memory run failed twice")
+            results["memory"][kind] = twice(f"{kind} memory", lambda attempt: memory_under_push(
+                kind, work / f"{kind}-push{attempt}", site, config["pushMiB"] * MiB, seconds=3 if args.quick else 8))
         print("host alone ...", file=sys.stderr)
         results["hostOnly"] = host_only(work / "host", echo_port, config["total"], config["sockets"])
         results["targets"] = targets(results)

@@ -88,7 +88,7 @@ async function roundTripOurs(count) {
   reader.releaseLock();
   await socket.close().catch(() => {});
   times.sort((a, b) => a - b);
-  return { p50: percentile(times, 50), p99: percentile(times, 99) };
+  return { p50: percentile(times, 50), p99: percentile(times, 99), mean: times.reduce((a, b) => a + b, 0) / times.length };
 }
 
 async function roundTripWebsockify(count) {
@@ -110,7 +110,20 @@ async function roundTripWebsockify(count) {
   }
   ws.close();
   times.sort((a, b) => a - b);
-  return { p50: percentile(times, 50), p99: percentile(times, 99) };
+  return { p50: percentile(times, 50), p99: percentile(times, 99), mean: times.reduce((a, b) => a + b, 0) / times.length };
+}
+
+/**
+ * One way of echoing alone, for the bench to count each process's CPU time around it: a small
+ * echo first (the host starts, code warms), then 'ready', then the measured echo once the bench
+ * took its first count.
+ */
+async function echoAlone() {
+  const echo = params.way === 'ours' ? echoOurs : echoWebsockify;
+  await echo(params.chunk, 4 * 1024 * 1024);
+  await report({ ok: true, value: 'ready' });
+  await fetch(`/wait?token=${token}`);
+  return echo(params.chunk, params.total);
 }
 
 /** A peer pushes at a page that never reads: the host must hold no more than the page's credit. */
@@ -135,11 +148,16 @@ async function holdWithoutReading() {
     }
   }
   try {
+    await report({ ok: true, value: 'started' }); // the bench gives a page that never starts another go
     if (params.mode === 'hold') {
       await report({ ok: true, value: await holdWithoutReading() });
       return;
     }
-    const results = { echo: {}, roundTrip: {} };
+    if (params.mode === 'cpu') {
+      await report({ ok: true, value: await echoAlone() });
+      return;
+    }
+    const results = { echo: {}, roundTrip: {}, isolated: self.crossOriginIsolated === true };
     for (const chunk of params.chunks) {
       // Interleaved, so that a slow moment of a shared machine falls on both alike.
       results.echo[chunk] = { ours: [], websockify: [] };
