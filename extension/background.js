@@ -431,7 +431,9 @@ function pick(message, names) {
 
 /** What a frame may ask to open, as the host message for it (the sender fields are added). */
 const OPENERS = {
-  tcp: (m) => ({ type: 'tcp_open', ...pick(m, ['remoteAddress', 'remotePort', 'options']), bulk: m.bulk === true }),
+  tcp: (m) => ({
+    type: 'tcp_open', ...pick(m, ['remoteAddress', 'remotePort', 'options', 'bulkMessageSize']), bulk: m.bulk === true,
+  }),
   udp: (m) => ({ type: 'udp_open', ...pick(m, ['mode', 'remoteAddress', 'remotePort', 'localAddress', 'localPort', 'options']) }),
   listen: (m) => ({ type: 'tcp_listen', ...pick(m, ['localAddress', 'localPort', 'backlog', 'ipv6Only', 'secureTransport']) }),
 };

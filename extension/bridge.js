@@ -14,6 +14,11 @@
   let background = null;
   /** Sockets of this frame that the background knows about. */
   const live = new Set();
+  const firefox = api.runtime.getURL('').startsWith('moz-extension:');
+  // The most bytes in one WebSocket message on the bulk path, each way (docs/BULK.md, measured):
+  // Firefox's parent process relays every message to the page's process and pays far more per
+  // byte above 64 KiB; Chromium does best with the largest.
+  const BULK_MESSAGE_SIZE = firefox ? 64 * 1024 : 1024 * 1024;
 
   function onPort(event) {
     if (pagePort || !event.ports || event.ports.length !== 1) return;
@@ -28,8 +33,9 @@
     // Firefox has none; Chromium applies it to public pages (measured), so there only
     // loopback pages try their own (docs/BULK.md).
     const loopbackPage = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(location.hostname);
-    const firefox = api.runtime.getURL('').startsWith('moz-extension:');
-    pagePort.postMessage({ op: 'config', bulkFrame: api.runtime.getURL('bulk.html'), bulkDirectFirst: firefox || loopbackPage });
+    pagePort.postMessage({
+      op: 'config', bulkFrame: api.runtime.getURL('bulk.html'), bulkDirectFirst: firefox || loopbackPage, bulkMessageSize: BULK_MESSAGE_SIZE,
+    });
   }
   window.addEventListener(EVT_PORT, onPort, true);
   window.dispatchEvent(new Event(EVT_READY));
@@ -59,6 +65,7 @@
       live.add(sid);
       connect();
       if (message.kind === 'tcp') message = { ...message, bulk: true };
+      if (message.kind === 'tcp') message.bulkMessageSize = BULK_MESSAGE_SIZE;
     } else if (!live.has(sid) || !background) {
       return;
     }

@@ -65,7 +65,6 @@
 
   const MAX_CHUNK = 512 * 1024; // bytes per message to the host (PROTOCOL.md)
   const BULK_CHUNK = 1024 * 1024; // the same on the bulk path, a WebSocket (docs/BULK.md)
-  const GATHER_BYTES = BULK_CHUNK / 2; // small writes of one task go together, up to this much
   const SEND_WINDOW = 1024 * 1024; // unacknowledged bytes in flight per socket
   const RECEIVE_WINDOW = 1024 * 1024; // bytes the host may deliver ahead of the reader
   // On the bulk path both windows are larger: a WebSocket has no 1 MiB message limit, and the
@@ -119,6 +118,8 @@
     if (message.op === 'config') {
       bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
       bulkDirectFirst = message.bulkDirectFirst === true;
+      const size = message.bulkMessageSize;
+      if (NumberCtor.isSafeInteger(size) && size >= 16384 && size <= BULK_CHUNK) bulkMessageSize = size;
       return;
     }
     if (message.policy) policyForbidden = true;
@@ -144,6 +145,8 @@
   // Whether to try this page's own WebSocket first (the fastest way, measured): not where the
   // browser would hold it for a Local Network Access prompt (see bridge.js).
   let bulkDirectFirst = false;
+  // The most bytes in one WebSocket message, as suits this browser (bridge.js, docs/BULK.md).
+  let bulkMessageSize = BULK_CHUNK;
   /** @type {MessagePort | null} */
   let framePort = null;
   let frameState = 'none'; // none -> loading -> ready, or failed
@@ -793,6 +796,9 @@
      * @param {Uint8Array} bytes
      */
     gather(bytes) {
+      // Small writes of one task go together up to half a write's most, and never above the
+      // message size that suits this browser.
+      const limit = MathObj.min(BULK_CHUNK / 2, bulkMessageSize);
       if (!this.flushQueued) {
         this.flushQueued = true;
         afterTask(() => this.flushGathered(true));
@@ -801,20 +807,20 @@
       }
       const size = bytes.byteLength;
       if (this.channel === 'direct') {
-        if (size >= GATHER_BYTES / 2) {
+        if (size >= limit / 2) {
           this.flushGathered(); // what was gathered goes first
           this.sendFrame(bytes);
           return;
         }
-        if (this.gatherFill + size > GATHER_BYTES) this.flushGathered();
-        if (this.gatherBuffer === null) this.gatherBuffer = new Uint8ArrayCtor(GATHER_BYTES);
+        if (this.gatherFill + size > limit) this.flushGathered();
+        if (this.gatherBuffer === null || this.gatherBuffer.length < limit) this.gatherBuffer = new Uint8ArrayCtor(limit);
         apply(u8Set, this.gatherBuffer, [bytes, this.gatherFill]);
         this.gatherFill += size;
         return;
       }
       apply(arrayPush, this.gathered, [bytes]);
       this.gatheredBytes += size;
-      if (this.gatheredBytes >= GATHER_BYTES) this.flushGathered();
+      if (this.gatheredBytes >= limit) this.flushGathered();
     }
 
     /** Sends what was gathered; at the end of a task, the next write goes at once again. */
@@ -847,7 +853,9 @@
     /** @param {Uint8Array} bytes */
     sendFrame(bytes) {
       if (this.channel === 'direct') {
-        apply(wsSend, this.ws, [bytes]);
+        const size = bytes.byteLength;
+        if (size <= bulkMessageSize) apply(wsSend, this.ws, [bytes]);
+        else for (let at = 0; at < size; at += bulkMessageSize) apply(wsSend, this.ws, [apply(u8Subarray, bytes, [at, at + bulkMessageSize])]);
         return;
       }
       // Towards the frame the buffer moves: it is our own, and holds exactly these bytes.

@@ -21,13 +21,13 @@ from tests.test_host_process import b64, grant, read_until
 ORIGIN = "http://127.0.0.1:8000"
 
 
-def open_bulk(host: HostProcess, env: dict[str, str], port: int, sid: int = 1) -> dict[str, Any]:
+def open_bulk(host: HostProcess, env: dict[str, str], port: int, sid: int = 1, **extra: Any) -> dict[str, Any]:
     grant(env, f"127.0.0.1:{port}")
     if not getattr(host, "_greeted", False):
         host.hello()
         host._greeted = True  # type: ignore[attr-defined]
     host.send({"type": "tcp_open", "id": sid, "origin": ORIGIN, "tabId": 1, "frameId": 0, "incognito": False,
-               "remoteAddress": "127.0.0.1", "remotePort": port, "options": {}, "bulk": True})
+               "remoteAddress": "127.0.0.1", "remotePort": port, "options": {}, "bulk": True, **extra})
     opened = host.expect("opened", id=sid)
     assert opened["bulk"]["url"].startswith("ws://127.0.0.1:")
     return opened["bulk"]
@@ -55,9 +55,11 @@ def refused(url: str, first: str | None) -> int:
         return closed.value.rcvd.code
 
 
-def duplex_ws(ws: ClientConnection, upload: bytes, window: int = 1 << 20, credit_size: int = 1 << 20) -> tuple[bytes, list[str]]:
+def duplex_ws(
+    ws: ClientConnection, upload: bytes, window: int = 1 << 20, credit_size: int = 1 << 20, sizes: list[int] | None = None,
+) -> tuple[bytes, list[str]]:
     """Sends `upload` then FIN and reads to the end, as the bridge does for a page; returns what
-    arrived and the order of the events."""
+    arrived and the order of the events (and the size of each message in `sizes`)."""
     received = bytearray()
     events: list[str] = []
     inflight = offset = 0
@@ -79,6 +81,8 @@ def duplex_ws(ws: ClientConnection, upload: bytes, window: int = 1 << 20, credit
         message = ws.recv(timeout=30)
         if isinstance(message, bytes):
             assert len(message) <= credit, "the host delivered more than the page granted"
+            if sizes is not None:
+                sizes.append(len(message))
             received += message
             credit -= len(message)
             continue
@@ -126,6 +130,33 @@ def test_eight_mib_both_ways_by_sha256(host: HostProcess, isolated_env: dict[str
         assert events[-1] == "closed" and events.index("eof") < events.index("closed")
     finally:
         server.close()
+
+
+def test_messages_to_the_page_keep_to_the_size_the_extension_asked(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    """Firefox does best with messages of at most 64 KiB (docs/BULK.md): the extension says so
+    in `tcp_open`, and the host cuts what it reads to that size."""
+    size = 4 << 20
+    payload, handler = make_source(size, seed=8)
+    server = TcpServer(handler)
+    try:
+        offer = open_bulk(host, isolated_env, server.port, bulkMessageSize=65536)
+        sizes: list[int] = []
+        with attach(offer) as ws:
+            received, _ = duplex_ws(ws, b"", credit_size=4 << 20, sizes=sizes)
+        assert received == payload
+        assert max(sizes) == 65536  # full messages, none larger
+    finally:
+        server.close()
+
+
+def test_a_message_size_out_of_range_is_refused(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    grant(isolated_env, f"127.0.0.1:{echo_server.port}")
+    host.hello()
+    for sid, size in ((1, 1024), (2, 2 << 20), (3, "64k")):
+        host.send({"type": "tcp_open", "id": sid, "origin": ORIGIN, "tabId": 1, "frameId": 0, "incognito": False,
+                   "remoteAddress": "127.0.0.1", "remotePort": echo_server.port, "options": {}, "bulk": True, "bulkMessageSize": size})
+        error = host.expect("error", id=sid)
+        assert error["code"] == 111 and "bulkMessageSize" in error["message"], error  # the schema refuses it
 
 
 def test_secret_is_one_time_and_checked(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:

@@ -31,7 +31,7 @@ from .permissions import Grant, PermissionStore, StoreDamaged
 from .policy import PolicyFile
 from .bulk import BulkServer
 from .server_certs import ServerCertificates
-from .tcp import TcpConnection
+from .tcp import BULK_CHUNK, TcpConnection
 from .tcp_state import TcpSocketState
 from .tls import ClientTls, describe, spki_sha256
 from .udp import MAX_DATAGRAM, UdpConnection
@@ -544,7 +544,10 @@ class Session:
         # A socket that may take the bulk path gets its larger send window from the start: the
         # page uses it only once its WebSocket attached (docs/BULK.md).
         window = BULK_SEND_WINDOW if bulk else SEND_WINDOW
-        connection = TcpConnection(TcpSocketState(message["id"], window, MAX_DATA_CHUNK), self._emit, self._gone, self.bulk if bulk else None)
+        connection = TcpConnection(
+            TcpSocketState(message["id"], window, MAX_DATA_CHUNK), self._emit, self._gone, self.bulk if bulk else None,
+            bulk_message_size=message.get("bulkMessageSize", BULK_CHUNK),
+        )
         log.info("%s (tab %s, frame %s) opens tcp %s:%d", message["origin"], message["tabId"], message["frameId"], host, port)
         tls = None
         if options.get("secureTransport") == "on":

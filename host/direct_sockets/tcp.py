@@ -71,11 +71,15 @@ class TcpConnection(Connection):
     kind = "tcp socket"
     state: TcpSocketState
 
-    def __init__(self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None], bulk: BulkServer | None = None) -> None:
+    def __init__(
+        self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None], bulk: BulkServer | None = None,
+        bulk_message_size: int = BULK_CHUNK,
+    ) -> None:
         super().__init__(state, emit, on_gone)
         # The bulk path (bulk.py): offered at `opened` when the extension asks for it. Until the
         # WebSocket attaches or is declined, the stream waits, so that it never travels two ways.
         self._bulk_server = bulk
+        self._bulk_message_size = bulk_message_size
         self._ws: Any = None
         self._ending_ws: Any = None  # after the socket ended: told of the end, then closed
         self._stream_ready = asyncio.Event()
@@ -251,8 +255,9 @@ class TcpConnection(Connection):
             await ws.close(1008, "too late")
             return
         self._ws = ws
-        # A WebSocket has no 1 MiB message limit to keep under: larger reads, fewer messages.
-        self.state.max_chunk = BULK_CHUNK
+        # A WebSocket has no 1 MiB message limit to keep under: larger reads, fewer messages, up
+        # to the size the extension says suits its browser (Firefox: 64 KiB, docs/BULK.md).
+        self.state.max_chunk = self._bulk_message_size
         await ws.send(event_text({"type": "attached", "id": self.id}))
         self._stream_ready.set()
         self._spawn(self._report_bytes())
