@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.server
 import json
 import os
@@ -27,7 +28,7 @@ import time
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -247,16 +248,31 @@ def started(site: Site, token: str) -> None:
         raise RuntimeError(f"the page did not start: {first}")
 
 
-def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float, extension: Path = EXTENSION) -> dict[str, Any]:
+@contextlib.contextmanager
+def bench_page(
+    kind: str, base: Path, site: Site, params: dict[str, Any], extension: Path = EXTENSION,
+    first: str | None = None, first_timeout: float = 60,
+) -> Iterator[tuple[DriverlessBrowser, str]]:
+    """A browser with no driver on the bench page with `params`: yields it and the page's token
+    once the page started (and reported `first`, when given); closes it after."""
     browser = DriverlessBrowser(kind, base, site, extension)
     browser.grant(site.origin)
     url, token = site.url(params)
     try:
         browser.open(url)
         started(site, token)
-        result = site.inbox(token).get(timeout=timeout)
+        if first is not None:
+            report = site.inbox(token).get(timeout=first_timeout)
+            if report != {"ok": True, "value": first}:
+                raise RuntimeError(f"{kind}: {report}")
+        yield browser, token
     finally:
         browser.close()
+
+
+def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float, extension: Path = EXTENSION) -> dict[str, Any]:
+    with bench_page(kind, base, site, params, extension) as (_, token):
+        result = site.inbox(token).get(timeout=timeout)
     if not result.get("ok"):
         raise RuntimeError(f"{kind}: {result.get('error')}")
     return result["value"]
@@ -265,24 +281,16 @@ def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout:
 def memory_under_push(kind: str, base: Path, site: Site, limit: int, seconds: float) -> dict[str, float]:
     """A peer pushes up to `limit` bytes at a page that never reads: host RSS growth."""
     push = PushServer(limit)
-    browser = DriverlessBrowser(kind, base, site)
-    browser.grant(site.origin)
-    url, token = site.url({"mode": "hold", "pushPort": push.port})
     try:
-        browser.open(url)
-        started(site, token)
-        first = site.inbox(token).get(timeout=60)
-        if first != {"ok": True, "value": "holding"}:
-            raise RuntimeError(f"{kind}: {first}")
-        [pid] = browser.host_pids()
-        baseline = rss_kib(pid)
-        time.sleep(seconds)
-        peak = rss_kib(pid, "VmHWM")
-        site.signal(token).set()
-        site.inbox(token).get(timeout=30)
-        return {"pushedMiB": push.pushed / MiB, "hostRssGrowthMiB": max(0, peak - baseline) / 1024}
+        with bench_page(kind, base, site, {"mode": "hold", "pushPort": push.port}, first="holding") as (browser, token):
+            [pid] = browser.host_pids()
+            baseline = rss_kib(pid)
+            time.sleep(seconds)
+            peak = rss_kib(pid, "VmHWM")
+            site.signal(token).set()
+            site.inbox(token).get(timeout=30)
+            return {"pushedMiB": push.pushed / MiB, "hostRssGrowthMiB": max(0, peak - baseline) / 1024}
     finally:
-        browser.close()
         push.close()
 
 
@@ -323,15 +331,7 @@ def cpu_per_gib(kind: str, base: Path, site: Site, params: dict[str, Any], way: 
     """One way of echoing alone: CPU seconds per GiB echoed, for the browser (all its processes),
     the relay (our host, or websockify with the child it forks per connection) and the echo
     server, counted from /proc around the measured echo (the browser starting is not in it)."""
-    browser = DriverlessBrowser(kind, base, site)
-    browser.grant(site.origin)
-    url, token = site.url({**params, "mode": "cpu", "way": way})
-    try:
-        browser.open(url)
-        started(site, token)
-        first = site.inbox(token).get(timeout=600)
-        if first != {"ok": True, "value": "ready"}:
-            raise RuntimeError(f"{kind}: {first}")
+    with bench_page(kind, base, site, {**params, "mode": "cpu", "way": way}, first="ready", first_timeout=600) as (browser, token):
 
         def count() -> dict[str, float]:
             table, hosts = process_table(), set(browser.host_pids())
@@ -343,8 +343,6 @@ def cpu_per_gib(kind: str, base: Path, site: Site, params: dict[str, Any], way: 
         site.signal(token).set()
         result = site.inbox(token).get(timeout=600)
         after = count()
-    finally:
-        browser.close()
     if not result.get("ok"):
         raise RuntimeError(f"{kind}: {result.get('error')}")
     gib = params["total"] / (1 << 30)
