@@ -170,9 +170,9 @@ def native_only_extension(directory: Path) -> Path:
         shutil.copytree(EXTENSION, copy)
         bridge = copy / "bridge.js"
         text = bridge.read_text()
-        marker = "message = { ...message, bulk: true };"
+        marker = "message = { ...message, bulk: true, "
         assert marker in text, "bridge.js changed: update the bench's native-only variant"
-        bridge.write_text(text.replace(marker, "message = { ...message, bulk: false };"))
+        bridge.write_text(text.replace(marker, "message = { ...message, bulk: false, "))
     return copy
 
 

@@ -64,8 +64,7 @@
     if (message.op === 'open') {
       live.add(sid);
       connect();
-      if (message.kind === 'tcp') message = { ...message, bulk: true };
-      if (message.kind === 'tcp') message.bulkMessageSize = BULK_MESSAGE_SIZE;
+      if (message.kind === 'tcp') message = { ...message, bulk: true, bulkMessageSize: BULK_MESSAGE_SIZE };
     } else if (!live.has(sid) || !background) {
       return;
     }

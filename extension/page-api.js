@@ -449,7 +449,6 @@
     return { version: 6, text: canonical, multicast: /^ff[0-9a-f]{2}:/.test(canonical), loopback: canonical === '::1', unspecified: canonical === '::' };
   }
 
-  /** A private copy of the bytes of a BufferSource, or null if `chunk` is not one. */
   /**
    * The bytes of a BufferSource as a view on the page's own memory, not copied; null when the
    * value is not a BufferSource or lies in shared memory (which a WebSocket refuses).
@@ -470,6 +469,7 @@
     return view;
   }
 
+  /** A private copy of the bytes of a BufferSource, or null if `chunk` is not one. */
   function copyBufferSource(chunk) {
     if (isView(chunk)) {
       return apply(u8Slice, new Uint8ArrayCtor(chunk.buffer, chunk.byteOffset, chunk.byteLength), []);
@@ -721,7 +721,7 @@
       this.sendWindow = SEND_WINDOW;
       this.receiveWindow = RECEIVE_WINDOW;
       this.bulkWindow = 0; // the send window the host allows once the WebSocket attached
-      /** @type {ArrayBuffer[]} */
+      /** @type {Uint8Array[]} */
       this.gathered = []; // writes of this task waiting to go to the frame as one message
       this.gatheredBytes = 0;
       /** @type {Uint8Array | null} */
