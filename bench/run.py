@@ -214,9 +214,10 @@ class DriverlessBrowser:
         return find_host_pids(str(self.base))
 
     def root_pid(self) -> int:
-        proc = self.proc if self.proc is not None else self.firefox.proc if self.firefox is not None else None
-        assert proc is not None, "the browser is not running"
-        return proc.pid
+        if self.firefox is not None:
+            return self.firefox.proc.pid
+        assert self.proc is not None, "the browser is not running"
+        return self.proc.pid
 
     def close(self) -> None:
         if self.proc is not None:

@@ -66,6 +66,12 @@ async function echoWebsockify(chunk, total) {
   return total / seconds / 1e6;
 }
 
+/** p50, p99 and the mean of round-trip times in ms (the mean is not bound to the timer's tick). */
+function summary(times) {
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p99: percentile(times, 99), mean: times.reduce((a, b) => a + b, 0) / times.length };
+}
+
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
@@ -87,8 +93,7 @@ async function roundTripOurs(count) {
   await writer.close();
   reader.releaseLock();
   await socket.close().catch(() => {});
-  times.sort((a, b) => a - b);
-  return { p50: percentile(times, 50), p99: percentile(times, 99), mean: times.reduce((a, b) => a + b, 0) / times.length };
+  return summary(times);
 }
 
 async function roundTripWebsockify(count) {
@@ -109,8 +114,7 @@ async function roundTripWebsockify(count) {
     times.push(performance.now() - start);
   }
   ws.close();
-  times.sort((a, b) => a - b);
-  return { p50: percentile(times, 50), p99: percentile(times, 99), mean: times.reduce((a, b) => a + b, 0) / times.length };
+  return summary(times);
 }
 
 /**
