@@ -145,6 +145,46 @@ window.scenarios = {
     return { sha: await sha256Hex(sent), bytes: sent.reduce((n, c) => n + c.byteLength, 0) };
   },
 
+  /**
+   * Writes from every kind of task: timers and the page's own message channel (tasks the API
+   * did not start, whose writes it gathers until the task ends) and the tasks that deliver what
+   * was read (whose first write goes at once). Each write is a numbered word; the echo must
+   * bring them back in the order they were written.
+   */
+  async writesFromEveryTask({ port, count }) {
+    const socket = new TCPSocket('127.0.0.1', port);
+    const { readable, writable } = await socket.opened;
+    const writer = writable.getWriter();
+    let next = 0;
+    const write = (n) => {
+      for (let i = 0; i < n && next < count; i++) writer.write(new Uint32Array([next++]));
+      if (next === count && !closing) closing = writer.close();
+    };
+    let closing = null;
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => write(2);
+    const timers = setInterval(() => { write(3); channel.port2.postMessage(null); }, 0);
+    const words = [];
+    let pending = new Uint8Array(0);
+    const reader = readable.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const joined = new Uint8Array(pending.length + value.length);
+      joined.set(pending);
+      joined.set(value, pending.length);
+      const whole = joined.length - (joined.length % 4);
+      words.push(...new Uint32Array(joined.slice(0, whole).buffer));
+      pending = joined.slice(whole);
+      write(1 + (words.length % 2)); // in the task that delivered what was read
+      if (words.length === count) break;
+    }
+    clearInterval(timers);
+    await socket.close().catch(() => {});
+    const outOfOrder = words.findIndex((word, i) => word !== i);
+    return { received: words.length, outOfOrder };
+  },
+
   async peerFinFirst({ port }) {
     // The server sends its data and FIN; the readable ends, the writable stays usable.
     const socket = new TCPSocket('127.0.0.1', port);
