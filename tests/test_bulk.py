@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.hostproc import HostProcess
-from tests.support.servers import TcpServer, echo, make_source
+from tests.support.servers import TcpServer, echo, hashing_sink, make_source, slow_sink
 from tests.test_host_process import b64, grant, read_until
 
 ORIGIN = "http://127.0.0.1:8000"
@@ -114,6 +114,81 @@ def test_echo_over_the_bulk_path(host: HostProcess, isolated_env: dict[str, str]
         assert events == ["fin_sent", "eof", "closed"]
     # The background hears of the end on native messaging too, marked as already told.
     assert host.expect("closed", id=1) == {"type": "closed", "id": 1, "bulk": True}
+
+
+def test_fragmented_messages_are_joined(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    """A WebSocket message may arrive in fragments (RFC 6455, 5.4): bytes and JSON alike are
+    taken once whole, in order."""
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    with attach(offer) as ws:
+        ws.send(iter(['{"type": "re', 'ad", "bytes"', ": 1024}"]))  # a text message in three frames
+        ws.send(iter([b"frag", b"men", b"ted"]))
+        ws.send(b", whole")
+        received = b""
+        while len(received) < len(b"fragmented, whole"):
+            message = ws.recv(timeout=10)
+            if isinstance(message, bytes):
+                received += message
+        assert received == b"fragmented, whole"
+
+
+def test_text_that_is_not_utf8_is_a_fault(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    with attach(offer) as ws:
+        ws.send(b"\xff\xfe not text", text=True)  # bytes sent as a text frame, unchecked
+        error = json.loads(ws.recv(timeout=10))
+        assert error == {"type": "error", "id": 1, "name": "NetworkError", "message": "Network error."}
+    told = host.expect("error", id=1)
+    assert told["bulk"] is True and told["code"] == 100, told  # INVALID_JSON
+
+
+def test_cancel_reading_stops_delivery_and_writing_goes_on(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    size = 4 << 20
+    payload, handler = make_source(size, seed=9)
+    server = TcpServer(handler)
+    try:
+        offer = open_bulk(host, isolated_env, server.port)
+        with attach(offer) as ws:
+            ws.send(json.dumps({"type": "read", "bytes": 65536}))
+            got = b""
+            while len(got) < 65536:
+                message = ws.recv(timeout=10)
+                assert isinstance(message, bytes)
+                got += message
+            assert got == payload[:65536]
+            ws.send(json.dumps({"type": "cancel"}))
+            ws.send(json.dumps({"type": "read", "bytes": 1 << 20}))  # too late: reading is over
+            ws.send(b"still writing")
+            ws.send(json.dumps({"type": "shutdown"}))
+            events = []
+            while "closed" not in events:
+                message = ws.recv(timeout=10)
+                assert not isinstance(message, bytes), "bytes arrived after the page cancelled reading"
+                events.append(json.loads(message)["type"])
+            assert events[-2:] == ["fin_sent", "closed"]
+        assert server.wait_results(1) == [b"still writing"]
+    finally:
+        server.close()
+
+
+def test_a_slow_peer_gets_every_byte_in_order(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    """Writes go to the kernel at once while it takes them, and queue behind what it did not
+    take: with a peer that reads slowly, the two ways mix, and the order must hold."""
+    upload = random.Random(10).randbytes(6 << 20)
+    server = TcpServer(slow_sink(delay=0.002, chunk=256 * 1024))
+    sink = TcpServer(hashing_sink)
+    try:
+        for sid, port in ((1, server.port), (2, sink.port)):
+            offer = open_bulk(host, isolated_env, port, sid=sid)
+            offer["id"] = sid
+            with attach(offer) as ws:
+                duplex_ws(ws, upload, window=4 << 20)
+            host.expect("closed", id=sid)
+        assert server.wait_results(1) == [len(upload)]
+        assert sink.wait_results(1) == [(len(upload), hashlib.sha256(upload).hexdigest())]
+    finally:
+        server.close()
+        sink.close()
 
 
 def test_eight_mib_both_ways_by_sha256(host: HostProcess, isolated_env: dict[str, str]) -> None:

@@ -15,9 +15,7 @@ import logging
 import socket
 from typing import Any, Awaitable, Callable
 
-from websockets.exceptions import ConnectionClosed
-
-from .bulk import BulkServer, event_text
+from .bulk import BulkChannel, BulkServer, ChannelClosed, event_text
 from .connection import Connection, Emit, set_buffer_sizes
 from .errors import Code, ProtocolError
 from .validation import check_inbound
@@ -80,11 +78,17 @@ class TcpConnection(Connection):
         # WebSocket attaches or is declined, the stream waits, so that it never travels two ways.
         self._bulk_server = bulk
         self._bulk_message_size = bulk_message_size
-        self._ws: Any = None
-        self._ending_ws: Any = None  # after the socket ended: told of the end, then closed
+        self._ws: BulkChannel | None = None
+        self._ending_ws: BulkChannel | None = None  # after the socket ended: told of the end, then closed
         self._stream_ready = asyncio.Event()
         self._stream_ready.set()
         self._credit_changed = asyncio.Event()
+        # While the page reads a plain socket over its WebSocket: how to wake that reading when
+        # credit comes, and how to stop it (`_pump_to_page`).
+        self._pump: tuple[Callable[[], None], Callable[[], None]] | None = None
+        self._writing = False  # the write loop is handing bytes to the kernel
+        self._unreported = 0  # bytes written on the bulk path and not yet acknowledged
+        self._ack_handle: asyncio.Handle | None = None
         self._outbox: asyncio.Queue[bytes | object] = asyncio.Queue()
         self.tls: TlsLayer | None = None
         self.starttls_allowed = False  # opened with secureTransport "starttls", not yet upgraded
@@ -248,33 +252,45 @@ class TcpConnection(Connection):
             log.info("socket %d stays on native messaging: %s", self.id, reason)
             self._stream_ready.set()
 
-    async def attach(self, ws: Any) -> None:
-        """The socket's WebSocket is here: the stream moves to it, and what the page sends on it
-        is read until it closes. It is served for as long as the socket lives."""
+    def attach(self, ws: BulkChannel) -> bool:
+        """The socket's WebSocket is here: the stream moves to it, and for as long as the socket
+        lives what the page sends on it comes to `from_page_bytes` and `from_page_text`. False
+        when it came too late (the stream stayed on native messaging, or the socket is gone)."""
         if self._stream_ready.is_set() or self._sock is None:
-            await ws.close(1008, "too late")
-            return
+            return False
         self._ws = ws
         # A WebSocket has no 1 MiB message limit to keep under: larger reads, fewer messages, up
         # to the size the extension says suits its browser (Firefox: 64 KiB, docs/BULK.md).
         self.state.max_chunk = self._bulk_message_size
-        await ws.send(event_text({"type": "attached", "id": self.id}))
+        ws.send_text(event_text({"type": "attached", "id": self.id}))
         self._stream_ready.set()
         self._spawn(self._report_bytes())
         log.info("socket %d: its stream moved to the bulk path", self.id)
+        return True
+
+    def from_page_bytes(self, data: bytes) -> bool:
+        """Bytes the page wrote; False once a fault ended the socket (nothing more is taken)."""
         try:
-            async for message in ws:
-                if isinstance(message, bytes):
-                    self.send(message)
-                    continue
-                await self._page_message(message)
-        except ConnectionClosed:
-            pass
+            self.send(data)
         except ProtocolError as exc:
-            await self.fail(exc.detail, exc.code)
-            return
+            self._spawn(self.fail(exc.detail, exc.code))
+            return False
+        return True
+
+    def from_page_text(self, text: bytes) -> bool:
+        """Credit, the end of writing or of reading; False once a fault ended the socket."""
+        try:
+            self._page_message(text)
+        except ProtocolError as exc:
+            self._spawn(self.fail(exc.detail, exc.code))
+            return False
+        return True
+
+    def channel_lost(self, ws: BulkChannel) -> None:
+        if self._ending_ws is ws:
+            self._ending_ws = None
         if self._ws is ws and self.state.phase.value not in ("closed", "failed"):
-            # The frame's content script went away without a word: as a release.
+            # The page (or the frame's content script) went away without a word: as a release.
             log.info("socket %d: its WebSocket closed; releasing it", self.id)
             self.release()
 
@@ -289,7 +305,7 @@ class TcpConnection(Connection):
                 reported = counts
                 await self._emit({"type": "stats", "id": self.id, "sent": counts[0], "received": counts[1]})
 
-    async def _page_message(self, text: str) -> None:
+    def _page_message(self, text: bytes) -> None:
         try:
             message = json.loads(text)
         except ValueError as exc:
@@ -303,17 +319,20 @@ class TcpConnection(Connection):
         elif message["type"] == "shutdown":
             self.shutdown(bool(message.get("abort")))
         else:
-            await self.cancel_reading()
+            self._stop_reading()
+            self._spawn(self._maybe_finish())
 
     async def _stream(self, message: dict[str, Any]) -> None:
         if self._ws is not None:
-            await self._ws.send(event_text(message))
+            self._ws.send_text(event_text(message))
+            await self._ws.drain()
         else:
             await self._emit(message)
 
     async def _stream_data(self, data: bytes) -> None:
         if self._ws is not None:
-            await self._ws.send(data)
+            self._ws.send_bytes(data)
+            await self._ws.drain()
         else:
             await self._emit({"type": "data", "id": self.id, "data": base64.b64encode(data).decode("ascii")})
 
@@ -325,8 +344,8 @@ class TcpConnection(Connection):
             # The WebSocket may be the page's own: it gets what a page may know, no reason.
             told = {k: v for k, v in message.items() if k not in ("detail", "code")}
             try:
-                await ws.send(event_text(told))
-            except ConnectionClosed:
+                ws.send_text(event_text(told))
+            except ChannelClosed:
                 pass
             self._close_ending_ws(1000, "socket ended")
             message = {**message, "bulk": True}
@@ -335,9 +354,11 @@ class TcpConnection(Connection):
     def _close_ending_ws(self, code: int, reason: str) -> None:
         ws, self._ending_ws = self._ending_ws, None
         if ws is not None:
-            asyncio.ensure_future(ws.close(code, reason))
+            ws.close(code, reason)
 
     def _teardown(self) -> None:
+        if self._pump is not None:
+            self._pump[1]()  # before the socket closes: its descriptor may be reused at once
         if self._bulk_server is not None:
             self._bulk_server.withdraw(self)
         # Nothing more streams; the WebSocket stays open just long enough to say how it ended.
@@ -353,10 +374,47 @@ class TcpConnection(Connection):
     def grant(self, size: int) -> None:
         self.state.page_read(size)
         self._credit_changed.set()
+        if self._pump is not None:
+            self._pump[0]()
 
     def send(self, data: bytes) -> None:
         self.state.page_send(len(data))
+        if self._ws is not None and self.tls is None and self._sock is not None and not self._writing and self._outbox.empty():
+            # A plain socket on the bulk path with nothing ahead of these bytes: straight to
+            # the kernel, without waking the write loop (docs/BULK.md, measured). What the
+            # kernel does not take now, and any error, is left to the loop.
+            try:
+                sent = self._sock.send(data)
+            except OSError:
+                sent = 0
+            if sent:
+                self._wrote(sent)
+            if sent == len(data):
+                return
+            data = data[sent:]
         self._outbox.put_nowait(data)
+
+    def _wrote(self, size: int) -> None:
+        """Bytes handed to the kernel on the bulk path. Acknowledgements only open the page's
+        send window, so they are gathered: the writes of one turn of the event loop share one,
+        and none waits for more than a quarter of the window."""
+        self.state.wrote(size)
+        self._unreported += size
+        if self._unreported >= self.state.send_window // 4:
+            self._ack()
+        elif self._ack_handle is None:
+            self._ack_handle = asyncio.get_running_loop().call_soon(self._ack)
+
+    def _ack(self) -> None:
+        if self._ack_handle is not None:
+            self._ack_handle.cancel()
+            self._ack_handle = None
+        if self._unreported and self._ws is not None:
+            try:
+                self._ws.send_text(event_text({"type": "ack", "id": self.id, "bytes": self._unreported}))
+            except ChannelClosed:
+                return  # the page is gone: the WebSocket's loss releases the socket
+            self._unreported = 0
 
     def shutdown(self, abort: bool) -> None:
         self.state.page_shutdown()
@@ -367,9 +425,14 @@ class TcpConnection(Connection):
         self._outbox.put_nowait(_SHUTDOWN)
 
     async def cancel_reading(self) -> None:
+        self._stop_reading()
+        await self._maybe_finish()
+
+    def _stop_reading(self) -> None:
         self.state.page_cancel()
         self._credit_changed.set()
-        await self._maybe_finish()
+        if self._pump is not None:
+            self._pump[0]()
 
     # -- moving bytes -------------------------------------------------------------------------
 
@@ -377,6 +440,9 @@ class TcpConnection(Connection):
         await self._stream_ready.wait()
         assert self._sock is not None
         io = self.tls or PLAIN
+        if self._ws is not None and io is PLAIN:
+            await self._pump_to_page(self._sock, self._ws)
+            return
         try:
             while True:
                 budget = self.state.read_budget
@@ -398,10 +464,95 @@ class TcpConnection(Connection):
                     return
                 self.state.received(len(data))
                 await self._stream_data(data)
-        except ConnectionClosed:
+        except ChannelClosed:
             self.release()  # the page's side of the bulk path is gone
         except OSError as exc:
             await self.fail(f"reading: {exc}")
+
+    async def _pump_to_page(self, sock: socket.socket, ws: BulkChannel) -> None:
+        """The read loop for a plain socket on the bulk path. The socket stays registered with
+        the event loop while the page has credit and keeps up, and each read goes to the
+        WebSocket in the callback that made it: no task switch and no registering anew for
+        each read (docs/BULK.md, measured)."""
+        loop = asyncio.get_running_loop()
+        fd = sock.fileno()
+        ended: asyncio.Future[object] = loop.create_future()
+        registered = False
+
+        def finish(how: object) -> None:
+            stop()
+            if not ended.done():
+                ended.set_result(how)
+
+        def stop() -> None:
+            nonlocal registered
+            if registered:
+                registered = False
+                loop.remove_reader(fd)
+
+        def wake() -> None:
+            nonlocal registered
+            if ended.done():
+                return
+            if self.state.read_side.value != "open":
+                finish("cancelled")
+            elif not registered and self.state.read_budget and not ws.paused:
+                registered = True
+                loop.add_reader(fd, readable)
+
+        async def wake_when_drained() -> None:
+            try:
+                await ws.drain()
+            except ChannelClosed:
+                finish("gone")
+                return
+            wake()
+
+        def readable() -> None:
+            budget = self.state.read_budget
+            if budget == 0:  # the page has not granted more: its next `read` wakes us
+                stop()
+                wake()
+                return
+            try:
+                data = sock.recv(budget)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                finish(exc)
+                return
+            if not data:
+                finish("eof")
+                return
+            self.state.received(len(data))
+            try:
+                ws.send_bytes(data)
+            except ChannelClosed:
+                finish("gone")
+                return
+            if ws.paused:  # the page is behind: read again once the WebSocket drained
+                stop()
+                self._spawn(wake_when_drained())
+
+        self._pump = (wake, stop)
+        try:
+            wake()
+            how = await ended
+        finally:
+            stop()
+            self._pump = None
+        if isinstance(how, OSError):
+            await self.fail(f"reading: {how}")
+        elif how == "gone":
+            self.release()
+        elif how == "eof":
+            self.state.peer_eof()
+            try:
+                await self._stream({"type": "eof", "id": self.id})
+            except ChannelClosed:
+                self.release()
+                return
+            await self._maybe_finish()
 
     async def _write_loop(self) -> None:
         await self._stream_ready.wait()
@@ -412,6 +563,7 @@ class TcpConnection(Connection):
             while True:
                 item = await self._outbox.get()
                 if item is _SHUTDOWN:
+                    self._ack()
                     if unreported:
                         await self._stream({"type": "ack", "id": self.id, "bytes": unreported})
                     await io.close_write(self._sock)
@@ -421,7 +573,14 @@ class TcpConnection(Connection):
                     await self._maybe_finish()
                     return
                 assert isinstance(item, bytes)
-                await io.sendall(self._sock, item)
+                self._writing = True
+                try:
+                    await io.sendall(self._sock, item)
+                finally:
+                    self._writing = False
+                if self._ws is not None:
+                    self._wrote(len(item))
+                    continue
                 self.state.wrote(len(item))
                 # Acknowledgements only open the page's send window: while more is queued they
                 # are gathered, up to a quarter of the window, to spare a message per write.
@@ -431,7 +590,7 @@ class TcpConnection(Connection):
                 if self._outbox.empty() or unreported >= self.state.send_window // 4:
                     await self._stream({"type": "ack", "id": self.id, "bytes": unreported})
                     unreported = 0
-        except ConnectionClosed:
+        except ChannelClosed:
             self.release()
         except OSError as exc:
             await self.fail(f"writing: {exc}")
