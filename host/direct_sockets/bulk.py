@@ -179,7 +179,8 @@ class BulkChannel(asyncio.Protocol):
         """Enough is buffered towards the page: the sender should wait for `drain()`."""
         return self._paused
 
-    def send_bytes(self, data: bytes) -> None:
+    def send_bytes(self, data: bytes | memoryview) -> None:
+        """Frames `data` at once: the caller may reuse its memory as soon as this returns."""
         if not self.is_open:
             raise ChannelClosed
         self._protocol.send_binary(data)

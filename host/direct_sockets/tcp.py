@@ -28,6 +28,18 @@ _SHUTDOWN = object()
 BULK_CHUNK = 1024 * 1024  # the most bytes in one message on the bulk path, both ways (bulk.MAX_FRAME)
 STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
 
+# Where plain sockets on the bulk path read into, one for the whole host: each read is framed
+# (copied) for its WebSocket before the next one, in the same callback. A fresh buffer per read
+# cost a map, a remap and an unmap of up to 1 MiB for every few bytes read (docs/BULK.md).
+_read_buffer = bytearray()
+
+
+def read_buffer() -> memoryview:
+    global _read_buffer
+    if not _read_buffer:
+        _read_buffer = bytearray(BULK_CHUNK)
+    return memoryview(_read_buffer)
+
 class PlainIO:
     """A plain socket's reads and writes, with the same calls as `TlsLayer`: the loops below
     do not care which one they drive."""
@@ -89,6 +101,7 @@ class TcpConnection(Connection):
         self._writing = False  # the write loop is handing bytes to the kernel
         self._unreported = 0  # bytes written on the bulk path and not yet acknowledged
         self._ack_handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # known once on the bulk path
         self._outbox: asyncio.Queue[bytes | object] = asyncio.Queue()
         self.tls: TlsLayer | None = None
         self.starttls_allowed = False  # opened with secureTransport "starttls", not yet upgraded
@@ -259,6 +272,7 @@ class TcpConnection(Connection):
         if self._stream_ready.is_set() or self._sock is None:
             return False
         self._ws = ws
+        self._loop = asyncio.get_running_loop()
         # A WebSocket has no 1 MiB message limit to keep under: larger reads, fewer messages, up
         # to the size the extension says suits its browser (Firefox: 64 KiB, docs/BULK.md).
         self.state.max_chunk = self._bulk_message_size
@@ -403,7 +417,8 @@ class TcpConnection(Connection):
         if self._unreported >= self.state.send_window // 4:
             self._ack()
         elif self._ack_handle is None:
-            self._ack_handle = asyncio.get_running_loop().call_soon(self._ack)
+            assert self._loop is not None
+            self._ack_handle = self._loop.call_soon(self._ack)
 
     def _ack(self) -> None:
         if self._ack_handle is not None:
@@ -478,6 +493,7 @@ class TcpConnection(Connection):
         fd = sock.fileno()
         ended: asyncio.Future[object] = loop.create_future()
         registered = False
+        buffer = read_buffer()
 
         def finish(how: object) -> None:
             stop()
@@ -515,18 +531,18 @@ class TcpConnection(Connection):
                 wake()
                 return
             try:
-                data = sock.recv(budget)
+                size = sock.recv_into(buffer, budget)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 finish(exc)
                 return
-            if not data:
+            if not size:
                 finish("eof")
                 return
-            self.state.received(len(data))
+            self.state.received(size)
             try:
-                ws.send_bytes(data)
+                ws.send_bytes(buffer[:size])
             except ChannelClosed:
                 finish("gone")
                 return
