@@ -114,7 +114,6 @@
   } catch { /* no timing: the first attempt tells */ }
 
   port.onmessage = (event) => {
-    newTask();
     const message = event.data;
     if (message.op === 'config') {
       bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
@@ -154,21 +153,11 @@
   /** @type {Array<() => void>} */
   let frameWaiters = [];
 
-  // Which task this is, as far as our own event handlers can tell: each of them starts one. A
-  // socket's first write of a task goes at once (gather()); telling the first from the others
-  // this way costs nothing, where a message to ourselves after every write cost a task each
-  // (measured: 0.06 ms of Chromium's round trip, docs/BULK.md).
-  let taskEpoch = 0;
-  function newTask() {
-    taskEpoch += 1;
-  }
-
   // After the current task: a message to ourselves on a private channel (no timer clamping).
   const taskChannel = new MessageChannelCtor();
   /** @type {Array<() => void>} */
   let afterTaskQueue = [];
   taskChannel.port1.onmessage = () => {
-    newTask();
     const run = afterTaskQueue;
     afterTaskQueue = [];
     for (const callback of run) callback();
@@ -205,10 +194,7 @@
       const target = apply(getContentWindow, frame, []);
       if (!target) return;
       framePort = bulkChannel.port1;
-      framePort.onmessage = (event) => {
-        newTask();
-        fromFrame(event.data);
-      };
+      framePort.onmessage = (event) => fromFrame(event.data);
       apply(windowPost, target, ['direct-sockets-bulk', frameOrigin, [bulkChannel.port2]]);
     }, { once: true }]);
     apply(appendChild, root, [frame]);
@@ -232,7 +218,6 @@
     let ended = false;
     apply(addListener, ws, ['open', () => apply(wsSend, ws, [offer.token])]);
     apply(addListener, ws, ['message', (event) => {
-      newTask();
       const data = apply(getEventData, event, []);
       if (typeof data !== 'string') {
         core.onMessage({ op: 'data', sid: core.sid, buf: data });
@@ -743,7 +728,6 @@
       this.gatherBuffer = null; // the same on the page's own WebSocket, copied here, reused
       this.gatherFill = 0;
       this.flushQueued = false;
-      this.sentEpoch = -1; // the task (taskEpoch) of the last write that went at once
     }
 
     postStream(message, transfer) {
@@ -807,8 +791,6 @@
      * Bytes for the WebSocket: the first write of a task goes at once (a lone message loses
      * no time); the ones after it in the same task are sent together when the task ends, as
      * one frame, sparing the host and the browser a message each (docs/BULK.md, measured).
-     * A task that none of our handlers started looks like the one before it: its writes are
-     * gathered too, and go when it ends.
      * On the page's own WebSocket, which copies what it is given at once, `bytes` may be the
      * page's memory and is never kept; towards the frame it is our own copy, and moves there.
      * @param {Uint8Array} bytes
@@ -817,15 +799,11 @@
       // Small writes of one task go together up to half a write's most, and never above the
       // message size that suits this browser.
       const limit = MathObj.min(BULK_CHUNK / 2, bulkMessageSize);
-      if (this.sentEpoch !== taskEpoch) {
-        this.sentEpoch = taskEpoch;
-        this.flushGathered(); // an earlier task's writes may still wait for it to end
-        this.sendFrame(bytes);
-        return;
-      }
       if (!this.flushQueued) {
         this.flushQueued = true;
         afterTask(() => this.flushGathered(true));
+        this.sendFrame(bytes);
+        return;
       }
       const size = bytes.byteLength;
       if (this.channel === 'direct') {
@@ -845,7 +823,7 @@
       if (this.gatheredBytes >= limit) this.flushGathered();
     }
 
-    /** Sends what was gathered (at the end of its task, or before what must follow it). */
+    /** Sends what was gathered; at the end of a task, the next write goes at once again. */
     flushGathered(endOfTask = false) {
       if (endOfTask) this.flushQueued = false;
       if (this.gatherFill > 0) {
