@@ -416,7 +416,7 @@ class TcpConnection(Connection):
         self._unreported += size
         if self._unreported >= self.state.send_window // 4:
             self._ack()
-        elif self._ack_handle is None:
+        elif self._ack_handle is None and self._outbox.empty():  # else the write loop's last write does it
             assert self._loop is not None
             self._ack_handle = self._loop.call_soon(self._ack)
 
