@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import socket
@@ -28,17 +29,15 @@ _SHUTDOWN = object()
 BULK_CHUNK = 1024 * 1024  # the most bytes in one message on the bulk path, both ways (bulk.MAX_FRAME)
 STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
 
-# Where plain sockets on the bulk path read into, one for the whole host: each read is framed
-# (copied) for its WebSocket before the next one, in the same callback. A fresh buffer per read
-# cost a map, a remap and an unmap of up to 1 MiB for every few bytes read (docs/BULK.md).
-_read_buffer = bytearray()
 
-
+@functools.cache
 def read_buffer() -> memoryview:
-    global _read_buffer
-    if not _read_buffer:
-        _read_buffer = bytearray(BULK_CHUNK)
-    return memoryview(_read_buffer)
+    """Where plain sockets on the bulk path read into, one for the whole host: each read is
+    framed (copied) for its WebSocket before the next one, in the same callback. A fresh buffer
+    per read cost a map, a remap and an unmap of up to 1 MiB for every few bytes read
+    (docs/BULK.md)."""
+    return memoryview(bytearray(BULK_CHUNK))
+
 
 class PlainIO:
     """A plain socket's reads and writes, with the same calls as `TlsLayer`: the loops below
