@@ -3,12 +3,13 @@ with the secret, the ordering, the integrity, the backpressure and the ways it c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -38,6 +39,21 @@ def attach(offer: dict[str, Any]) -> ClientConnection:
     ws.send(offer["token"])
     assert json.loads(ws.recv(timeout=10)) == {"type": "attached", "id": ws_id(offer, ws)}
     return ws
+
+
+@contextlib.contextmanager
+def attached_to_source(
+    host: HostProcess, env: dict[str, str], size: int, seed: int, **extra: Any,
+) -> Iterator[tuple[bytes, TcpServer, ClientConnection]]:
+    """A socket on the bulk path to a peer that sends `size` pseudo-random bytes, then FIN, and
+    reads to the end: what it sends, the peer, and the attached WebSocket."""
+    payload, handler = make_source(size, seed=seed)
+    server = TcpServer(handler)
+    try:
+        with attach(open_bulk(host, env, server.port, **extra)) as ws:
+            yield payload, server, ws
+    finally:
+        server.close()
 
 
 def ws_id(offer: dict[str, Any], ws: ClientConnection) -> int:
@@ -143,32 +159,25 @@ def test_text_that_is_not_utf8_is_a_fault(host: HostProcess, isolated_env: dict[
 
 
 def test_cancel_reading_stops_delivery_and_writing_goes_on(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    size = 4 << 20
-    payload, handler = make_source(size, seed=9)
-    server = TcpServer(handler)
-    try:
-        offer = open_bulk(host, isolated_env, server.port)
-        with attach(offer) as ws:
-            ws.send(json.dumps({"type": "read", "bytes": 65536}))
-            got = b""
-            while len(got) < 65536:
-                message = ws.recv(timeout=10)
-                assert isinstance(message, bytes)
-                got += message
-            assert got == payload[:65536]
-            ws.send(json.dumps({"type": "cancel"}))
-            ws.send(json.dumps({"type": "read", "bytes": 1 << 20}))  # too late: reading is over
-            ws.send(b"still writing")
-            ws.send(json.dumps({"type": "shutdown"}))
-            events = []
-            while "closed" not in events:
-                message = ws.recv(timeout=10)
-                assert not isinstance(message, bytes), "bytes arrived after the page cancelled reading"
-                events.append(json.loads(message)["type"])
-            assert events[-2:] == ["fin_sent", "closed"]
+    with attached_to_source(host, isolated_env, 4 << 20, seed=9) as (payload, server, ws):
+        ws.send(json.dumps({"type": "read", "bytes": 65536}))
+        got = b""
+        while len(got) < 65536:
+            message = ws.recv(timeout=10)
+            assert isinstance(message, bytes)
+            got += message
+        assert got == payload[:65536]
+        ws.send(json.dumps({"type": "cancel"}))
+        ws.send(json.dumps({"type": "read", "bytes": 1 << 20}))  # too late: reading is over
+        ws.send(b"still writing")
+        ws.send(json.dumps({"type": "shutdown"}))
+        events = []
+        while "closed" not in events:
+            message = ws.recv(timeout=10)
+            assert not isinstance(message, bytes), "bytes arrived after the page cancelled reading"
+            events.append(json.loads(message)["type"])
+        assert events[-2:] == ["fin_sent", "closed"]
         assert server.wait_results(1) == [b"still writing"]
-    finally:
-        server.close()
 
 
 def test_a_slow_peer_gets_every_byte_in_order(host: HostProcess, isolated_env: dict[str, str]) -> None:
@@ -192,36 +201,22 @@ def test_a_slow_peer_gets_every_byte_in_order(host: HostProcess, isolated_env: d
 
 
 def test_eight_mib_both_ways_by_sha256(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    size = 8 << 20
-    payload, handler = make_source(size, seed=5)
-    upload = random.Random(6).randbytes(size)
-    server = TcpServer(handler)
-    try:
-        offer = open_bulk(host, isolated_env, server.port)
-        with attach(offer) as ws:
-            received, events = duplex_ws(ws, upload)
+    upload = random.Random(6).randbytes(8 << 20)
+    with attached_to_source(host, isolated_env, 8 << 20, seed=5) as (payload, server, ws):
+        received, events = duplex_ws(ws, upload)
         assert hashlib.sha256(received).hexdigest() == hashlib.sha256(payload).hexdigest()
         assert server.wait_results(1) == [upload]
         assert events[-1] == "closed" and events.index("eof") < events.index("closed")
-    finally:
-        server.close()
 
 
 def test_messages_to_the_page_keep_to_the_size_the_extension_asked(host: HostProcess, isolated_env: dict[str, str]) -> None:
     """Firefox does best with messages of at most 64 KiB (docs/BULK.md): the extension says so
     in `tcp_open`, and the host cuts what it reads to that size."""
-    size = 4 << 20
-    payload, handler = make_source(size, seed=8)
-    server = TcpServer(handler)
-    try:
-        offer = open_bulk(host, isolated_env, server.port, bulkMessageSize=65536)
-        sizes: list[int] = []
-        with attach(offer) as ws:
-            received, _ = duplex_ws(ws, b"", credit_size=4 << 20, sizes=sizes)
-        assert received == payload
-        assert max(sizes) == 65536  # full messages, none larger
-    finally:
-        server.close()
+    sizes: list[int] = []
+    with attached_to_source(host, isolated_env, 4 << 20, seed=8, bulkMessageSize=65536) as (payload, _, ws):
+        received, _ = duplex_ws(ws, b"", credit_size=4 << 20, sizes=sizes)
+    assert received == payload
+    assert max(sizes) == 65536  # full messages, none larger
 
 
 def test_a_message_size_out_of_range_is_refused(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
@@ -310,23 +305,16 @@ def test_faults_on_the_bulk_path_end_the_socket(host: HostProcess, isolated_env:
 
 
 def test_a_page_that_stops_reading_keeps_host_memory_flat(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    size = 64 << 20
-    payload, handler = make_source(size, seed=8)
-    server = TcpServer(handler)
-    try:
-        offer = open_bulk(host, isolated_env, server.port)
-        with attach(offer) as ws:
-            baseline = host.rss_peak_kib()
-            ws.send(json.dumps({"type": "read", "bytes": 1 << 20}))
-            got = 0
-            while got < 1 << 20:
-                message = ws.recv(timeout=10)
-                assert isinstance(message, bytes)
-                got += len(message)
-            time.sleep(1.5)  # the peer keeps pushing; the page grants nothing more
-            growth_mib = (host.rss_peak_kib() - baseline) / 1024
-            assert growth_mib < 16, f"host RSS grew {growth_mib:.1f} MiB while the page did not read"
-            with pytest.raises(TimeoutError):
-                ws.recv(timeout=0.5)  # nothing beyond the credit
-    finally:
-        server.close()
+    with attached_to_source(host, isolated_env, 64 << 20, seed=8) as (_, _, ws):
+        baseline = host.rss_peak_kib()
+        ws.send(json.dumps({"type": "read", "bytes": 1 << 20}))
+        got = 0
+        while got < 1 << 20:
+            message = ws.recv(timeout=10)
+            assert isinstance(message, bytes)
+            got += len(message)
+        time.sleep(1.5)  # the peer keeps pushing; the page grants nothing more
+        growth_mib = (host.rss_peak_kib() - baseline) / 1024
+        assert growth_mib < 16, f"host RSS grew {growth_mib:.1f} MiB while the page did not read"
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.5)  # nothing beyond the credit

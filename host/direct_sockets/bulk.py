@@ -264,15 +264,13 @@ class BulkChannel(asyncio.Protocol):
     def _message(self, opcode: Opcode, data: bytes) -> None:
         if self._refusing or not self.is_open:
             return
-        if opcode is Opcode.TEXT:
-            if self._socket is None:
-                self._secret(data)
-            elif not self._socket.from_page_text(data):  # JSON, read as UTF-8 there
-                self._refusing = True
-        elif self._socket is None:
+        if self._socket is not None:
+            # JSON text is read as UTF-8 there: text that is not is a fault like any other.
+            self._refusing = not self._socket.from_page(data, text=opcode is Opcode.TEXT)
+        elif opcode is Opcode.TEXT:
+            self._secret(data)
+        else:
             self._refuse("wrong secret")
-        elif not self._socket.from_page_bytes(data):
-            self._refusing = True
 
     def _secret(self, data: bytes) -> None:
         if self._timer is not None:

@@ -266,7 +266,7 @@ class TcpConnection(Connection):
 
     def attach(self, ws: BulkChannel) -> bool:
         """The socket's WebSocket is here: the stream moves to it, and for as long as the socket
-        lives what the page sends on it comes to `from_page_bytes` and `from_page_text`. False
+        lives what the page sends on it comes to `from_page`. False
         when it came too late (the stream stayed on native messaging, or the socket is gone)."""
         if self._stream_ready.is_set() or self._sock is None:
             return False
@@ -281,19 +281,15 @@ class TcpConnection(Connection):
         log.info("socket %d: its stream moved to the bulk path", self.id)
         return True
 
-    def from_page_bytes(self, data: bytes) -> bool:
-        """Bytes the page wrote; False once a fault ended the socket (nothing more is taken)."""
+    def from_page(self, data: bytes, text: bool) -> bool:
+        """A message the page sent on its WebSocket: bytes it wrote, or JSON text (credit, the
+        end of writing or of reading). False once a fault ended the socket: nothing more is
+        taken from that WebSocket."""
         try:
-            self.send(data)
-        except ProtocolError as exc:
-            self._spawn(self.fail(exc.detail, exc.code))
-            return False
-        return True
-
-    def from_page_text(self, text: bytes) -> bool:
-        """Credit, the end of writing or of reading; False once a fault ended the socket."""
-        try:
-            self._page_message(text)
+            if text:
+                self._page_message(data)
+            else:
+                self.send(data)
         except ProtocolError as exc:
             self._spawn(self.fail(exc.detail, exc.code))
             return False
