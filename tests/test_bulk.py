@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import random
+import socket
 import time
 from typing import Any, Iterator
 
@@ -235,7 +237,12 @@ def test_secret_is_one_time_and_checked(host: HostProcess, isolated_env: dict[st
     with attach(offer) as ws:
         # A replay of the secret, while the first client holds the socket, gets nothing.
         assert refused(offer["url"], offer["token"]) == 1008
-        assert refused(offer["url"], None) == 1008  # nor does a client that says nothing
+        # Nor does a client that says nothing, whether after the handshake or before it.
+        port = int(offer["url"].rsplit(":", 1)[1].strip("/"))
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            assert refused(offer["url"], None) == 1008  # takes the 10 s the secret may take
+            silent.settimeout(5)
+            assert silent.recv(1) == b"", "a connection with no handshake stayed open"
         ws.send(json.dumps({"type": "read", "bytes": 16}))
         ws.send(b"still mine")
         assert json.loads(ws.recv(timeout=10))["type"] == "ack"
@@ -250,6 +257,24 @@ def test_secret_is_one_time_and_checked(host: HostProcess, isolated_env: dict[st
     host.send({"type": "read", "id": 1, "bytes": 1})
     host.send({"type": "ping", "seq": 9})
     host.expect("pong", seq=9)
+
+
+def test_a_request_that_is_not_a_websocket_gets_nothing(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    """The bulk port speaks only WebSocket: a plain HTTP request is told to upgrade, and learns
+    nothing else (no `Server` header, no socket)."""
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    port = int(offer["url"].rsplit(":", 1)[1].strip("/"))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/", headers={"Authorization": offer["token"]})
+    response = connection.getresponse()
+    assert response.status == 426 and response.getheader("Server") is None
+    response.read()
+    connection.close()
+    with attach(offer) as ws:  # the offer is still there for the page's own WebSocket
+        ws.send(json.dumps({"type": "read", "bytes": 16}))
+        ws.send(b"only mine")
+        assert json.loads(ws.recv(timeout=10))["type"] == "ack"
+        assert ws.recv(timeout=10) == b"only mine"
 
 
 def test_a_secret_for_one_socket_never_reaches_another(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
