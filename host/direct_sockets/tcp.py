@@ -382,6 +382,10 @@ class TcpConnection(Connection):
 
     def grant(self, size: int) -> None:
         self.state.page_read(size)
+        self._wake_reading()
+
+    def _wake_reading(self) -> None:
+        """The page granted credit or stopped reading: whichever reader waits looks again."""
         self._credit_changed.set()
         if self._pump is not None:
             self._pump[0]()
@@ -440,9 +444,7 @@ class TcpConnection(Connection):
 
     def _stop_reading(self) -> None:
         self.state.page_cancel()
-        self._credit_changed.set()
-        if self._pump is not None:
-            self._pump[0]()
+        self._wake_reading()
 
     # -- moving bytes -------------------------------------------------------------------------
 
