@@ -96,18 +96,31 @@ def hashing_sink(conn: socket.socket) -> tuple[int, str]:
 
 
 def make_source(size: int, seed: int = 7) -> tuple[bytes, Handler]:
-    """A server that sends `size` pseudo-random bytes, then FIN, then reads to the peer's EOF."""
+    """A server that sends `size` pseudo-random bytes, then FIN, while it reads to the peer's
+    EOF (it returns what it read), as a full-duplex peer does. Reading does not wait for the
+    sending: a client that stops reading would otherwise keep it from ever reading. Such a
+    client closes with bytes unread, and its kernel answers them with a reset (RFC 1122,
+    4.2.2.13), so the sending may end in an error; what the client reads shows whether its
+    bytes came."""
     import random
 
     payload = random.Random(seed).randbytes(size)
 
+    def send(conn: socket.socket) -> None:
+        try:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def handler(conn: socket.socket) -> bytes:
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
-        return recv_all(conn)
+        sender = threading.Thread(target=send, args=(conn,), daemon=True)
+        sender.start()
+        received = recv_all(conn)
+        sender.join(timeout=30)
+        return received
 
     return payload, handler
-
 
 def slow_sink(delay: float = 0.05, chunk: int = 64 * 1024) -> Handler:
     """Reads slowly: one chunk per `delay` seconds, with a small receive buffer."""
