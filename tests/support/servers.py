@@ -97,11 +97,10 @@ def hashing_sink(conn: socket.socket) -> tuple[int, str]:
 
 def make_source(size: int, seed: int = 7) -> tuple[bytes, Handler]:
     """A server that sends `size` pseudo-random bytes, then FIN, while it reads to the peer's
-    EOF (it returns what it read), as a full-duplex peer does. Reading does not wait for the
-    sending: a client that stops reading would otherwise keep it from ever reading. Such a
-    client closes with bytes unread, and its kernel answers them with a reset (RFC 1122,
-    4.2.2.13), so the sending may end in an error; what the client reads shows whether its
-    bytes came."""
+    EOF, as a full-duplex peer does; it returns what it read. Its reading does not wait for its
+    sending, so a client that stops reading cannot keep it from hearing what that client sends
+    next. Such a client closes with bytes unread, which its kernel answers with a reset (RFC
+    1122, 4.2.2.13): the sending may then end in an error, which is no fault of the client's."""
     import random
 
     payload = random.Random(seed).randbytes(size)
@@ -121,6 +120,7 @@ def make_source(size: int, seed: int = 7) -> tuple[bytes, Handler]:
         return received
 
     return payload, handler
+
 
 def slow_sink(delay: float = 0.05, chunk: int = 64 * 1024) -> Handler:
     """Reads slowly: one chunk per `delay` seconds, with a small receive buffer."""
