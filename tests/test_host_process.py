@@ -10,7 +10,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +19,7 @@ import pytest
 from direct_sockets.errors import Code
 from tests.conftest import cli
 from tests.support.hostproc import HEADER, HostProcess
-from tests.support.servers import Handler, TcpServer, hashing_sink, make_source, reset_after_greeting, slow_sink
+from tests.support.servers import Handler, TcpServer, free_port, hashing_sink, make_source, reset_after_greeting, slow_sink
 
 ORIGIN = "http://127.0.0.1:8000"
 CHUNK = 512 * 1024
@@ -348,10 +347,7 @@ def test_peer_reset_is_network_error(host: HostProcess, isolated_env: dict[str, 
 
 
 def test_connection_refused_is_network_error(host: HostProcess, isolated_env: dict[str, str]) -> None:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now
+    port = free_port()  # nothing listens there
     grant(isolated_env, f"127.0.0.1:{port}")
     host.hello()
     open_tcp(host, 1, port)

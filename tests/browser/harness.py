@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
+
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = ROOT / "extension"
@@ -107,12 +108,6 @@ class ScenarioSite:
     def close(self) -> None:
         self.server.shutdown()
         self.public_server.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def browser_env(base: Path) -> dict[str, str]:

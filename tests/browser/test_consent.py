@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.browser.harness import Browser, Chromium, cli
-from tests.support.servers import TcpServer
+from tests.support.servers import TcpServer, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -142,12 +142,7 @@ def test_private_window_grants_are_never_written(browser: Browser, echo_server: 
 
 
 def test_refusals_are_identical_for_open_closed_and_missing_destinations(browser: Browser, echo_server: TcpServer) -> None:
-    import socket as socketlib
-
-    probe = socketlib.socket()
-    probe.bind(("127.0.0.1", 0))
-    closed_port = probe.getsockname()[1]
-    probe.close()  # nothing listens there
+    closed_port = free_port()  # nothing listens there
     seen = []
     for port, address in ((echo_server.port, None), (closed_port, None), (9, "no-such-host.invalid")):
         browser.restart_host()  # a fresh host each time, so that the refusals do not add up to a cool-down

@@ -15,7 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.browser.harness import Browser, Chromium, free_port
+from tests.browser.harness import Browser, Chromium
+from tests.support.servers import free_port
 from tests.browser.test_popup import ExtensionPage
 
 pytestmark = pytest.mark.browser

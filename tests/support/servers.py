@@ -12,6 +12,13 @@ from typing import Callable
 Handler = Callable[[socket.socket], None]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the moment it is asked for)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class TcpServer:
     def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -141,9 +148,7 @@ def echo_server_process(read_size: int = 65536) -> "tuple[subprocess.Popen[bytes
     import subprocess
     import sys
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     code = (
         "import asyncio\n"
         "async def echo(r, w):\n"
