@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.hostproc import HostProcess
-from tests.support.servers import TcpServer, echo, hashing_sink, make_source, slow_sink
+from tests.support.servers import TcpServer, hashing_sink, make_source, slow_sink
 from tests.test_host_process import b64, grant, read_until
 
 ORIGIN = "http://127.0.0.1:8000"

@@ -4,7 +4,6 @@ and a small TCP server, served on 127.0.0.1 with the echo services it talks to."
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.server
 import threading
 from importlib import resources

@@ -3,13 +3,12 @@ frame's content script opens, shown in the popup, and its fallback to native mes
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 
 from tests.browser.harness import Browser, Chromium, wait_for
 from tests.browser.test_popup import ExtensionPage
-from tests.support.servers import TcpServer, hashing_sink, make_source
+from tests.support.servers import TcpServer, hashing_sink
 
 pytestmark = pytest.mark.browser
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable
@@ -145,9 +147,6 @@ def slow_sink(delay: float = 0.05, chunk: int = 64 * 1024) -> Handler:
 def echo_server_process(read_size: int = 65536) -> "tuple[subprocess.Popen[bytes], int]":
     """A TCP echo server in a process of its own (asyncio): a thousand connections need no
     thousand threads, and a benchmark's server shares no GIL with what it measures."""
-    import subprocess
-    import sys
-
     port = free_port()
     code = (
         "import asyncio\n"
