@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import sys
 import threading
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 from .permissions import Grant, PermissionStore
 
@@ -71,34 +73,45 @@ def grant_demo(store: PermissionStore, origin: str, echo_port: int) -> list[Gran
     return grants
 
 
-async def serve(http_port: int, echo_port: int, ready: threading.Event | None = None) -> None:
+async def serve(http_port: int, echo_port: int, listening: Callable[[], None] = lambda: None) -> None:
+    """Serves the page and the echo services until cancelled; `listening` is called once all
+    three listen."""
     loop = asyncio.get_running_loop()
     tcp = await asyncio.start_server(_tcp_echo, "127.0.0.1", echo_port)
-    udp, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", echo_port))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", http_port), _http_handler(echo_port))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    if ready is not None:
-        ready.set()
+    udp = None
+    httpd = None
     try:
+        udp, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", echo_port))
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", http_port), _http_handler(echo_port))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        listening()
         await asyncio.Event().wait()
     finally:
-        httpd.shutdown()
-        udp.close()
+        if httpd is not None:
+            httpd.shutdown()
+        if udp is not None:
+            udp.close()
         tcp.close()
 
 
 def run(http_port: int, echo_port: int, grant: bool, store_path: Path) -> int:
     origin = f"http://127.0.0.1:{http_port}"
-    if grant:
-        for g in grant_demo(PermissionStore(store_path), origin, echo_port):
-            print(f"granted {origin} {g.kind} {g.host}:{g.port}")
-    print(f"The demo is at {origin}/ (echo services on 127.0.0.1:{echo_port}, TCP and UDP).")
-    print("Open it in a browser with the extension loaded. Ctrl-C stops it.")
-    if not grant:
-        print(f"Each first use asks in a consent window; `--grant` allows the demo's destinations ahead (revoke with "
-              f"`direct-sockets permissions revoke --origin {origin}`).")
+
+    def listening() -> None:
+        # Said only now, and flushed (a pipe is block-buffered): whoever waits for this line
+        # may connect at once. A demo that cannot listen grants nothing.
+        if grant:
+            for g in grant_demo(PermissionStore(store_path), origin, echo_port):
+                print(f"granted {origin} {g.kind} {g.host}:{g.port}")
+        print(f"The demo is at {origin}/ (echo services on 127.0.0.1:{echo_port}, TCP and UDP).")
+        print("Open it in a browser with the extension loaded. Ctrl-C stops it.")
+        if not grant:
+            print(f"Each first use asks in a consent window; `--grant` allows the demo's destinations ahead (revoke with "
+                  f"`direct-sockets permissions revoke --origin {origin}`).")
+        sys.stdout.flush()
+
     try:
-        asyncio.run(serve(http_port, echo_port))
+        asyncio.run(serve(http_port, echo_port, listening))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -35,8 +35,10 @@ def demo(browser: Browser) -> Iterator[str]:
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("The demo is at"):
+            if line.startswith("The demo is at"):  # said once it listens
                 break
+        else:
+            pytest.fail(f"the demo ended (exit {proc.wait(10)}) without saying where it is")
         yield f"http://127.0.0.1:{http_port}"
     finally:
         proc.terminate()
