@@ -49,6 +49,7 @@ def until_announced(lines: "queue.Queue[str | None]") -> list[str]:
 
 @pytest.fixture
 def stopped() -> Iterator[list[subprocess.Popen[str]]]:
+    """The demos a test started, stopped after it whatever happened."""
     procs: list[subprocess.Popen[str]] = []
     yield procs
     for proc in procs:
