@@ -16,8 +16,9 @@ from typing import Iterator
 import pytest
 
 from tests.browser.harness import Browser, Chromium
-from tests.support.servers import free_port
 from tests.browser.test_popup import ExtensionPage
+from tests.support.servers import free_port
+from tests.test_demo_server import demo_lines, until_announced
 
 pytestmark = pytest.mark.browser
 
@@ -28,16 +29,9 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 def demo(browser: Browser) -> Iterator[str]:
     assert isinstance(browser, Chromium)
     http_port, echo_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "direct_sockets", "demo", "--grant", "--http-port", str(http_port), "--echo-port", str(echo_port)],
-        env=browser.env, stdout=subprocess.PIPE, text=True,
-    )
+    proc, lines = demo_lines(browser.env, "--grant", "--http-port", str(http_port), "--echo-port", str(echo_port))
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("The demo is at"):  # said once it listens
-                break
-        else:
+        if not until_announced(lines):  # said once it listens
             pytest.fail(f"the demo ended (exit {proc.wait(10)}) without saying where it is")
         yield f"http://127.0.0.1:{http_port}"
     finally:
