@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from direct_sockets.consent import ConsentBroker, scope_of, service_name
+from direct_sockets.consent import ConsentBroker, service_name
+from direct_sockets.decision import most_sensitive as scope_of
 from direct_sockets.errors import Code
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
@@ -83,7 +84,9 @@ def test_what_the_prompt_says_about_a_destination() -> None:
     assert service_name(40000) is None
     assert scope_of(["127.0.0.1", "::1"]) == "loopback"
     assert scope_of(["192.168.1.20"]) == "local" and scope_of(["fe80::1%eth0"]) == "local" and scope_of(["fd00::5"]) == "local"
-    assert scope_of(["127.0.0.1", "93.184.216.34"]) == "internet"  # the widest wins
+    assert scope_of(["93.184.216.34", "127.0.0.1"]) == "loopback"  # the most sensitive wins (finding 2)
+    assert scope_of(["93.184.216.34", "192.168.1.20"]) == "local" and scope_of(["93.184.216.34"]) == "internet"
+    assert scope_of(["0.0.0.0"]) == scope_of(["::"]) == scope_of(["::ffff:127.0.0.1"]) == "loopback"  # finding 3
     assert scope_of(["100.64.0.1"]) == "local" and scope_of(["203.0.113.9"]) == "local"  # not globally routable
     assert scope_of(["::ffff:10.0.0.1"]) == "local"
     assert scope_of([]) == "unknown"
@@ -104,11 +107,12 @@ def grants(env: dict[str, str]) -> list[dict]:
 
 def test_prompt_describes_the_request(host: HostProcess, echo_server: TcpServer) -> None:
     host.hello()
-    tcp_open(host, 1, echo_server.port, address="localhost", tab=7)
+    tcp_open(host, 1, echo_server.port, address="LocalHost.", tab=7)
     prompt = host.expect("prompt", id=1)
     assert prompt["origin"] == ORIGIN and prompt["tabId"] == 7 and prompt["kind"] == "tcp"
-    assert prompt["host"] == "localhost" and prompt["port"] == echo_server.port
-    assert "127.0.0.1" in prompt["addresses"] and prompt["scope"] == "loopback"
+    assert prompt["host"] == "localhost" and prompt["port"] == echo_server.port  # as the core normalized it
+    # localhost is this device whatever a resolver says (RFC 6761): no lookup, the scope at once.
+    assert prompt["addresses"] == ["127.0.0.1", "::1"] and prompt["scope"] == "loopback"
     assert prompt["plaintext"] is False and prompt["offerAlways"] is True and prompt["timeoutSeconds"] == 60
     assert echo_server.accepted == 0  # nothing reached the destination while asking
     tcp_open(host, 2, 22, origin="https://app.example", tab=8)

@@ -8,17 +8,17 @@ for a destination no grant covers. This module decides the order and the limits:
   so a page cannot pester the user into saying yes;
 - a prompt not answered in time is a refusal.
 
-It also says what the prompt shows about a destination: the port's well-known service and
-whether the addresses are loopback, on the local network, or on the internet.
+It also names a port's well-known service for the prompt. Whether the addresses are this
+device, the local network or the internet (the prompt's scope) is the decision core's
+(`decision.py`: `most_sensitive`).
 """
 
 from __future__ import annotations
 
 import collections
-import ipaddress
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 WELL_KNOWN_SERVICES = {
     7: "Echo", 21: "FTP", 22: "SSH", 23: "Telnet", 25: "SMTP", 53: "DNS", 80: "HTTP", 110: "POP3",
@@ -39,29 +39,6 @@ MAX_WAITING_PER_TAB = 8
 
 def service_name(port: int) -> str | None:
     return WELL_KNOWN_SERVICES.get(port)
-
-
-def scope_of(addresses: Iterable[str]) -> str:
-    """'loopback', 'local' (anything not globally routable: private, link-local, unique-local,
-    shared, multicast) or 'internet'; the
-    widest of the addresses, so that a name that resolves partly to the internet says so."""
-    rank = {"loopback": 0, "local": 1, "internet": 2}
-    widest = "loopback"
-    seen = False
-    for text in addresses:
-        seen = True
-        address = ipaddress.ip_address(text.split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if address.is_loopback:
-            scope = "loopback"
-        elif address.is_global and not address.is_multicast:
-            scope = "internet"
-        else:  # private, link-local, unique-local, shared, multicast, reserved
-            scope = "local"
-        if rank[scope] > rank[widest]:
-            widest = scope
-    return widest if seen else "unknown"
 
 
 @dataclass

@@ -4,7 +4,11 @@ user meant and nothing more."""
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from urllib.parse import urlsplit
+
+import idna
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -43,19 +47,72 @@ def is_ip(text: str) -> bool:
         return False
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def canonical_ip(text: str) -> IPAddress:
+    """The address a literal really names: an IPv4-mapped (`::ffff:127.0.0.1`, `::ffff:7f00:1`)
+    or IPv4-compatible (`::7f00:1`) IPv6 address is the IPv4 address inside it, so that a rule
+    or a grant written for one spelling holds for all. Raises ValueError for a non-address."""
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is None:
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if 1 < int(address) < 2**32:
+            return ipaddress.IPv4Address(int(address))
+    return address
+
+
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
+
+
 def normalize_host(text: str) -> str:
-    """IP literals in their canonical text form, names lower-cased without a trailing dot."""
+    """One spelling per destination, so that a grant, a policy rule and the prompt all mean the
+    same host whatever way the page wrote it.
+
+    IP literals come out in their canonical text form (an IPv4 address inside an IPv6 one
+    comes out as the IPv4 address: `canonical_ip`). Names are mapped with UTS-46 (IDNA), as
+    a browser's URL parser does: fullwidth letters, other case, ignorable characters (a
+    zero-width space, a soft hyphen) and ideographic full stops all give the one name they
+    resolve as; non-ASCII labels come out as A-labels (`xn--...`); a trailing dot goes. A name
+    whose last label is a number is an IPv4 address in another spelling (`127.1`, `0x7f.1`:
+    the resolver reads them so), and comes out as that address."""
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     try:
-        return str(ipaddress.ip_address(text))
+        return str(canonical_ip(text))
     except ValueError:
         pass
-    name = text.lower().rstrip(".")
-    if not name or len(name) > 253 or any(c.isspace() or c in "/*@[]" for c in name):
+    try:
+        mapped = idna.uts46_remap(text, std3_rules=False, transitional=False)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidDestination(f"not a host name or IP address: {text!r}") from exc
+    mapped = mapped[:-1] if mapped.endswith(".") else mapped
+    try:
+        return str(canonical_ip(mapped))
+    except ValueError:
+        pass
+    labels = mapped.split(".")
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(mapped))
+        except OSError as exc:
+            raise InvalidDestination(f"not a host name or IP address: {text!r}") from exc
+    try:
+        ascii_labels = [label if label.isascii() else idna.alabel(label).decode("ascii") for label in labels]
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidDestination(f"not a host name or IP address: {text!r}") from exc
+    name = ".".join(ascii_labels)
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in ascii_labels):
         raise InvalidDestination(f"not a host name or IP address: {text!r}")
     return name
+
+
+def is_localhost_name(name: str) -> bool:
+    """`localhost` and names under it always mean this device (RFC 6761), as browsers treat them."""
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def parse_host_port(text: str, *, wildcard_port: bool = True) -> tuple[str, int | str]:

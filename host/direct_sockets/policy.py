@@ -9,18 +9,36 @@ who meant to block something must never find it open because of a typo.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .destinations import InvalidDestination, normalize_host, normalize_origin
+from .destinations import IPAddress, InvalidDestination, canonical_ip, normalize_host, normalize_origin
 from .validation import DocumentInvalid, load_document
 
 log = logging.getLogger(__name__)
 
 Verdict = Literal["block", "grant"] | None
+
+
+def address_forms(host: str) -> frozenset[IPAddress] | None:
+    """Every address a rule must see for an IP literal (None for a name): the address itself,
+    the IPv4 address inside an IPv4-mapped or -compatible one (and the mapped form of an IPv4
+    address, for rules written as IPv6 networks), and for the unspecified addresses `0.0.0.0`
+    and `::` this device's loopback addresses too: connecting there reaches this device, and
+    binding there listens on loopback among the rest."""
+    try:
+        address = canonical_ip(host.split("%")[0])
+    except ValueError:
+        return None
+    forms: set[IPAddress] = {address}
+    if address.is_unspecified:
+        forms |= {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"), ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")}
+    forms |= {ipaddress.IPv6Address(f"::ffff:{a}") for a in forms if isinstance(a, ipaddress.IPv4Address)}
+    return frozenset(forms)
 
 
 @dataclass(frozen=True)
@@ -30,21 +48,33 @@ class Rule:
     host: str  # normalized name or address, "*", or a network in text form
     port: int | str  # or "*"
 
+    @functools.cached_property
+    def _network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        if "/" in self.host:
+            return ipaddress.ip_network(self.host, strict=False)
+        try:
+            return ipaddress.ip_network(canonical_ip(self.host.split("%")[0]))
+        except ValueError:
+            return None  # a name
+
     def matches(self, origin: str, kind: str, host: str, port: int) -> bool:
+        """Whether the rule covers a request; `origin` and `host` normalized. A name rule
+        matches that name; an address or network rule matches IP literals in any spelling
+        (`address_forms`), and names only through what they resolve to (the caller asks
+        again for each resolved address)."""
         if self.origin != "*" and self.origin != origin:
             return False
         if self.kind != "*" and self.kind != kind:
             return False
         if self.port != "*" and self.port != port:
             return False
-        if self.host in ("*", host):
+        if self.host == "*":
             return True
-        if "/" in self.host:
-            try:
-                return ipaddress.ip_address(host) in ipaddress.ip_network(self.host, strict=False)
-            except ValueError:
-                return False  # a name: networks match addresses only
-        return False
+        network = self._network
+        if network is None:  # a name rule
+            return self.host == host
+        forms = address_forms(host)
+        return forms is not None and any(a in network for a in forms if a.version == network.version)
 
 
 @dataclass(frozen=True)
@@ -52,6 +82,13 @@ class Policy:
     disabled: bool
     block: tuple[Rule, ...]
     grant: tuple[Rule, ...]
+
+    def blocks(self, origin: str, kind: str, host: str, port: int) -> bool:
+        """`origin` and `host` normalized."""
+        return self.disabled or any(rule.matches(origin, kind, host, port) for rule in self.block)
+
+    def grants(self, origin: str, kind: str, host: str, port: int) -> bool:
+        return not self.disabled and any(rule.matches(origin, kind, host, port) for rule in self.grant)
 
 
 class PolicyDamaged(Exception):
@@ -113,24 +150,16 @@ class PolicyFile:
         self._key, self._damage = key, reason
         return Policy(True, (), ())
 
-    def blocks_address(self, origin: str, kind: str, address: str, port: int) -> bool:
-        """Whether a block rule covers an address a name resolved to (networks apply to names
-        through their addresses)."""
-        return self.verdict(origin, kind, address, port) == "block"
-
     def verdict(self, origin: str, kind: str, host: str, port: int) -> Verdict:
-        """'block' (refuse, unasked), 'grant' (allow, unasked) or None (the user decides)."""
+        """'block' (refuse, unasked), 'grant' (allow, unasked) or None (the user decides), by
+        the host as named; the decision core (`decision.py`) also checks resolved addresses."""
         policy = self.current()
         if policy is None:
             return None
-        if policy.disabled:
-            return "block"
         try:
             origin, host = normalize_origin(origin), normalize_host(host)
         except InvalidDestination:
             return "block"
-        if any(rule.matches(origin, kind, host, port) for rule in policy.block):
+        if policy.blocks(origin, kind, host, port):
             return "block"
-        if any(rule.matches(origin, kind, host, port) for rule in policy.grant):
-            return "grant"
-        return None
+        return "grant" if policy.grants(origin, kind, host, port) else None

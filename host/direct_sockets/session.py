@@ -16,13 +16,14 @@ import ipaddress
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from . import PROTOCOL_VERSION, __version__
 from .connection import Connection, family_for
-from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, scope_of, service_name
-from .destinations import InvalidDestination, is_ip, normalize_host, normalize_origin
+from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, service_name
+from .decision import REMOTE_KINDS, UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide, grant_kind
+from .destinations import InvalidDestination, canonical_ip, is_ip, normalize_host, normalize_origin
 from .errors import PAGE_MESSAGE, Code, ProtocolError
 from .framing import Event, FrameError
 from .listen_state import ListenState
@@ -48,6 +49,8 @@ BULK_SEND_WINDOW = 4 * 1024 * 1024  # the same, for a socket whose stream is on 
 UDP_SEND_WINDOW = 32  # unacknowledged datagrams a page may have in flight per socket
 MAX_SOCKETS = 4096
 RESOLVE_TIMEOUT = 10.0
+MAX_QUESTIONS_PER_SOCKET = 32  # what an open socket may have waiting for the user (sends, joins)
+MAX_WAITING_SEND_BYTES = 1024 * 1024  # bytes of a bound socket's datagrams waiting for the user
 RECENTLY_ENDED = 4096  # ids whose late messages are dropped quietly
 BOUND_UDP_MIN_PORT = 1024  # the draft: bound UDP only on 0 or 1024 and above
 LISTEN_MIN_PORT = 32768  # the draft: TCP listening only on 0 or 32768 and above
@@ -61,7 +64,17 @@ def _ip_literal(text: str, what: str, socket_id: int) -> ipaddress.IPv4Address |
 
 
 def _addresses(infos: list[Any]) -> list[str]:
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(_canonical(info[4][0]) for info in infos))
+
+
+def _canonical(address: str) -> str:
+    """An address as the decision core checks it (an IPv4-mapped address is its IPv4 one)."""
+    text, _, zone = address.partition("%")
+    return str(canonical_ip(text)) + (f"%{zone}" if zone else "")
+
+
+def _prompt_kind(kind: str) -> str:
+    return grant_kind(kind) if kind == "udp-send" else kind
 
 
 def _decode(data: str, what: str, socket_id: int, limit: int, allow_empty: bool) -> bytes:
@@ -77,31 +90,36 @@ def _decode(data: str, what: str, socket_id: int, limit: int, allow_empty: bool)
 
 
 @dataclass
+class Outcome:
+    """How one request ends, whatever the decision core says: `allow` with the checked
+    addresses (getaddrinfo entries, [] for local kinds), `refuse`, or `fail` when the one name
+    lookup failed; `ended` says the request's socket went away meanwhile."""
+
+    allow: Callable[[list[Any], Allow], Awaitable[None]]
+    refuse: Callable[[], Awaitable[None]]
+    fail: Callable[[str], Awaitable[None]]
+    ended: Callable[[], bool]
+
+
+@dataclass
 class PendingOpen:
     """A request waiting for the user's answer: a socket to open (its id is taken; only
     `release` may name it), or something an open socket wants next (`action`)."""
 
-    message: dict[str, Any]
+    message: dict[str, Any]  # the open, or the requester of an open socket
     kind: str
     host: str
     port: int
     tab: tuple[int, bool]
-    infos: list[Any] | None = None  # what the name resolved to (and the socket will use)
     scope: str = "unknown"
     timer: asyncio.TimerHandle | None = None
     shown: bool = False
-    action: "PendingAction | None" = None
+    action: Outcome | None = None  # set for an open socket's question
     details: dict[str, Any] | None = None  # more for the prompt (a certificate and why)
     pin: str = ""  # kind certificate: the key a grant would trust
-
-
-@dataclass
-class PendingAction:
-    """What an open socket asked for: done if the user allows (with the host they chose), or
-    refused; either way the page hears of it through that socket."""
-
-    allow: Callable[[str], Awaitable[None]]
-    refuse: Callable[[], Awaitable[None]]
+    request: Request | None = None  # what the decision core was asked
+    ask: Ask | None = None  # what it said to show
+    outcome: Outcome | None = None
 
 
 def prompt_timeout() -> float:
@@ -125,6 +143,10 @@ class Session:
         self._attempts = RateLimiter()
         # Grants made in private windows: kept here, in memory, never written (questionnaire 2.14).
         self._private_grants: set[Grant] = set()
+        # The addresses the decision core allowed each socket: STARTTLS and a certificate
+        # prompt are decided on the address the socket is connected to.
+        self._checked: dict[int, tuple[str, ...]] = {}
+        self._waiting_sends: dict[int, list[int]] = {}  # per bound socket: datagrams, bytes waiting
         self._pending: dict[int, PendingOpen] = {}
         self._deciding: set[int] = set()  # opens being decided (a policy check, a name lookup)
         self._actions: dict[int, collections.deque[PendingOpen]] = {}  # per socket, waiting to ask
@@ -255,42 +277,130 @@ class Session:
 
     async def _decide(self, message: dict[str, Any], opener: Callable[[dict[str, Any], list[Any]], Connection], destination: tuple[str, str, int]) -> None:
         socket_id = message["id"]
+        kind, host, port = destination
+        version = {"ipv4": 4, "ipv6": 6}.get(message.get("options", {}).get("dnsQueryType") or "", 0)
+        request = Request(message["origin"], message["incognito"], kind, host, port, ip_version=version)  # type: ignore[arg-type]
         try:
-            kind, host, port = destination
-            origin = message["origin"]
-            verdict = self._verdict(origin, kind, host, port)
-            if verdict == "block":
-                log.info("refused %s -> %s %s:%s: the administrator's policy", origin, kind, host, port)
-                await self._refuse(socket_id)
-                return
-            grants = self._grants(origin, message["incognito"], kind, host, port)
-            if verdict == "grant" or grants:
-                infos = await self._resolve(message, kind, host, port)
-                if socket_id in self._ended:
-                    return  # released meanwhile
-                if infos is None:
-                    await self._network_error(socket_id, f"resolving {host} failed")
-                    return
-                if self._blocked(origin, kind, infos, port):
-                    await self._refuse(socket_id)
-                    return
-                scope = scope_of(_addresses(infos)) if infos else "unknown"
-                # A grant made while a name pointed at the internet does not follow it inward:
-                # that is what DNS rebinding looks like, and it needs its own consent.
-                rebound = verdict != "grant" and all(g.scope == "internet" for g in grants) and scope != "internet"
-                if not rebound:
-                    self._start(message, opener, infos)
-                    return
-                log.warning("%s now resolves to %s (%s): asking again", host, _addresses(infos), scope)
-                await self._ask(message, destination, infos)
-                return
-            if self._consent.in_cooldown(origin):
-                log.info("refused %s -> %s %s:%s without asking: refused too often lately", origin, kind, host, port)
-                await self._refuse(socket_id)
-                return
-            await self._ask(message, destination, None)
+            await self._settle(socket_id, message, request, self._open_outcome(message, opener))
         finally:
             self._deciding.discard(socket_id)
+
+    def _open_outcome(self, message: dict[str, Any], opener: Callable[[dict[str, Any], list[Any]], Connection]) -> Outcome:
+        """How an open ends: the socket opened with the checked addresses, or refused."""
+        socket_id = message["id"]
+
+        async def allow(infos: list[Any], decision: Allow) -> None:
+            if decision.addresses and message["type"] != "tcp_open" and message.get("mode") != "connected":
+                # A local address in whatever spelling the page used: bind the one checked.
+                self._start({**message, "localAddress": decision.addresses[0]}, opener, infos)
+            else:
+                self._start(message, opener, infos)
+            self._checked[socket_id] = decision.addresses
+
+        async def refuse() -> None:
+            await self._refuse(socket_id)
+
+        async def fail(detail: str) -> None:
+            await self._network_error(socket_id, detail)
+
+        return Outcome(allow, refuse, fail, lambda: socket_id in self._ended)
+
+    async def _settle(self, socket_id: int, requester: dict[str, Any], request: Request, outcome: Outcome, details: dict[str, Any] | None = None) -> None:
+        """Runs the decision core (`decision.py`) for one request until it allows, refuses or
+        asks; looks a name up only when the core says so, once, and acts only on the
+        addresses the core checked."""
+        infos: list[Any] = []
+        decision = decide(request, self._facts(request))
+        if isinstance(decision, Resolve):
+            looked_up = await self._lookup(decision.host, request, requester)
+            if outcome.ended():
+                return  # released meanwhile
+            if looked_up is None:
+                await outcome.fail(f"resolving {decision.host} failed")
+                return
+            infos = looked_up
+            request = replace(request, addresses=tuple(_addresses(infos)))
+            decision = decide(request, self._facts(request))
+        if isinstance(decision, Refuse) or isinstance(decision, Resolve):
+            log.info("refused %s -> %s %s:%s: %s", request.origin, request.kind, request.host, request.port,
+                     decision.reason if isinstance(decision, Refuse) else "asked to resolve twice")
+            await outcome.refuse()
+            return
+        if isinstance(decision, Ask):
+            if self._consent.in_cooldown(request.origin):
+                log.info("refused %s -> %s %s:%s without asking: refused too often lately", request.origin, request.kind, request.host, request.port)
+                await outcome.refuse()
+                return
+            if request.consent is not None:
+                log.warning("%s resolves to %s (%s): asking again", decision.host, list(decision.addresses), decision.scope)
+            await self._ask(socket_id, requester, replace(request, host=decision.host), decision, outcome, details)
+            return
+        if decision.grant is not None:
+            if decision.remember == "always":
+                self._store.grant(decision.grant)
+            else:
+                self._private_grants.add(decision.grant)
+        await outcome.allow(self._sockaddrs(decision, infos, request, requester), decision)
+
+    def _facts(self, request: Request) -> Facts:
+        """The policy in force and the user's grants for the request's origin (private-window
+        ones for private windows only)."""
+        policy = self._policy.current() if self._policy is not None else None
+        try:
+            grants = [g for g in self._store.load() if g.origin == normalize_origin(request.origin)]
+        except (StoreDamaged, OSError, InvalidDestination):
+            grants = []  # a damaged store grants nothing
+        if request.incognito:
+            grants += list(self._private_grants)
+        return Facts(policy, tuple(grants))
+
+    async def _lookup(self, host: str, request: Request, requester: dict[str, Any]) -> list[Any] | None:
+        """The one name lookup for a request the core allowed to resolve; None if it failed."""
+        flags = 0
+        if request.kind == "udp-send":
+            family = self._send_family(requester)
+            if family == socket.AF_INET6:
+                flags = socket.AI_V4MAPPED  # a dual-stack socket reaches IPv4 as mapped addresses
+        else:
+            family = family_for(requester.get("options", {}).get("dnsQueryType"))
+        try:
+            infos = await asyncio.wait_for(
+                self._getaddrinfo(host, request.port, family=family, type=socket.SOCK_STREAM if request.kind == "tcp" else socket.SOCK_DGRAM, flags=flags),
+                timeout=RESOLVE_TIMEOUT,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.info("resolving %s: %s", host, exc or "timed out")
+            return None
+        return list(infos) or None
+
+    async def _getaddrinfo(self, host: str, port: int, *, family: int, type: int, flags: int) -> list[Any]:
+        return await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=type, flags=flags)
+
+    def _send_family(self, requester: dict[str, Any]) -> int:
+        """The family a bound socket's datagrams go out in: the page's dnsQueryType, which
+        must then be the socket's own."""
+        return int(requester.get("family", socket.AF_UNSPEC))
+
+    def _sockaddrs(self, decision: Allow, infos: list[Any], request: Request, requester: dict[str, Any]) -> list[Any]:
+        """getaddrinfo-style entries for exactly the addresses the core allowed, in the order it
+        gave them: those of the lookup, or made from the literal without any lookup."""
+        if request.kind not in REMOTE_KINDS:
+            return []
+        socktype = socket.SOCK_STREAM if request.kind == "tcp" else socket.SOCK_DGRAM
+        wanted = self._send_family(requester) if request.kind == "udp-send" else family_for(requester.get("options", {}).get("dnsQueryType"))
+        found = {_canonical(info[4][0]): info for info in infos}
+        result = []
+        for address in decision.addresses:
+            info = found.get(address)
+            if info is None:
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                if wanted == socket.AF_INET6 and family == socket.AF_INET and request.kind == "udp-send":
+                    info = (socket.AF_INET6, socktype, 0, "", (f"::ffff:{address}", request.port, 0, 0))
+                else:
+                    info = socket.getaddrinfo(address, request.port, family, socktype, 0, socket.AI_NUMERICHOST)[0]
+            if wanted in (socket.AF_UNSPEC, info[0]):
+                result.append(info)
+        return result
 
     def _destination(self, message: dict[str, Any]) -> tuple[str, str, int] | None:
         """What a grant must cover for this socket; None when the draft forbids it outright."""
@@ -306,53 +416,6 @@ class Session:
         _ip_literal(message["localAddress"], "tcp_listen: localAddress", socket_id)
         port = message.get("localPort", 0)
         return None if 0 < port < LISTEN_MIN_PORT else ("tcp-listen", message["localAddress"], port)
-
-    def _verdict(self, origin: str, kind: str, host: str, port: int) -> str | None:
-        """'block', 'grant' or None (the user decides). Pages without a real origin are refused:
-        there is nothing to show the user, nothing to remember a grant under."""
-        try:
-            normalize_origin(origin)
-        except InvalidDestination:
-            return "block"
-        return self._policy.verdict(origin, kind, host, port) if self._policy is not None else None
-
-    def _grants(self, origin: str, incognito: bool, kind: str, host: str, port: int) -> list[Grant]:
-        """The user's grants covering the destination by name (private-window ones included
-        for private windows only)."""
-        found = self._store.matching(origin, kind, host, port)
-        if incognito:
-            try:
-                origin, host = normalize_origin(origin), normalize_host(host)
-            except InvalidDestination:
-                return found
-            found += [g for g in self._private_grants if g.covers(origin, kind, host, port)]
-        return found
-
-    async def _resolve(self, message: dict[str, Any], kind: str, host: str, port: int) -> list[Any] | None:
-        """The addresses a TCP or connected UDP socket may use (the host resolves names itself
-        and connects only to what it checked); [] for the local kinds; None if resolving failed."""
-        if kind not in ("tcp", "udp"):
-            return []
-        try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(
-                    host, port, family=family_for(message.get("options", {}).get("dnsQueryType")),
-                    type=socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM,
-                ),
-                timeout=RESOLVE_TIMEOUT,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            log.info("resolving %s: %s", host, exc or "timed out")
-            return None
-        return list(infos)
-
-    def _blocked(self, origin: str, kind: str, infos: list[Any], port: int) -> bool:
-        if self._policy is None:
-            return False
-        blocked = [a for a in _addresses(infos) if self._policy.blocks_address(origin, kind, a, port)]
-        if blocked:
-            log.info("refused %s -> %s %s: the administrator's policy blocks %s", origin, kind, port, blocked)
-        return bool(blocked)
 
     async def _refuse(self, socket_id: int) -> None:
         # A page learns nothing about a destination it may not reach: one message for every
@@ -373,6 +436,9 @@ class Session:
         connection = opener(message, infos)
         self.sockets[message["id"]] = connection
         self.requesters[message["id"]] = {k: message[k] for k in ("id", "origin", "tabId", "frameId", "incognito")}
+        if message["type"] == "udp_open" and message["mode"] == "bound":
+            address = ipaddress.ip_address(message["localAddress"])
+            self.requesters[message["id"]]["family"] = int(socket.AF_INET6 if address.version == 6 else socket.AF_INET)
 
     def _opener_for(self, message: dict[str, Any]) -> Callable[[dict[str, Any], list[Any]], Connection]:
         return {"tcp_open": self._open_tcp, "udp_open": self._open_udp, "tcp_listen": self._listen}[message["type"]]
@@ -384,18 +450,22 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ask(self, message: dict[str, Any], destination: tuple[str, str, int], infos: list[Any] | None) -> None:
-        socket_id = message["id"]
-        kind, host, port = destination
-        pending = PendingOpen(message, kind, host, port, (message["tabId"], message["incognito"]), infos=infos)
-        turn = self._consent.request(pending.tab, socket_id)
-        if turn == "refuse":
-            log.info("refused %s -> %s %s:%s: too many prompts waiting in tab %s", message["origin"], kind, host, port, message["tabId"])
-            await self._refuse(socket_id)
-            return
-        self._pending[socket_id] = pending
-        if turn == "show":
-            await self._show_prompt(socket_id)
+    async def _ask(self, socket_id: int, requester: dict[str, Any], request: Request, ask: Ask, outcome: Outcome, details: dict[str, Any] | None = None) -> None:
+        """Queues the prompt the core asked for (one per tab at a time; one per socket at a
+        time for what an open socket asks next)."""
+        question = socket_id in self.sockets  # an open socket's, not an open's
+        pending = PendingOpen(dict(requester), request.kind, ask.host, request.port, (requester["tabId"], requester["incognito"]),
+                              scope=ask.scope, action=outcome if question else None, details=details, pin=request.pin,
+                              request=request, ask=ask, outcome=outcome)
+        if question:  # one at a time per socket
+            if socket_id in self._pending or self._actions.get(socket_id):
+                waiting = self._actions.setdefault(socket_id, collections.deque())
+                if len(waiting) >= MAX_QUESTIONS_PER_SOCKET:
+                    await outcome.refuse()
+                    return
+                waiting.append(pending)
+                return
+        await self._ask_action(pending)
 
     async def _show_prompt(self, socket_id: int) -> None:
         pending = self._pending.get(socket_id)
@@ -403,27 +473,17 @@ class Session:
             return
         pending.shown = True
         message = pending.message
-        if pending.infos is None:
-            # What the name stands for, for the user to judge: a name lookup only, no packet
-            # to the destination before the answer. The socket will use exactly these.
-            pending.infos = await self._resolve(message, pending.kind, pending.host, pending.port)
-        if self._pending.get(socket_id) is not pending:
-            return  # released while we looked the name up
-        infos = pending.infos or []
-        if pending.kind in ("tcp", "udp"):
-            addresses = _addresses(infos)
-        else:  # a local address, or a multicast group
-            addresses = [pending.host]
-        if self._blocked(message["origin"], pending.kind, infos, pending.port):
-            await self._stop_asking(socket_id, allowed=False, notify=False)
-            return
-        pending.scope = scope_of(addresses)
+        ask = pending.ask
+        assert ask is not None
         timeout = self._consent.timeout_seconds
         pending.timer = asyncio.get_running_loop().call_later(timeout, lambda: self._spawn(self._stop_asking(socket_id, allowed=False)))
         prompt: dict[str, Any] = {
             "type": "prompt", "id": socket_id, "origin": message["origin"], "tabId": message["tabId"],
-            "frameId": message["frameId"], "incognito": message["incognito"], "kind": pending.kind,
-            "host": pending.host, "port": pending.port, "addresses": addresses, "scope": pending.scope,
+            "frameId": message["frameId"], "incognito": message["incognito"], "kind": _prompt_kind(pending.kind),
+            # A name not looked up yet has no addresses and the scope 'unknown': it is looked
+            # up only once the user allows, and asked about again if it is then on the local
+            # network or this device (docs/PROTOCOL.md).
+            "host": ask.host, "port": pending.port, "addresses": list(ask.addresses), "scope": ask.scope,
             # An https page opening a socket without TLS is downgrading (questionnaire 2.16).
             "plaintext": message["origin"].startswith("https:") and pending.kind != "certificate" and not self._secured(message),
             "offerAlways": not message["incognito"], "timeoutSeconds": timeout,
@@ -432,7 +492,7 @@ class Session:
             prompt["service"] = service
         if pending.details:
             prompt.update(pending.details)
-        log.info("asking the user: %s -> %s %s:%s (%s)", message["origin"], pending.kind, pending.host, pending.port, addresses)
+        log.info("asking the user: %s -> %s %s:%s (%s)", message["origin"], pending.kind, ask.host, pending.port, list(ask.addresses))
         await self._emit(prompt)
 
     async def _answer(self, message: dict[str, Any]) -> None:
@@ -450,59 +510,45 @@ class Session:
         incognito = pending.message["incognito"]
         if (decision == "always" and incognito) or (decision == "session" and not incognito):
             raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {decision!r} is not offered {'in' if incognito else 'outside'} private windows")
-        host = pending.host
-        infos = pending.infos
+        assert pending.request is not None and pending.ask is not None and pending.outcome is not None
+        request = pending.request
+        remember = "" if decision == "once" else decision
+        consent = Consent(pending.ask.scope, remember)  # type: ignore[arg-type]
+        request = replace(request, consent=consent, addresses=pending.ask.addresses if pending.ask.addresses else None)
         if "host" in message and message["host"] != pending.host:
+            host = message["host"]
             if pending.kind == "certificate":
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a certificate is trusted for the host that presented it")
-            host = message["host"]
             if pending.kind in ("udp-bind", "tcp-listen") and not is_ip(host):
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a local address must be an IP address")
             if pending.kind == "multicast" and not (is_ip(host) and ipaddress.ip_address(host).is_multicast):
                 raise ProtocolError(Code.SCHEMA_VIOLATION, "consent: a group must be a multicast address")
-            address_field = "localAddress" if pending.kind in ("udp-bind", "tcp-listen") else "remoteAddress"
-            pending.message[address_field] = host
-            infos = None  # the user's address: resolved afresh (and checked against the policy)
-            log.info("the user corrected %s to %s", pending.host, host)
-        log.info("the user allowed (%s) %s -> %s %s:%s", decision, origin, pending.kind, host, pending.port)
-        if decision in ("always", "session"):
-            # A name granted while it pointed only at the internet stays granted only for that.
-            scope = "internet" if infos is not None and not is_ip(host) and pending.scope == "internet" else ""
             try:
-                port: int | str = "*" if pending.kind == "multicast" else pending.port
-                grant = Grant(normalize_origin(origin), pending.kind, normalize_host(host), port, scope, pending.pin)
+                normalize_host(host)
             except InvalidDestination as exc:
                 raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {exc}") from exc
-            if decision == "always":
-                self._store.grant(grant)
-            else:
-                self._private_grants.add(grant)
-        if pending.action is not None:
-            await self._stop_asking(socket_id, allowed=True, notify=False)
-            await pending.action.allow(host)
-            return
+            if pending.action is None:
+                address_field = "localAddress" if pending.kind in ("udp-bind", "tcp-listen") else "remoteAddress"
+                pending.message[address_field] = host
+            # The user's own address: a literal is what they typed; a name is looked up now,
+            # and asked about again if it is on the local network or this device.
+            request = replace(request, host=host, addresses=None, consent=Consent(UNKNOWN, remember))  # type: ignore[arg-type]
+            log.info("the user corrected %s to %s", pending.host, host)
+        log.info("the user allowed (%s) %s -> %s %s:%s", decision, origin, pending.kind, request.host, pending.port)
         await self._stop_asking(socket_id, allowed=True, notify=False)
-        self._deciding.add(socket_id)
-        self._spawn(self._start_allowed(pending.message, pending.kind, host, pending.port, infos))
+        if pending.action is None:
+            self._deciding.add(socket_id)
+        self._spawn(self._after_consent(socket_id, pending, request))
 
-    async def _start_allowed(self, message: dict[str, Any], kind: str, host: str, port: int, infos: list[Any] | None) -> None:
-        """The user said yes: open with the addresses the prompt showed (resolved anew, and
-        checked against the policy, only when the user typed another address)."""
-        socket_id = message["id"]
+    async def _after_consent(self, socket_id: int, pending: PendingOpen, request: Request) -> None:
+        """The user said yes: the core decides again with their answer (and looks the name up
+        now, if it was not before)."""
+        assert pending.outcome is not None
         try:
-            if not infos and kind in ("tcp", "udp"):
-                infos = await self._resolve(message, kind, host, port)
-                if socket_id in self._ended:
-                    return
-                if infos is None:
-                    await self._network_error(socket_id, f"resolving {host} failed")
-                    return
-                if self._blocked(message["origin"], kind, infos, port):
-                    await self._refuse(socket_id)
-                    return
-            self._start(message, self._opener_for(message), infos or [])
+            await self._settle(socket_id, pending.message, request, pending.outcome, pending.details)
         finally:
-            self._deciding.discard(socket_id)
+            if pending.action is None:
+                self._deciding.discard(socket_id)
 
     async def _stop_asking(self, socket_id: int, allowed: bool | None, notify: bool = True) -> None:
         """Ends a prompt: answered, timed out (allowed=False) or released (allowed=None)."""
@@ -561,7 +607,12 @@ class Session:
 
     def _trusted_keys(self, requester: dict[str, Any], host: str, port: int) -> tuple[str, ...]:
         """The keys the user trusted for this site at host:port (a device's own certificate)."""
-        return tuple(g.pin for g in self._grants(requester["origin"], requester["incognito"], "certificate", host, port))
+        try:
+            origin, host = normalize_origin(requester["origin"]), normalize_host(host)
+        except InvalidDestination:
+            return ()
+        request = Request(origin, requester["incognito"], "certificate", host, port)
+        return tuple(g.pin for g in self._facts(request).grants if g.covers(origin, "certificate", host, port))
 
     async def _ask_trust(self, connection: TcpConnection, der: bytes, reason: str) -> str | None:
         """A server's certificate no authority vouches for: the user may trust it for this site
@@ -574,16 +625,17 @@ class Session:
         pin = spki_sha256(der)
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
-        async def allow(_host: str) -> None:
+        async def allow(_infos: list[Any], decision: Allow) -> None:
             if not answer.done():
-                answer.set_result(pin)
+                answer.set_result(decision.pin)
 
-        async def refuse() -> None:
+        async def refuse(_detail: str = "") -> None:
             if not answer.done():
                 answer.set_result(None)
 
         details = {"certificate": describe(der), "reason": reason}
-        await self._ask_for(connection, "certificate", host, port, PendingAction(allow, refuse), details, pin)
+        request = Request(requester["origin"], requester["incognito"], "certificate", host, port, self._checked.get(connection.id), pin=pin)
+        await self._settle(connection.id, requester, request, Outcome(allow, refuse, refuse, lambda: connection.id not in self.sockets), details)
         return await answer
 
     async def _bulk_declined(self, connection: TcpConnection, message: dict[str, Any]) -> None:
@@ -599,10 +651,18 @@ class Session:
         requester = self.requesters[connection.id]
         assert connection.destination is not None
         host, port = connection.destination
+        # The policy may have changed since the socket opened: the core looks again at the
+        # address it is connected to.
+        request = Request(requester["origin"], requester["incognito"], "start-tls", host, port, self._checked.get(connection.id))
+        decision = decide(request, self._facts(request))
+        if not isinstance(decision, Allow):
+            await connection.fail(f"start_tls: {getattr(decision, 'reason', decision)}", Code.NOT_ALLOWED, "NotAllowedError")
+            return
         tls = ClientTls.from_options(host, message["options"], self._trusted_keys(requester, host, port))
         upgraded = TcpConnection(TcpSocketState(new_id, SEND_WINDOW, MAX_DATA_CHUNK), self._emit, self._gone)
         self.sockets[new_id] = upgraded
         self.requesters[new_id] = {**requester, "id": new_id}
+        self._checked[new_id] = decision.addresses
         log.info("socket %d continues as %d over TLS", connection.id, new_id)
         upgraded.upgrade(connection.hand_over(), connection.destination, connection.description, tls)
 
@@ -663,27 +723,75 @@ class Session:
             return
         if not connection.state.can_send(True):
             return  # the writable already failed: the page knows, the datagram is dropped
-        host, port = message["remoteAddress"], message["remotePort"]
-        origin = self.requesters[connection.id]["origin"]
-        dns_query_type = message.get("dnsQueryType")
-        verdict = self._verdict(origin, "udp", host, port)
-        if verdict == "block":
-            log.info("denied %s -> udp send to %s:%s (the administrator's policy)", origin, host, port)
-            await connection.refuse_send(f"policy blocks {host}:{port}")
+        socket_id = connection.id
+        requester = self.requesters[socket_id]
+        waiting = self._waiting_sends.setdefault(socket_id, [0, 0])
+        # A datagram waiting for the user (or for its one name lookup) counts against the
+        # socket's send window like one on its way to the OS, and its bytes against a cap:
+        # a page cannot pile up datagrams in the host's memory by sending where it may not.
+        if waiting[0] + connection.state.unacked >= UDP_SEND_WINDOW:
+            raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {UDP_SEND_WINDOW} datagrams unacknowledged (or waiting for the user)", socket_id)
+        if waiting[1] + len(data) > MAX_WAITING_SEND_BYTES:
+            raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {MAX_WAITING_SEND_BYTES} bytes of datagrams waiting for the user", socket_id)
+        wanted = family_for(message.get("dnsQueryType"))
+        if wanted not in (socket.AF_UNSPEC, requester["family"]):
+            await connection.send_failed(f"a {socket.AddressFamily(requester['family']).name} socket cannot send to {socket.AddressFamily(wanted).name}")
             return
-        if verdict == "grant" or self._grants(origin, self.requesters[connection.id]["incognito"], "udp", host, port):
-            connection.send(data, (host, port, dns_query_type))
+        # An IPv4 socket reaches IPv4 only; a dual-stack IPv6 one either, unless the page said.
+        version = 4 if socket.AF_INET in (wanted, requester["family"]) else 6 if wanted == socket.AF_INET6 else 0
+        request = Request(requester["origin"], requester["incognito"], "udp-send", message["remoteAddress"], message["remotePort"], ip_version=version)
+        decision = decide(request, self._facts(request))
+        if isinstance(decision, Allow):
+            # Granted, with nothing to look up: sent now, in the order the page sent it.
+            await self._send_to(connection, data, self._sockaddrs(decision, [], request, requester))
             return
+        if isinstance(decision, Refuse):
+            log.info("refused %s -> udp send to %s:%s: %s", request.origin, request.host, request.port, decision.reason)
+            await connection.refuse_send(f"not allowed: {request.host}:{request.port}")
+            return
+        waiting[0] += 1
+        waiting[1] += len(data)
+        done = False
 
-        async def allow(chosen: str) -> None:
-            if connection.id in self.sockets:
-                connection.send(data, (chosen, port, dns_query_type))
+        def leave() -> bool:
+            nonlocal done
+            if done:
+                return False
+            done = True
+            if socket_id in self._waiting_sends:
+                waiting[0] -= 1
+                waiting[1] -= len(data)
+            return socket_id in self.sockets
+
+        async def allow(infos: list[Any], _decision: Allow) -> None:
+            if leave():
+                try:
+                    await self._send_to(connection, data, infos)
+                except ProtocolError as exc:
+                    await self._fault(exc)
 
         async def refuse() -> None:
-            if connection.id in self.sockets:
-                await connection.refuse_send(f"the user did not allow {host}:{port}")
+            if leave():
+                await connection.refuse_send(f"the user did not allow {request.host}:{request.port}")
 
-        await self._ask_for(connection, "udp", host, port, PendingAction(allow, refuse))
+        async def fail(detail: str) -> None:
+            if leave():
+                await connection.send_failed(detail)
+
+        settling = self._settle(socket_id, requester, request, Outcome(allow, refuse, fail, lambda: socket_id not in self.sockets))
+        if isinstance(decision, Ask):
+            await settling  # queued now, behind this socket's earlier questions, in the page's order
+        else:
+            self._spawn(settling)  # a name to look up: not on the path every other message waits on
+
+    @staticmethod
+    async def _send_to(connection: UdpConnection, data: bytes, infos: list[Any]) -> None:
+        """Sends to the first checked address the socket can reach: one the core allowed.
+        (Nothing is awaited before the datagram is queued: sends keep the page's order.)"""
+        if not infos:
+            await connection.send_failed("no address the socket can send to")
+            return
+        connection.send(data, infos[0][4])
 
     async def _udp_read(self, connection: UdpConnection, message: dict[str, Any]) -> None:
         connection.grant(message["datagrams"])
@@ -704,7 +812,7 @@ class Session:
             if source.version != group.version or source.is_multicast or source.is_loopback or source.is_unspecified:
                 await failed("TypeError", "Not a valid source address for this group.")
                 return
-        origin = self.requesters[connection.id]["origin"]
+        requester = self.requesters[connection.id]
 
         async def change(chosen: str) -> None:
             if connection.id not in self.sockets:
@@ -717,20 +825,18 @@ class Session:
                 return
             await self._emit({"type": "done", "id": connection.id, "req": req})
 
-        async def refuse() -> None:
+        async def refuse(_detail: str = "") -> None:
             await failed("NotAllowedError", PAGE_MESSAGE[Code.NOT_ALLOWED])
 
         if not join:
-            await change(str(group))
+            await change(str(group))  # leaving narrows what the socket hears: nothing to decide
             return
-        verdict = self._verdict(origin, "multicast", str(group), 0)
-        if verdict == "block":
-            log.info("denied %s -> join %s (the administrator's policy)", origin, group)
-            await refuse()
-        elif verdict == "grant" or self._grants(origin, self.requesters[connection.id]["incognito"], "multicast", str(group), 0):
-            await change(str(group))
-        else:
-            await self._ask_for(connection, "multicast", str(group), 0, PendingAction(change, refuse))
+
+        async def allow(_infos: list[Any], decision: Allow) -> None:
+            await change(decision.addresses[0])
+
+        request = Request(requester["origin"], requester["incognito"], "multicast", str(group), 0)
+        await self._settle(connection.id, requester, request, Outcome(allow, refuse, refuse, lambda: connection.id not in self.sockets))
 
     async def _accept(self, connection: TcpListener, message: dict[str, Any]) -> None:
         socket_id = message["socketId"]
@@ -742,29 +848,16 @@ class Session:
 
     # -- what an open socket asks for next ---------------------------------------------------------
 
-    async def _ask_for(
-        self, connection: Connection, kind: str, host: str, port: int, action: PendingAction,
-        details: dict[str, Any] | None = None, pin: str = "",
-    ) -> None:
-        """An open socket wants a destination no grant covers (a bound socket's send, a
-        multicast group): the user is asked, one request per socket at a time."""
-        socket_id = connection.id
-        opened = self.requesters[socket_id]
-        if self._consent.in_cooldown(opened["origin"]):
-            await action.refuse()
-            return
-        request = PendingOpen(dict(opened), kind, host, port, (opened["tabId"], opened["incognito"]), action=action, details=details, pin=pin)
-        if socket_id in self._pending or self._actions.get(socket_id):
-            self._actions.setdefault(socket_id, collections.deque()).append(request)
-            return
-        await self._ask_action(request)
-
     async def _ask_action(self, request: PendingOpen) -> None:
         socket_id = request.message["id"]
         turn = self._consent.request(request.tab, socket_id)
         if turn == "refuse":
-            await request.action.refuse()  # type: ignore[union-attr]
-            self._next_action(socket_id)
+            log.info("refused %s -> %s %s:%s: too many prompts waiting in tab %s", request.message["origin"], request.kind, request.host, request.port, request.tab[0])
+            if request.action is not None:
+                await request.action.refuse()
+                self._next_action(socket_id)
+            else:
+                await self._refuse(socket_id)
             return
         self._pending[socket_id] = request
         if turn == "show":
@@ -805,6 +898,8 @@ class Session:
             return
         self.requesters.pop(socket_id, None)
         self._actions.pop(socket_id, None)
+        self._checked.pop(socket_id, None)
+        self._waiting_sends.pop(socket_id, None)
         if socket_id in self._pending:  # the socket ended while the user was asked about it
             self._spawn(self._stop_asking(socket_id, allowed=None))
         self._mark_ended(socket_id)

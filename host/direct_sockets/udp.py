@@ -1,7 +1,8 @@
 """One UDP socket on behalf of a page, connected or bound: asyncio code that only moves datagrams.
 
 Decisions are `UdpSocketState`'s; policy (which destinations a bound socket may send to, which
-groups it may join) is the session's, checked before anything reaches this module.
+groups it may join) is the decision core's (`decision.py`), checked before anything reaches
+this module: a bound socket's datagram arrives here with the one socket address it may go to.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import struct
 from typing import Any, Callable
 
-from .connection import Connection, Emit, family_for, set_buffer_sizes
+from .connection import Connection, Emit, set_buffer_sizes
 from .errors import Code
 from .udp_state import UdpMode, UdpSocketState
 
@@ -53,7 +54,7 @@ class UdpConnection(Connection):
     def __init__(self, state: UdpSocketState, emit: Emit, on_gone: Callable[[int], None]) -> None:
         super().__init__(state, emit, on_gone)
         self._credit_changed = asyncio.Event()
-        self._outbox: asyncio.Queue[tuple[bytes, tuple[str, int, str | None] | None] | object] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[bytes, tuple[Any, ...] | None] | object] = asyncio.Queue()
         self._bound_address = ""
 
     # -- opening ------------------------------------------------------------------------------
@@ -132,9 +133,17 @@ class UdpConnection(Connection):
         self.state.page_read(count)
         self._credit_changed.set()
 
-    def send(self, data: bytes, destination: tuple[str, int, str | None] | None) -> None:
+    def send(self, data: bytes, destination: tuple[Any, ...] | None) -> None:
+        """Queues a datagram; a bound socket's names the socket address to send to, which
+        the session resolved once and checked (it is never looked up again here)."""
         if self.state.page_send(destination is not None):
             self._outbox.put_nowait((data, destination))
+
+    async def send_failed(self, detail: str) -> None:
+        """A bound socket's datagram could not go where the page said (its name did not
+        resolve, no address of the socket's family): its writable fails with NetworkError."""
+        if self.state.page_send(True):
+            await self._write_failed(detail, Code.NETWORK_ERROR, "NetworkError")
 
     async def refuse_send(self, detail: str) -> None:
         """A bound socket asked to send where the page may not: its writable fails."""
@@ -219,26 +228,12 @@ class UdpConnection(Connection):
                 if destination is None:
                     await loop.sock_sendall(self._sock, data)
                 else:
-                    await loop.sock_sendto(self._sock, data, await self._resolve(*destination))
+                    await loop.sock_sendto(self._sock, data, destination)
             except OSError as exc:
                 await self._write_failed(f"sending: {exc}", Code.NETWORK_ERROR, "NetworkError")
                 return
             self.state.sent()
             await self._emit({"type": "udp_ack", "id": self.id, "datagrams": 1})
-
-    async def _resolve(self, host: str, port: int, dns_query_type: str | None) -> Any:
-        """A bound socket resolves each destination when it sends (the name may be new)."""
-        assert self._sock is not None
-        loop = asyncio.get_running_loop()
-        wanted = family_for(dns_query_type)
-        family = self._sock.family if wanted == socket.AF_UNSPEC else wanted
-        if family != self._sock.family:
-            raise OSError(errno.EAFNOSUPPORT, f"a {self._sock.family.name} socket cannot send to {family.name}")
-        flags = socket.AI_V4MAPPED if family == socket.AF_INET6 else 0
-        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM, flags=flags)
-        if not infos:
-            raise OSError(errno.EHOSTUNREACH, f"no address for {host}")
-        return infos[0][4]
 
     async def _write_failed(self, detail: str, code: Code, name: str) -> None:
         log.warning("udp socket %d (%s): writing failed: %s", self.id, self.description, detail)
