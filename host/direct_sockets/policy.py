@@ -24,18 +24,19 @@ log = logging.getLogger(__name__)
 Verdict = Literal["block", "grant"] | None
 
 
-def address_forms(host: str) -> frozenset[IPAddress] | None:
+def address_forms(host: str, reach: bool = True) -> frozenset[IPAddress] | None:
     """Every address a rule must see for an IP literal (None for a name): the address itself,
     the IPv4 address inside an IPv4-mapped or -compatible one (and the mapped form of an IPv4
-    address, for rules written as IPv6 networks), and for the unspecified addresses `0.0.0.0`
-    and `::` this device's loopback addresses too: connecting there reaches this device, and
-    binding there listens on loopback among the rest."""
+    address, for rules written as IPv6 networks), and, with `reach` (for blocks), for the
+    unspecified addresses `0.0.0.0` and `::` this device's loopback addresses too: connecting
+    there reaches this device, and binding there listens on loopback among the rest. Grants
+    take no such widening: a grant for 127.0.0.1 is not one for 0.0.0.0."""
     try:
         address = canonical_ip(host.split("%")[0])
     except ValueError:
         return None
     forms: set[IPAddress] = {address}
-    if address.is_unspecified:
+    if address.is_unspecified and reach:
         forms |= {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"), ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")}
     forms |= {ipaddress.IPv6Address(f"::ffff:{a}") for a in forms if isinstance(a, ipaddress.IPv4Address)}
     return frozenset(forms)
@@ -57,7 +58,7 @@ class Rule:
         except ValueError:
             return None  # a name
 
-    def matches(self, origin: str, kind: str, host: str, port: int) -> bool:
+    def matches(self, origin: str, kind: str, host: str, port: int, reach: bool = True) -> bool:
         """Whether the rule covers a request; `origin` and `host` normalized. A name rule
         matches that name; an address or network rule matches IP literals in any spelling
         (`address_forms`), and names only through what they resolve to (the caller asks
@@ -73,7 +74,7 @@ class Rule:
         network = self._network
         if network is None:  # a name rule
             return self.host == host
-        forms = address_forms(host)
+        forms = address_forms(host, reach)
         return forms is not None and any(a in network for a in forms if a.version == network.version)
 
 
@@ -88,7 +89,7 @@ class Policy:
         return self.disabled or any(rule.matches(origin, kind, host, port) for rule in self.block)
 
     def grants(self, origin: str, kind: str, host: str, port: int) -> bool:
-        return not self.disabled and any(rule.matches(origin, kind, host, port) for rule in self.grant)
+        return not self.disabled and any(rule.matches(origin, kind, host, port, reach=False) for rule in self.grant)
 
 
 class PolicyDamaged(Exception):
