@@ -1,0 +1,388 @@
+"""The host's decisions at the trust boundary, over real pipes, with the tests' own DNS server:
+issue 14's findings 2, 3, 4, 9, 10 and 11, each as an attacker would try it.
+
+No packet leaves loopback: "public" addresses are only ever named in a DNS answer or a literal
+the host refuses, or asks about, before connecting (the test then denies, or checks that no
+socket was opened). Where a public address must be reached to prove a point, the in-process
+tests at the end stand in for the network (`connected` records what would have been dialled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from direct_sockets.connection import Connection
+from direct_sockets.errors import Code
+from direct_sockets.framing import Message
+from direct_sockets.permissions import PermissionStore
+from direct_sockets.session import MAX_WAITING_SEND_BYTES, UDP_SEND_WINDOW, Session
+from direct_sockets.validation import check_outbound
+from tests.conftest import cli
+from tests.support.hostproc import HostProcess
+from tests.support.servers import TcpServer
+
+ORIGIN = "http://127.0.0.1:8000"
+PUBLIC = "93.184.216.34"  # globally routable: only ever in a DNS answer, never dialled here
+DOC = "192.0.2.1"  # TEST-NET-1 (RFC 5737)
+
+
+def who(incognito: bool = False) -> dict[str, Any]:
+    return {"origin": ORIGIN, "tabId": 1, "frameId": 0, "incognito": incognito}
+
+
+def tcp_open(host: HostProcess, sid: int, port: int, address: str, **fields: Any) -> None:
+    host.send({"type": "tcp_open", "id": sid, **who(), "remoteAddress": address, "remotePort": port, "options": {}, **fields})
+
+
+def write_policy(env: dict[str, str], policy: dict[str, Any]) -> None:
+    path = Path(env["XDG_CONFIG_DIRS"]) / "direct-sockets" / "policy.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": 1, **policy}))
+
+
+def write_grants(env: dict[str, str], grants: list[dict[str, Any]]) -> None:
+    path = Path(env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": 1, "grants": [{"origin": ORIGIN, **g} for g in grants]}))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+LOOPBACK = [{"host": "127.0.0.0/8"}, {"host": "::1/128"}]
+
+
+@pytest.fixture
+def dns(dns):  # type: ignore[no-untyped-def]
+    """The tests' DNS server, with the questions of earlier tests forgotten."""
+    dns.queries.clear()
+    return dns
+
+
+# -- finding 2: DNS rebinding with a mixed answer -------------------------------------------------
+
+
+def test_a_mixed_answer_does_not_reach_this_device_through_an_internet_grant(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    # Granted "always" while rebind.test was on the internet; now it answers a public address
+    # AND this machine. Before: the host connected to 127.0.0.1 and the bytes flowed.
+    write_grants(isolated_env, [{"kind": "tcp", "host": "rebind.test", "port": echo_server.port, "scope": "internet"}])
+    dns.records["rebind.test"] = [PUBLIC, "127.0.0.1"]
+    host.hello()
+    tcp_open(host, 1, echo_server.port, "rebind.test")
+    prompt = host.expect("prompt", id=1)  # asked again, before any connect
+    assert prompt["scope"] == "loopback" and set(prompt["addresses"]) == {PUBLIC, "127.0.0.1"}
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
+    host.expect("error", id=1, name="NotAllowedError")
+    assert echo_server.accepted == 0
+
+
+def test_a_fresh_prompt_for_a_mixed_answer_shows_the_most_sensitive_scope(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    write_grants(isolated_env, [{"kind": "tcp", "host": "mixed.test", "port": echo_server.port, "scope": "internet"}])
+    dns.records["mixed.test"] = [DOC, "127.0.0.1"]  # documentation (local) and this device
+    host.hello()
+    tcp_open(host, 1, echo_server.port, "mixed.test")
+    prompt = host.expect("prompt", id=1)
+    assert prompt["scope"] == "loopback" and set(prompt["addresses"]) == {DOC, "127.0.0.1"}  # before: "local"
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
+    host.expect("error", id=1, name="NotAllowedError")
+    assert echo_server.accepted == 0
+
+
+# -- finding 3: the administrator's block in other spellings ---------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["::ffff:127.0.0.1", "::ffff:7f00:1", "0.0.0.0", "::", "127.1", "0x7f000001", "::7f00:1"])
+def test_a_loopback_block_holds_for_every_spelling(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, spelling: str) -> None:
+    write_policy(isolated_env, {"block": LOOPBACK})
+    # The user (or a page that tricked them) allowed exactly this spelling: the policy still wins.
+    write_grants(isolated_env, [{"kind": "tcp", "host": spelling, "port": echo_server.port}])
+    host.hello()
+    tcp_open(host, 1, echo_server.port, spelling)
+    host.expect("error", id=1, name="NotAllowedError")  # no prompt either
+    assert echo_server.accepted == 0
+
+
+def test_0_0_0_0_is_shown_as_this_device(host: HostProcess, echo_server: TcpServer) -> None:
+    host.hello()
+    tcp_open(host, 1, echo_server.port, "0.0.0.0")
+    assert host.expect("prompt", id=1)["scope"] == "loopback"  # before: "local"
+    tcp_open(host, 2, echo_server.port, "::ffff:127.0.0.1", tabId=2)
+    assert host.expect("prompt", id=2)["scope"] == "loopback"
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::ffff:127.0.0.1", "::"])
+def test_a_loopback_block_holds_for_listening_and_binding_on_any_spelling(host: HostProcess, isolated_env: dict[str, str], address: str) -> None:
+    write_policy(isolated_env, {"block": [{"kind": "tcp-listen", "host": "127.0.0.0/8"}, {"kind": "udp-bind", "host": "127.0.0.0/8"},
+                                          {"kind": "tcp-listen", "host": "::1/128"}, {"kind": "udp-bind", "host": "::1/128"}]})
+    write_grants(isolated_env, [{"kind": "tcp-listen", "host": address, "port": "*"}, {"kind": "udp-bind", "host": address, "port": "*"}])
+    host.hello()
+    host.send({"type": "tcp_listen", "id": 1, **who(), "localAddress": address})
+    host.expect("error", id=1, name="NotAllowedError")
+    host.send({"type": "udp_open", "id": 2, **who(), "mode": "bound", "localAddress": address, "options": {}})
+    host.expect("error", id=2, name="NotAllowedError")
+
+
+# -- finding 4: a bound socket's sends go through the same checks, resolved once ------------------
+
+
+def test_a_bound_send_to_a_name_that_resolves_into_a_blocked_network_does_not_arrive(host: HostProcess, isolated_env: dict[str, str], dns) -> None:  # type: ignore[no-untyped-def]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(0.5)
+    port = peer.getsockname()[1]
+    write_policy(isolated_env, {"block": [{"kind": "udp", "host": "127.0.0.0/8"}, {"kind": "udp", "host": "::1/128"}]})
+    write_grants(isolated_env, [{"kind": "udp-bind", "host": "127.0.0.1", "port": "*"}, {"kind": "udp", "host": "loop.test", "port": port}])
+    dns.records["loop.test"] = ["127.0.0.1"]
+    host.hello()
+    host.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+    host.expect("opened", id=1)
+    host.send({"type": "udp_send", "id": 1, "data": b64(b"must not arrive"), "remoteAddress": "loop.test", "remotePort": port})
+    failed = host.expect("write_failed", id=1)
+    assert failed["name"] == "NotAllowedError" and failed["code"] == Code.NOT_ALLOWED
+    with pytest.raises(socket.timeout):
+        peer.recvfrom(100)
+    assert dns.queries.count("loop.test") <= 2  # looked up once (an A and an AAAA question at most)
+
+
+def test_a_bound_send_uses_the_address_it_checked(host: HostProcess, isolated_env: dict[str, str], dns) -> None:  # type: ignore[no-untyped-def]
+    # Granted while on the internet; the name now points here: the user is asked again, and
+    # no datagram goes anywhere before they answer.
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(0.5)
+    port = peer.getsockname()[1]
+    write_grants(isolated_env, [{"kind": "udp-bind", "host": "127.0.0.1", "port": "*"}, {"kind": "udp", "host": "rebind.test", "port": port, "scope": "internet"}])
+    dns.records["rebind.test"] = ["127.0.0.1"]
+    host.hello()
+    host.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+    host.expect("opened", id=1)
+    host.send({"type": "udp_send", "id": 1, "data": b64(b"x"), "remoteAddress": "rebind.test", "remotePort": port})
+    prompt = host.expect("prompt", id=1, kind="udp")
+    assert prompt["addresses"] == ["127.0.0.1"] and prompt["scope"] == "loopback"
+    dns.records["rebind.test"] = ["127.0.0.2"]  # rebinds again while the user reads
+    host.send({"type": "consent", "id": 1, "decision": "once"})
+    host.expect("udp_ack", id=1)
+    data, sender = peer.recvfrom(100)
+    assert data == b"x"  # sent where the prompt said (127.0.0.1; nothing listens on 127.0.0.2)
+
+
+# -- finding 9: no DNS oracle before consent ----------------------------------------------------
+
+
+def test_an_ungranted_name_is_asked_about_before_any_lookup_whatever_it_resolves_to(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    write_policy(isolated_env, {"block": LOOPBACK})
+    dns.records["blocked.test"] = ["127.0.0.1"]  # resolves into the blocked network
+    host.hello()
+    prompts = []
+    for sid, name in ((1, "blocked.test"), (2, "nowhere.test")):  # the other does not exist at all
+        tcp_open(host, sid, echo_server.port, name, tabId=sid)
+        prompt = host.expect("prompt", id=sid)  # before: blocked.test was an error in ~7 ms
+        prompts.append({k: v for k, v in prompt.items() if k not in ("id", "host", "tabId")})
+    assert prompts[0] == prompts[1] and prompts[0]["addresses"] == [] and prompts[0]["scope"] == "unknown"
+    assert dns.queries == []  # nothing was looked up before the user answered
+    # Allowed: now the name is looked up, and the policy refuses it exactly as a denial would.
+    host.send({"type": "consent", "id": 1, "decision": "once"})
+    allowed = host.expect("error", id=1)
+    host.send({"type": "consent", "id": 2, "decision": "deny"})
+    denied = host.expect("error", id=2)
+    assert {k: allowed[k] for k in ("code", "name", "message")} == {k: denied[k] for k in ("code", "name", "message")} == {
+        "code": Code.NOT_ALLOWED, "name": "NotAllowedError", "message": "Permission denied."}
+    assert "blocked.test" in dns.queries and "nowhere.test" not in dns.queries
+    assert echo_server.accepted == 0
+
+
+def test_a_name_allowed_unseen_that_turns_out_to_be_this_device_is_asked_about_again(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    dns.records["printer.test"] = ["127.0.0.1"]
+    host.hello()
+    tcp_open(host, 1, echo_server.port, "printer.test")
+    first = host.expect("prompt", id=1)
+    assert first["addresses"] == [] and first["scope"] == "unknown"
+    host.send({"type": "consent", "id": 1, "decision": "always"})
+    second = host.expect("prompt", id=1)  # looked up: it is this device, so the user sees that
+    assert second["addresses"] == ["127.0.0.1"] and second["scope"] == "loopback"
+    assert echo_server.accepted == 0
+    host.send({"type": "consent", "id": 1, "decision": "always"})
+    host.expect("opened", id=1, remoteAddress="127.0.0.1")
+    stored = json.loads(cli(isolated_env, "permissions", "list", "--json").stdout)
+    assert stored == [{"origin": ORIGIN, "kind": "tcp", "host": "printer.test", "port": echo_server.port, "scope": "loopback"}]
+
+
+# -- finding 10: sends waiting for consent are bounded ------------------------------------------
+
+
+def test_thousands_of_sends_waiting_for_consent_stay_bounded(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    write_grants(isolated_env, [{"kind": "udp-bind", "host": "127.0.0.1", "port": "*"}])
+    host.hello()
+    host.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+    host.expect("opened", id=1)
+    before = host.rss_peak_kib()
+    datagram = b64(bytes(65000))
+    sent = 0
+    for sent in range(1, 2001):  # 2,000 datagrams of 65 KB to a destination nobody allowed
+        host.send({"type": "udp_send", "id": 1, "data": datagram, "remoteAddress": "127.0.0.1", "remotePort": 9})
+    seen = []
+    while True:
+        message = host.recv(timeout=20)
+        assert message is not None
+        seen.append(message)
+        if message["type"] == "error":
+            break
+    assert seen[0]["type"] == "prompt"
+    error = seen[-1]
+    assert error["id"] == 1 and error["code"] == Code.WINDOW_EXCEEDED and "waiting for the user" in error["detail"]
+    host.send({"type": "ping", "seq": 1})
+    while (message := host.recv(timeout=20)) is not None and message["type"] != "pong":
+        pass  # the host read every message, dropping those for the ended socket
+    grown_mib = (host.rss_peak_kib() - before) / 1024
+    assert grown_mib < 40, f"the host grew {grown_mib:.0f} MiB"  # before the fix: 41 -> 187 MiB
+    assert sent == 2000
+
+
+# -- finding 11: a name block in other spellings ---------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["ｂｌｏｃｋｅｄ.test", "blocked.test\u200b", "BLOCKED.test.", "blocked\u3002test"])
+def test_a_name_block_holds_for_every_spelling(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns, spelling: str) -> None:  # type: ignore[no-untyped-def]
+    write_policy(isolated_env, {"block": [{"host": "blocked.test"}]})
+    dns.records["blocked.test"] = ["127.0.0.1"]
+    host.hello()
+    tcp_open(host, 1, echo_server.port, spelling)
+    host.expect("error", id=1, name="NotAllowedError")  # refused unasked, as blocked.test itself
+    assert echo_server.accepted == 0 and dns.queries == []
+
+
+# -- in-process: where a public address would be dialled ----------------------------------------
+
+
+class Harness:
+    """A Session in this process, with names answered from `records` and every connect
+    recorded (and failed) instead of dialled."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.records: dict[str, list[str]] = {}
+        self.lookups: list[str] = []
+        self.connected: list[str] = []
+        self.replies: list[dict[str, Any]] = []
+        self.store = PermissionStore(tmp_path / "permissions.json")
+
+        async def emit(message: dict[str, Any]) -> None:
+            check_outbound(message)
+            self.replies.append(message)
+
+        async def getaddrinfo(_session: Session, host: str, port: int, *, family: int, type: int, flags: int) -> list[Any]:
+            self.lookups.append(host)
+            if host not in self.records:
+                raise socket.gaierror(socket.EAI_NONAME, "no such name")
+            return [(socket.AF_INET6 if ":" in a else socket.AF_INET, type, 0, "", (a, port)) for a in self.records[host]]
+
+        async def connect_first(connection: Connection, infos: list[Any], prepare: Any, what: str) -> bool:
+            self.connected += [info[4][0] for info in infos]
+            await connection.fail(f"connecting to {what}: recorded, not dialled")
+            return False
+
+        monkeypatch.setattr(Session, "_getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(Connection, "_connect_first", connect_first)
+        self.session = Session(emit, self.store)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.session.handle_event(Message(message))
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    def last(self, type_: str) -> dict[str, Any]:
+        return [r for r in self.replies if r["type"] == type_][-1]
+
+
+def run(coro: Any) -> None:
+    failure: list[BaseException] = []
+
+    def runner() -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    thread.join(30)
+    if failure:
+        raise failure[0]
+
+
+def test_always_for_a_public_name_is_stored_with_its_scope(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.records["far.test"] = [PUBLIC]
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_open", "id": 1, **who(), "remoteAddress": "far.test", "remotePort": 443, "options": {}})
+        assert h.last("prompt")["scope"] == "unknown" and h.lookups == []
+        await h.send({"type": "consent", "id": 1, "decision": "always"})
+        assert h.connected == [PUBLIC]  # on the internet, as the user was told it might be
+        assert [g.as_dict() for g in h.store.load()] == [{"origin": ORIGIN, "kind": "tcp", "host": "far.test", "port": 443, "scope": "internet"}]
+        # The scope is what protects the user later: the name now points here, and is asked about.
+        h.records["far.test"] = ["127.0.0.1"]
+        await h.send({"type": "tcp_open", "id": 2, **who(), "remoteAddress": "far.test", "remotePort": 443, "options": {}})
+        prompt = h.last("prompt")
+        assert prompt["id"] == 2 and prompt["scope"] == "loopback" and prompt["addresses"] == ["127.0.0.1"]
+        assert h.connected == [PUBLIC]
+        h.session.close_all()
+
+    run(scenario())
+
+
+def test_a_mixed_answer_connects_only_where_the_user_agreed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.records["rebind.test"] = [PUBLIC, "127.0.0.1"]
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_open", "id": 1, **who(), "remoteAddress": "rebind.test", "remotePort": 80, "options": {}})
+        await h.send({"type": "consent", "id": 1, "decision": "once"})  # allowed while unseen
+        prompt = h.last("prompt")
+        assert prompt["scope"] == "loopback" and prompt["addresses"] == [PUBLIC, "127.0.0.1"]  # asked again
+        assert h.connected == []
+        await h.send({"type": "consent", "id": 1, "decision": "once"})
+        assert h.connected == [PUBLIC, "127.0.0.1"] and h.lookups == ["rebind.test"]  # looked up once
+        h.session.close_all()
+
+    run(scenario())
+
+
+def test_pending_sends_are_bounded_in_count_and_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    from direct_sockets.permissions import Grant
+
+    h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert h.last("opened")["id"] == 1
+        small = b64(b"x")
+        for _ in range(UDP_SEND_WINDOW + 5):
+            await h.send({"type": "udp_send", "id": 1, "data": small, "remoteAddress": "127.0.0.1", "remotePort": 9})
+        waiting = h.session._waiting_sends.get(1, [0, 0])
+        assert waiting[0] <= UDP_SEND_WINDOW and 1 not in h.session.sockets  # the socket failed at the window
+        assert h.last("error")["code"] == Code.WINDOW_EXCEEDED
+        await h.send({"type": "udp_open", "id": 2, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        big = b64(bytes(65000))
+        for _ in range(MAX_WAITING_SEND_BYTES // 65000 + 2):
+            await h.send({"type": "udp_send", "id": 2, "data": big, "remoteAddress": "127.0.0.1", "remotePort": 9})
+        assert 2 not in h.session.sockets and "bytes" in h.last("error")["detail"]
+        h.session.close_all()
+
+    run(scenario())
