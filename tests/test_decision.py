@@ -120,6 +120,8 @@ CASES = [
      Allow((PUBLIC,), "internet", Grant(O, "tcp", "far.test", 7, "internet"), "always")),
     ("always for a literal has no scope", req(consent=Consent("loopback", "always")), Facts(), Allow(("127.0.0.1",), "loopback", Grant(O, "tcp", "127.0.0.1", 7), "always")),
     ("session in a private window", req(incognito=True, consent=Consent("loopback", "session")), Facts(), Allow(("127.0.0.1",), "loopback", Grant(O, "tcp", "127.0.0.1", 7), "session")),
+    ("a policy grant for 127.0.0.1 is not one for 0.0.0.0", req(host="0.0.0.0"), Facts(policy(grant=[{"origin": O, "kind": "tcp", "host": "127.0.0.1", "port": 7}])), Ask("0.0.0.0", ("0.0.0.0",), "loopback")),
+    ("a user grant for 127.0.0.1 is not one for 0.0.0.0", req(host="0.0.0.0"), Facts(None, (LITERAL_GRANT,)), Ask("0.0.0.0", ("0.0.0.0",), "loopback")),
     ("another origin's grant covers nothing", req(), Facts(None, (Grant("https://b.example", "tcp", "127.0.0.1", 7),)), Ask("127.0.0.1", ("127.0.0.1",), "loopback")),
     ("no address at all", req(host="far.test", addresses=()), Facts(None, (NAME_ANY,)), Refuse),
 ]
@@ -154,6 +156,15 @@ def test_other_spellings_of_an_address_are_that_address(spelling: str, address: 
 def test_what_is_no_host(bad: str) -> None:
     with pytest.raises(InvalidDestination):
         normalize_host(bad)
+
+
+@pytest.mark.parametrize("spelling", ["127.0.0.1", "::ffff:127.0.0.1", "::ffff:7f00:1", "::7f00:1", "0.0.0.0", "::", "::1"])
+def test_a_policy_rule_sees_every_spelling_of_an_address(spelling: str) -> None:
+    # The rule itself, given a spelling nothing normalized: the policy must not rely on its callers.
+    rules = LOOPBACK_BLOCKED.block
+    assert any(r.matches(O, "tcp", spelling, 7) for r in rules)
+    assert LOOPBACK_BLOCKED.blocks(O, "udp-bind", spelling, 0)
+    assert not any(r.matches(O, "tcp", a, 7) for r in rules for a in ("10.0.0.1", "::ffff:10.0.0.1", "fe80::1"))
 
 
 def test_scopes() -> None:

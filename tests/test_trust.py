@@ -252,12 +252,16 @@ def test_thousands_of_sends_waiting_for_consent_stay_bounded(host: HostProcess, 
 
 @pytest.mark.parametrize("spelling", ["ｂｌｏｃｋｅｄ.test", "blocked.test\u200b", "BLOCKED.test.", "blocked\u3002test"])
 def test_a_name_block_holds_for_every_spelling(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns, spelling: str) -> None:  # type: ignore[no-untyped-def]
-    write_policy(isolated_env, {"block": [{"host": "blocked.test"}]})
+    write_policy(isolated_env, {"block": [{"host": "blocked.test", "port": echo_server.port}]})
     dns.records["blocked.test"] = ["127.0.0.1"]
     host.hello()
     tcp_open(host, 1, echo_server.port, spelling)
     host.expect("error", id=1, name="NotAllowedError")  # refused unasked, as blocked.test itself
     assert echo_server.accepted == 0 and dns.queries == []
+    # The same spelling on a port the rule does not name: asked about as blocked.test, the one
+    # name it stands for (not refused as a malformed host).
+    tcp_open(host, 2, echo_server.port + 1, spelling)
+    assert host.expect("prompt", id=2)["host"] == "blocked.test"
 
 
 # -- in-process: where a public address would be dialled ----------------------------------------
