@@ -303,20 +303,9 @@ def test_an_unscoped_grant_for_a_name_follows_it(host: HostProcess, isolated_env
     host.expect("opened", id=1, remoteAddress="127.0.0.1")
 
 
-def test_always_for_a_public_name_is_stored_with_its_scope(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
-    # A globally routable address, only ever named in this fake answer: the user types another,
-    # and the test's namespace has no route out anyway.
-    dns.records["far.test"] = ["93.184.216.34"]
-    host.hello()
-    tcp_open(host, 1, echo_server.port, address="far.test")
-    prompt = host.expect("prompt", id=1)
-    assert prompt["scope"] == "internet" and prompt["addresses"] == ["93.184.216.34"]
-    # The user allows always, but types this machine's address: the grant names what they typed.
-    host.send({"type": "consent", "id": 1, "decision": "always", "host": "127.0.0.1"})
-    host.expect("opened", id=1)
-    assert grants(isolated_env) == [{"origin": ORIGIN, "kind": "tcp", "host": "127.0.0.1", "port": echo_server.port}]
-    store = Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
-    assert "scope" not in store.read_text()
+# "Always" for a public name is stored with its scope: tests/test_trust.py
+# (`test_always_for_a_public_name_is_stored_with_its_scope`, in-process, since the name's
+# public address would otherwise be dialled).
 
 
 def test_consent_scope_is_recorded(tmp_path: Path) -> None:

@@ -39,7 +39,10 @@ class Grant:
     kind: str
     host: str
     port: int | str  # an int, or "*" for any port
-    scope: str = ""  # "internet": covers the name only while it resolves to public addresses
+    # A name's grant: the most sensitive scope its addresses had when the user allowed it
+    # ("internet" < "local" < "loopback"); it covers addresses no more sensitive than that
+    # (decision.py). "": every address (an IP address's grant, or one made with the CLI).
+    scope: str = ""
     pin: str = ""  # kind "certificate": base64 SHA-256 of the trusted SubjectPublicKeyInfo
 
     def covers(self, origin: str, kind: str, host: str, port: int) -> bool:
