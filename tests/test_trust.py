@@ -390,3 +390,15 @@ def test_pending_sends_are_bounded_in_count_and_bytes(tmp_path: Path, monkeypatc
         h.session.close_all()
 
     run(scenario())
+
+
+def test_always_for_a_listening_socket_on_any_free_port_is_remembered(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    # Port 0 is what the page asked ("a port the OS chooses"): the grant is for exactly that.
+    host.hello()
+    host.send({"type": "tcp_listen", "id": 1, **who(), "localAddress": "127.0.0.1"})
+    host.expect("prompt", id=1, kind="tcp-listen", port=0)
+    host.send({"type": "consent", "id": 1, "decision": "always"})
+    host.expect("opened", id=1)
+    assert json.loads(cli(isolated_env, "permissions", "list", "--json").stdout) == [{"origin": ORIGIN, "kind": "tcp-listen", "host": "127.0.0.1", "port": 0}]
+    host.send({"type": "tcp_listen", "id": 2, **who(), "localAddress": "127.0.0.1"})
+    host.expect("opened", id=2)  # not asked again

@@ -336,10 +336,13 @@ class Session:
             await self._ask(socket_id, requester, replace(request, host=decision.host), decision, outcome, details)
             return
         if decision.grant is not None:
-            if decision.remember == "always":
-                self._store.grant(decision.grant)
-            else:
+            if decision.remember != "always":
                 self._private_grants.add(decision.grant)
+            else:
+                try:
+                    self._store.grant(decision.grant)
+                except (OSError, ValueError) as exc:  # allowed this time; the user can see why it is not remembered
+                    log.error("could not remember %s: %s", decision.grant, exc)
         await outcome.allow(self._sockaddrs(decision, infos, request, requester), decision)
 
     def _facts(self, request: Request) -> Facts:
