@@ -402,3 +402,18 @@ def test_always_for_a_listening_socket_on_any_free_port_is_remembered(host: Host
     assert json.loads(cli(isolated_env, "permissions", "list", "--json").stdout) == [{"origin": ORIGIN, "kind": "tcp-listen", "host": "127.0.0.1", "port": 0}]
     host.send({"type": "tcp_listen", "id": 2, **who(), "localAddress": "127.0.0.1"})
     host.expect("opened", id=2)  # not asked again
+
+
+# -- finding 1, the host's part: only potentially trustworthy origins -------------------------------
+
+
+@pytest.mark.parametrize("origin", ["http://insecure.test", "http://192.168.1.5:8080", "file:///home/user/page.html", "null"])
+def test_the_host_refuses_origins_that_are_not_potentially_trustworthy(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, origin: str) -> None:
+    # Whatever the extension says: a page that is not a secure context got a port from the
+    # bridge, and a grant exists for its origin (as a page could trick the user into).
+    if origin.startswith("http://"):
+        cli(isolated_env, "permissions", "grant", "--origin", origin, "--tcp", f"127.0.0.1:{echo_server.port}")
+    host.hello()
+    host.send({"type": "tcp_open", "id": 1, **{**who(), "origin": origin}, "remoteAddress": "127.0.0.1", "remotePort": echo_server.port, "options": {}})
+    host.expect("error", id=1, name="NotAllowedError")  # no prompt, no connection
+    assert echo_server.accepted == 0
