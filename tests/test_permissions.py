@@ -149,9 +149,11 @@ def test_no_allow_everything_switch() -> None:
     read = set(re.findall(r"(?:environ|env)(?:\.get)?\(?\[?\s*\"([A-Z_]+)\"", sources))
     # Logging, the prompt's timeout, and where installs go (which browsers are found, and where
     # their Flatpak and Snap trees are): none of them widens what a page may reach.
+    # XDG_CONFIG_DIRS only adds places to read a policy from: /etc/xdg is always read and the
+    # strictest rule wins, and a grant there is no more than the user could store themselves.
     assert read == {
         "DIRECT_SOCKETS_LOG", "DIRECT_SOCKETS_PROMPT_TIMEOUT", "CHROME_CONFIG_HOME", "XDG_CONFIG_HOME", "PATH", "PROGRAMDATA",
-        "DIRECT_SOCKETS_FLATPAK_ROOT", "DIRECT_SOCKETS_SNAP_ROOT",
+        "DIRECT_SOCKETS_FLATPAK_ROOT", "DIRECT_SOCKETS_SNAP_ROOT", "XDG_CONFIG_DIRS",
     }, read
 
 

@@ -104,3 +104,41 @@ def test_opaque_origins_are_never_asked(host: HostProcess, echo_server: TcpServe
     host.hello()
     tcp_open(host, 1, echo_server.port, origin="null")
     host.expect("error", id=1, name="NotAllowedError")
+
+
+def test_every_config_dir_is_read_the_policy_in_the_second_is_not_ignored(isolated_env: dict[str, str], chromium_manifest: Path,
+                                                                        echo_server: TcpServer, tmp_path: Path) -> None:
+    """Ubuntu puts /etc/xdg/xdg-ubuntu first in XDG_CONFIG_DIRS: a policy in the next folder
+    must still be in force (the real host process, its environment as a session gives it)."""
+    from direct_sockets.install import extension_ids
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    env = {**isolated_env, "XDG_CONFIG_DIRS": f"{first}:{second}"}
+    cli(env, "permissions", "grant", "--origin", ORIGIN, "--tcp", f"127.0.0.1:{echo_server.port}")
+    (second / "direct-sockets").mkdir(parents=True)
+    (second / "direct-sockets" / "policy.json").write_text(json.dumps({"version": 1, "block": [{"host": "127.0.0.0/8"}]}))
+    host = HostProcess(chromium_manifest, f"chrome-extension://{extension_ids().chrome}/", env)
+    try:
+        host.hello()
+        tcp_open(host, 1, echo_server.port)
+        host.expect("error", id=1, name="NotAllowedError")
+        assert echo_server.accepted == 0
+    finally:
+        host.kill()
+
+
+def test_several_policy_files_merge_strictest_first(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    policy = PolicyFile([first, second])
+    first.write_text(json.dumps({"version": 1, "grant": [{"origin": ORIGIN, "kind": "tcp", "host": "h.example", "port": 1}]}))
+    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "grant"
+    second.write_text(json.dumps({"version": 1, "block": [{"host": "h.example"}]}))
+    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "block"  # a block anywhere beats a grant anywhere
+    second.write_text(json.dumps({"version": 1, "disabled": True}))
+    assert policy.verdict(ORIGIN, "tcp", "other.example", 2) == "block"
+    second.write_text("{ damaged")
+    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "block"  # a damaged one turns the API off
+    assert policy.existing() == [first, second]
+    second.unlink()
+    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "grant"

@@ -162,7 +162,7 @@ def run(fd_in: int, fd_out: int, argv: list[str], manifest: Path | None) -> int:
         return 2
     log.info("started by %s (%s) for %s", who.extension, who.browser, manifest)
     store = PermissionStore(paths.permissions_file())
-    policy = PolicyFile(paths.policy_file())
+    policy = PolicyFile(paths.policy_files())
     if policy.current() is not None:
-        log.info("the administrator's policy %s is in force", policy.path)
+        log.info("the administrator's policy is in force: %s", ", ".join(str(p) for p in policy.existing()))
     return asyncio.run(serve(fd_in, fd_out, store, policy))

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from .destinations import IPAddress, InvalidDestination, canonical_ip, normalize_host, normalize_origin
 from .validation import DocumentInvalid, load_document
@@ -121,35 +121,79 @@ def parse(raw: bytes) -> Policy:
     return Policy(bool(data.get("disabled", False)), block, grant)
 
 
-class PolicyFile:
+class _Source:
+    """One policy file, re-read when it changes."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._key: tuple[int, int, int] | None = None
         self._policy: Policy | None = None
-        self._damage: str | None = None
+        self.damage: str | None = None
 
     def current(self) -> Policy | None:
-        """The policy in force; None when there is no file. A damaged file disables the API."""
+        """Its policy; None when there is no file. A damaged file disables the API."""
         try:
             stat = self.path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            self._key, self.damage = None, None
             return None
         except OSError as exc:
             return self._damaged(f"cannot read: {exc}", None)
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if key != self._key:
             try:
-                self._policy, self._damage = parse(self.path.read_bytes()), None
+                self._policy, self.damage = parse(self.path.read_bytes()), None
             except (PolicyDamaged, OSError) as exc:
                 return self._damaged(str(exc), key)
             self._key = key
-        return self._policy if self._damage is None else Policy(True, (), ())
+        return self._policy if self.damage is None else Policy(True, (), ())
 
     def _damaged(self, reason: str, key: tuple[int, int, int] | None) -> Policy:
-        if reason != self._damage:
+        if reason != self.damage:
             log.error("the administrator's policy %s is damaged (%s): every request is refused until it is fixed", self.path, reason)
-        self._key, self._damage = key, reason
+        self._key, self.damage = key, reason
         return Policy(True, (), ())
+
+
+class PolicyFile:
+    """The administrator's policy, from one file or several (paths.policy_files). Every file
+    that exists is read, and they merge strictest-first: the API is off if any file turns it
+    off or is damaged, every file's blocks apply, and a grant applies unless some block
+    covers the destination. So adding a folder in front (XDG_CONFIG_DIRS) can never hide a
+    policy; a grant from any of them only spares the user a prompt."""
+
+    def __init__(self, paths: Path | Sequence[Path]) -> None:
+        self.paths = [paths] if isinstance(paths, Path) else list(paths)
+        self._sources = [_Source(path) for path in self.paths]
+
+    @property
+    def path(self) -> Path:
+        """The first file in force (for messages), else the first place looked."""
+        return (self.existing() or self.paths)[0]
+
+    def existing(self) -> list[Path]:
+        return [source.path for source in self._sources if source.current() is not None]
+
+    def damage(self) -> str | None:
+        """'PATH: reason' for the first damaged file, or None."""
+        for source in self._sources:
+            source.current()
+            if source.damage is not None:
+                return f"{source.path} is damaged ({source.damage})"
+        return None
+
+    def current(self) -> Policy | None:
+        """The policy in force; None when there is no file."""
+        policies = [p for p in (source.current() for source in self._sources) if p is not None]
+        if not policies:
+            return None
+        if len(policies) == 1:
+            return policies[0]
+        return Policy(
+            any(p.disabled for p in policies),
+            tuple(rule for p in policies for rule in p.block),
+            tuple(rule for p in policies for rule in p.grant),
+        )
 
     def verdict(self, origin: str, kind: str, host: str, port: int) -> Verdict:
         """'block' (refuse, unasked), 'grant' (allow, unasked) or None (the user decides), by
