@@ -48,6 +48,12 @@ echo "== installing direct-sockets into .venv"
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$want_test" -eq 1 ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
+  # The packaging tests build the wheel and the .deb and install them into fresh environments
+  # inside the tests' private network namespace, where no index is reachable: the wheels they
+  # need (the build backend and every run-time dependency) are gathered here, once.
+  echo "== gathering the wheels the packaging tests install offline (.venv/wheelhouse)"
+  .venv/bin/python -m pip wheel -q -w .venv/wheelhouse . 'setuptools>=77'
+  rm -f .venv/wheelhouse/direct_sockets-*.whl
 else
   .venv/bin/python -m pip install -q -e .
 fi

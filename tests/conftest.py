@@ -91,3 +91,17 @@ def echo_server() -> Iterator[TcpServer]:
     server = TcpServer(echo)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def installed_wheel() -> Iterator["InstalledVenv"]:
+    """The package built as a wheel and installed into a fresh venv outside the checkout."""
+    from tests.support.installed import build, remove
+
+    venv = build()
+    yield venv
+    remove(venv)
+
+
+if TYPE_CHECKING:
+    from tests.support.installed import InstalledVenv

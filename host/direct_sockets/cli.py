@@ -28,7 +28,11 @@ def cmd_native_host(args: argparse.Namespace) -> int:
 
 
 def _context(args: argparse.Namespace) -> "install.Context":
-    return install.Context(system=bool(getattr(args, "system", False)))
+    system = bool(getattr(args, "system", False))
+    root = getattr(args, "root", None)
+    if root is not None and not system:
+        raise ValueError("--root is for --system installs")
+    return install.Context(system=system, root=root.resolve() if root is not None else None)
 
 
 def _chosen(args: argparse.Namespace, ctx: "install.Context") -> list[str]:
@@ -56,6 +60,25 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 0 if chosen else 1
 
 
+def _user_files() -> list[tuple[str, list[Path]]]:
+    """What the host keeps for this user besides its registration: what each is, and its paths."""
+    store = paths.permissions_file()
+    return [
+        ("the permission store (your grants)", sorted(store.parent.glob(f"{store.name}*")) if store.parent.is_dir() else []),
+        ("the per-site TLS server certificates", [paths.server_certificates_dir()]),
+        ("the host's logs", [paths.log_dir()]),
+    ]
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def cmd_uninstall(args: argparse.Namespace) -> int:
     ctx = _context(args)
     every = [b.name for b in browsers.BROWSERS if args.user_data_dir is None or b.family == "chromium"]
@@ -63,6 +86,26 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         removed = install.uninstall(browser, args.user_data_dir, ctx)
         if removed or args.browser:
             print(f"{browser}: " + (", ".join(removed) if removed else "nothing installed"))
+    # Each is named before anything goes; registrations of other browsers and their wrappers
+    # are not touched.
+    present = [(what, [p for p in found if p.exists()]) for what, found in _user_files()]
+    present = [(what, found) for what, found in present if found]
+    listed = "; ".join(f"{what}: {', '.join(str(p) for p in found)}" for what, found in present)
+    if not args.purge:
+        if present:
+            print(f"kept (`uninstall --purge` removes them): {listed}")
+        return 0
+    if not present:
+        print("--purge: this user has no grants, certificates or logs to remove")
+        return 0
+    print(f"--purge removes, for this user: {listed}", flush=True)
+    for _, found in present:
+        for path in found:
+            _remove(path)
+            print(f"removed {path}")
+    for folder in (paths.wrappers_dir(), paths.data_dir()):  # gone too, if nothing else is left
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
     return 0
 
 
@@ -76,7 +119,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for line, good in doctor.check(browser, args.user_data_dir, ctx):
             ok &= good
             print(f"[{'ok' if good else 'FAIL'}] {browser}: {line}")
+    line, good = doctor.policy_report()
+    ok &= good
+    print(f"[{'ok' if good else 'FAIL'}] {line}")
     return 0 if ok else 1
+
+
+def cmd_extension_path(args: argparse.Namespace) -> int:
+    from . import resources
+
+    print(resources.extension_dir())
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -88,7 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_pack(args: argparse.Namespace) -> int:
     from . import pack
 
-    for path in pack.pack(args.out):
+    for path in pack.pack(args.out, args.extension_dir):
         print(f"wrote {path}")
     return 0
 
@@ -115,6 +168,31 @@ def _destination(args: argparse.Namespace) -> tuple[str, str, int | str] | None:
     if kind in ("udp-bind", "tcp-listen") and not is_ip(host):
         raise InvalidDestination(f"--{attr.replace('_', '-')} takes a local IP address, not a name: {text!r}")
     return kind, host, port
+
+
+def _always_refused(kind: str, port: int | str) -> str | None:
+    """Why the host would refuse every use of this grant, or None. The limits are the host's
+    own (session.py), so the two cannot drift apart."""
+    from .session import BOUND_UDP_MIN_PORT, LISTEN_MIN_PORT
+
+    if port == "*" or port == 0:
+        return None
+    if kind == "udp-bind" and int(port) < BOUND_UDP_MIN_PORT:
+        return f"the host never binds UDP below port {BOUND_UDP_MIN_PORT} (the draft's rule); use port 0, * or {BOUND_UDP_MIN_PORT} and above"
+    if kind == "tcp-listen" and int(port) < LISTEN_MIN_PORT:
+        return f"the host never listens for TCP below port {LISTEN_MIN_PORT} (the draft's rule); use port 0, * or {LISTEN_MIN_PORT} and above"
+    return None
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP/UDP port number a socket can take."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {port}")
+    return port
 
 
 def describe(grant: Grant) -> str:
@@ -146,6 +224,10 @@ def cmd_permissions(args: argparse.Namespace) -> int:
                 print("direct-sockets: grant needs a destination (--tcp, --udp, --udp-bind, --tcp-listen or --multicast)", file=sys.stderr)
                 return 2
             kind, host, port = destination
+            refusal = _always_refused(kind, port)
+            if refusal:
+                print(f"direct-sockets: not granted: {refusal}", file=sys.stderr)
+                return 2
             aside = store.grant(Grant(origin, kind, host, port))
             if aside is not None:
                 print(f"warning: the permission store was damaged; it was kept as {aside} and a new one started", file=sys.stderr)
@@ -236,16 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="repeatable; default: every browser found here (uninstall: every browser)")
         p.add_argument("--user-data-dir", type=Path, help="a Chromium-family profile directory (NativeMessagingHosts/ inside it)")
         p.add_argument("--system", action="store_true", help="for every user of this machine (needs root)")
+        p.add_argument("--root", type=Path, help="with --system: take the system's folders under this one (tests, staging)")
+        if name == "uninstall":
+            p.add_argument("--purge", action="store_true",
+                           help="also remove this user's grants, TLS server certificates and logs (it says which first)")
         p.set_defaults(func=func)
 
+    ext = sub.add_parser("extension-path", help="print the folder to load as an unpacked extension")
+    ext.set_defaults(func=cmd_extension_path)
+
     demo = sub.add_parser("demo", help="serve the demo page and its echo services on 127.0.0.1")
-    demo.add_argument("--http-port", type=int, default=8000)
-    demo.add_argument("--echo-port", type=int, default=7777)
+    demo.add_argument("--http-port", type=_port, default=8000)
+    demo.add_argument("--echo-port", type=_port, default=7777)
     demo.add_argument("--grant", action="store_true", help="allow the demo's destinations ahead, rather than be asked")
     demo.set_defaults(func=cmd_demo)
 
-    pack_parser = sub.add_parser("pack", help="build the Chrome zip and the Firefox xpi from extension/")
+    pack_parser = sub.add_parser("pack", help="build the Chrome zip and the Firefox xpi of the extension")
     pack_parser.add_argument("--out", type=Path, default=Path("dist"), help="where to write them (default: dist/)")
+    pack_parser.add_argument("--extension-dir", type=Path, help="pack this folder (default: the extension installed with the package)")
     pack_parser.set_defaults(func=cmd_pack)
 
     perms = sub.add_parser("permissions", help="list, grant and revoke destinations per site")
@@ -285,9 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         # Before anything else can print: from here on only the protocol reaches the browser.
         _PROTOCOL_FDS.extend(stdio.reserve())
     args = build_parser().parse_args(argv)
+    from .resources import ResourceMissing
+
     try:
         return args.func(args)
-    except ValueError as exc:
+    except (ValueError, ResourceMissing) as exc:
         print(f"direct-sockets: {exc}", file=sys.stderr)
         return 2
 

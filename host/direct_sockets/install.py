@@ -5,6 +5,12 @@ wrapper names the absolute interpreter path rather than trusting PATH) and the e
 that may start the host. On Linux and macOS the manifest goes where the browser looks
 (`browsers.py`); on Windows it lives in our data directory and a registry value under the
 browser's key points at it. `uninstall` removes exactly what `install` wrote.
+
+For every user (`--system`) the wrapper goes to a root-owned folder (`/usr/local/lib/direct-sockets`:
+the administrator's own software, by the FHS; the .deb uses /usr/lib/direct-sockets), runs
+Python isolated (`-I`: no user site, no PYTHON* variables, no current directory on the path),
+and the install is refused when the interpreter or the packages it runs could be changed by a
+user other than root: otherwise every user's browser would run code one user controls.
 """
 
 from __future__ import annotations
@@ -14,16 +20,16 @@ import hashlib
 import json
 import os
 import shlex
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import HOST_NAME, browsers, paths
+from . import HOST_NAME, browsers, paths, resources
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "manifests" / f"{HOST_NAME}.json"
-EXTENSION_DIR = REPO / "extension"
+# Where `--system` puts the wrappers on Linux and macOS (under Context.root, if one is given).
+SYSTEM_HOST_DIR = Path("/usr/local/lib/direct-sockets")
 
 BROWSERS = tuple(b.name for b in browsers.BROWSERS)
 
@@ -40,8 +46,8 @@ class ExtensionIds:
     gecko: str
 
 
-def extension_ids(extension_dir: Path = EXTENSION_DIR) -> ExtensionIds:
-    manifest = json.loads((extension_dir / "manifest.json").read_text("utf-8"))
+def extension_ids(extension_dir: Path | None = None) -> ExtensionIds:
+    manifest = json.loads(((extension_dir or resources.extension_dir()) / "manifest.json").read_text("utf-8"))
     return ExtensionIds(chrome_extension_id(manifest["key"]), manifest["browser_specific_settings"]["gecko"]["id"])
 
 
@@ -98,6 +104,9 @@ class Context:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     system: bool = False
     registry: Registry | None = None
+    # For --system: the system's folders are taken under this one (tests, and staging a
+    # machine's tree). The files written name the paths under it, so doctor can check them.
+    root: Path | None = None
 
     def reg(self) -> Registry:
         if self.registry is None:
@@ -127,16 +136,34 @@ def target(name: str, user_data_dir: Path | None = None, ctx: Context | None = N
         root = "HKEY_LOCAL_MACHINE" if ctx.system else "HKEY_CURRENT_USER"
         return Target(browser, base / "manifests" / f"{browser.name}.json", root, f"{browser.windows_key}\\{HOST_NAME}")
     directory = browsers.manifest_dir(browser, ctx.platform, ctx.system, ctx.home, ctx.env)
+    if ctx.system:
+        directory = rerooted(directory, ctx)
     return Target(browser, directory / f"{HOST_NAME}.json")
 
 
-def wrapper_path(manifest: Path, platform: str = sys.platform) -> Path:
-    tag = hashlib.sha256(str(manifest).encode()).hexdigest()[:12]
-    return paths.wrappers_dir() / (f"native-host-{tag}.bat" if platform == "win32" else f"native-host-{tag}")
+def rerooted(path: Path, ctx: Context) -> Path:
+    """A system path under ctx.root, when one is given."""
+    return ctx.root / path.relative_to(path.anchor) if ctx.root is not None else path
+
+
+def system_host_dir(ctx: Context) -> Path:
+    if ctx.platform == "win32":
+        return Path(ctx.env.get("PROGRAMDATA", r"C:\ProgramData")) / "direct-sockets"
+    return rerooted(SYSTEM_HOST_DIR, ctx)
+
+
+def wrapper_path(where: Target, ctx: Context) -> Path:
+    """Per user: one wrapper per manifest, in the data directory. For every user: one per
+    browser, in the root-owned system folder."""
+    suffix = ".bat" if ctx.platform == "win32" else ""
+    if ctx.system:
+        return system_host_dir(ctx) / "bin" / f"native-host-{where.browser.name}{suffix}"
+    tag = hashlib.sha256(str(where.manifest).encode()).hexdigest()[:12]
+    return paths.wrappers_dir() / f"native-host-{tag}{suffix}"
 
 
 def render_manifest(browser: browsers.Browser, wrapper: Path, ids: ExtensionIds) -> dict[str, object]:
-    manifest = json.loads(TEMPLATE.read_text("utf-8"))
+    manifest = json.loads(resources.manifest_template().read_text("utf-8"))
     manifest["path"] = str(wrapper)
     if browser.family == "chromium":
         manifest["allowed_origins"] = [f"chrome-extension://{ids.chrome}/"]
@@ -145,22 +172,99 @@ def render_manifest(browser: browsers.Browser, wrapper: Path, ids: ExtensionIds)
     return manifest
 
 
-def render_wrapper(manifest: Path, platform: str = sys.platform) -> str:
+def render_wrapper(manifest: Path, platform: str = sys.platform, interpreter: str | None = None, isolated: bool = False) -> str:
+    """The script the browser starts: the absolute interpreter, the host, the manifest it was
+    installed for. `isolated` (every user's install) runs Python with -I, so nothing from the
+    user's environment, site-packages or current directory is imported."""
+    python = interpreter or sys.executable
+    flags = " -I" if isolated else ""
     if platform == "win32":
         return (
             "@echo off\r\n"
             f"rem Written by `direct-sockets install` for {manifest}; the browser starts it.\r\n"
-            f'"{sys.executable}" -m direct_sockets native-host --manifest "{manifest}" %*\r\n'
+            f'"{python}"{flags} -m direct_sockets native-host --manifest "{manifest}" %*\r\n'
         )
     return (
         "#!/bin/sh\n"
         f"# Written by `direct-sockets install` for {manifest}; the browser starts it.\n"
-        f"exec {shlex.quote(sys.executable)} -m direct_sockets native-host --manifest {shlex.quote(str(manifest))} \"$@\"\n"
+        f"exec {shlex.quote(python)}{flags} -m direct_sockets native-host --manifest {shlex.quote(str(manifest))} \"$@\"\n"
     )
 
 
+class UnsafeForEveryUser(ValueError):
+    """A system-wide install would run code that a user other than root can change."""
+
+
+def writable_by_others(path: Path) -> str | None:
+    """Why someone other than root could change what `path` names, or None. Walks the path and
+    every folder above it (any of them could be renamed or replaced): each must be owned by
+    root and not group- or world-writable; a world-writable folder with the sticky bit (/tmp)
+    passes, as others cannot rename what root owns inside it. Symbolic links are followed, and
+    their targets walked too."""
+    seen: set[Path] = set()
+    pending = [Path(os.path.abspath(path))]
+    while pending:
+        current = pending.pop()
+        for part in [current, *current.parents]:
+            if part in seen:
+                continue
+            seen.add(part)
+            try:
+                info = part.lstat()
+            except OSError as exc:
+                return f"{part}: {exc.strerror}"
+            if info.st_uid != 0:
+                return f"{part} is owned by uid {info.st_uid}, not root"
+            if stat.S_ISLNK(info.st_mode):
+                pending.append(part.resolve())
+                continue
+            sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
+                return f"{part} is writable by {'every user' if info.st_mode & stat.S_IWOTH else 'its group'} (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
+def runtime_paths() -> list[Path]:
+    """What a system-wide host runs: the interpreter, and the folders of this package and of
+    each package it imports at run time."""
+    import cryptography
+    import jsonschema
+    import platformdirs
+    import websockets
+
+    found = [Path(sys.executable), Path(__file__).resolve().parent]
+    found += [Path(module.__file__).resolve().parent for module in (cryptography, jsonschema, platformdirs, websockets) if module.__file__]
+    return found
+
+
+def check_safe_for_every_user(runtime: list[Path] | None = None) -> None:
+    """Refuses (UnsafeForEveryUser) an interpreter or package that a non-root user could change."""
+    if sys.platform == "win32":
+        return  # ACLs, not modes: Windows installs are out of this check's reach
+    for path in runtime or runtime_paths():
+        problem = writable_by_others(path)
+        if problem is None and path.is_dir():
+            for inner in sorted(path.rglob("*")):
+                mode = inner.lstat().st_mode
+                if mode & (stat.S_IWGRP | stat.S_IWOTH) and not stat.S_ISLNK(mode) or inner.lstat().st_uid != 0:
+                    problem = writable_by_others(inner) or f"{inner} is not root's alone"
+                    break
+        if problem:
+            raise UnsafeForEveryUser(
+                f"refusing to install for every user: the host would run {path}, and {problem}. Every user's browser would "
+                "run code that someone other than root can change. Install direct-sockets where only root can write "
+                "(the .deb from packaging/build-deb.sh, or `pipx install` run as root with PIPX_HOME and PIPX_BIN_DIR under "
+                "/opt), then run that copy's `direct-sockets install --system`."
+            )
+
+
 def _write(path: Path, text: str, mode: int) -> None:
+    # Folders we make are readable by everyone whatever the umask: another user's browser
+    # must reach a system-wide manifest and wrapper (a user's own live in their private home).
+    made = [p for p in reversed(path.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    for folder in made:
+        folder.chmod(0o755)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, "utf-8", newline="")
     tmp.chmod(mode)
@@ -172,8 +276,10 @@ def install(name: str, user_data_dir: Path | None = None, ctx: Context | None = 
     registry value. Returns where it went."""
     ctx = ctx or Context()
     where = target(name, user_data_dir, ctx)
-    wrapper = wrapper_path(where.manifest, ctx.platform)
-    _write(wrapper, render_wrapper(where.manifest, ctx.platform), 0o755)
+    if ctx.system:
+        check_safe_for_every_user()
+    wrapper = wrapper_path(where, ctx)
+    _write(wrapper, render_wrapper(where.manifest, ctx.platform, isolated=ctx.system), 0o755)
     _write(where.manifest, json.dumps(render_manifest(where.browser, wrapper, extension_ids()), indent=2) + "\n", 0o644)
     if where.registry_key:
         ctx.reg().set_default(where.registry_root, where.registry_key, str(where.manifest))
@@ -188,7 +294,7 @@ def uninstall(name: str, user_data_dir: Path | None = None, ctx: Context | None 
     if where.registry_key and ctx.reg().get_default(where.registry_root, where.registry_key) == str(where.manifest):
         ctx.reg().delete_key(where.registry_root, where.registry_key)
         removed.append(f"{where.registry_root}\\{where.registry_key}")
-    for path in (where.manifest, wrapper_path(where.manifest, ctx.platform)):
+    for path in (where.manifest, wrapper_path(where, ctx)):
         if path.exists():
             path.unlink()
             removed.append(str(path))

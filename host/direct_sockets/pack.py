@@ -1,4 +1,5 @@
-"""`direct-sockets pack`: the extension as a Chrome zip and a Firefox xpi, from `extension/`.
+"""`direct-sockets pack`: the extension as a Chrome zip and a Firefox xpi, from the extension
+the package ships (`extension/` in the repository).
 
 There is no build step: each archive holds the folder's files as they are, with a manifest
 trimmed for its browser (Chrome does not know `background.scripts` or
@@ -12,7 +13,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from .install import EXTENSION_DIR
+from . import resources
 
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
@@ -29,11 +30,11 @@ def manifest_for(browser: str, manifest: dict) -> dict:  # type: ignore[type-arg
     return trimmed
 
 
-def _archive(path: Path, files: list[Path], manifest: dict) -> None:  # type: ignore[type-arg]
+def _archive(path: Path, extension_dir: Path, files: list[Path], manifest: dict) -> None:  # type: ignore[type-arg]
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for file in files:
-            name = file.relative_to(EXTENSION_DIR).as_posix()
+            name = file.relative_to(extension_dir).as_posix()
             data = (json.dumps(manifest, indent=2) + "\n").encode() if name == "manifest.json" else file.read_bytes()
             info = zipfile.ZipInfo(name, FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -41,13 +42,15 @@ def _archive(path: Path, files: list[Path], manifest: dict) -> None:  # type: ig
             archive.writestr(info, data)
 
 
-def pack(out: Path, extension_dir: Path = EXTENSION_DIR) -> list[Path]:
+def pack(out: Path, extension_dir: Path | None = None) -> list[Path]:
+    """Archives `extension_dir` (default: the extension this package ships)."""
+    extension_dir = extension_dir or resources.extension_dir()
     manifest = json.loads((extension_dir / "manifest.json").read_text("utf-8"))
     files = sorted(p for p in extension_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     version = manifest["version"]
     written = []
     for browser, suffix in (("chrome", "zip"), ("firefox", "xpi")):
         path = out / f"direct-sockets-{browser}-{version}.{suffix}"
-        _archive(path, files, manifest_for(browser, manifest))
+        _archive(path, extension_dir, files, manifest_for(browser, manifest))
         written.append(path)
     return written

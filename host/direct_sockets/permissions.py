@@ -62,6 +62,13 @@ class Grant:
         }
 
 
+def _sort_key(grant: Grant) -> tuple[str, str, str, tuple[int, int], str, str]:
+    """The store's order: a port is an int or "*", which do not compare, so "*" sorts after
+    every number."""
+    port = (1, 0) if grant.port == "*" else (0, int(grant.port))
+    return (grant.origin, grant.kind, grant.host, port, grant.scope, grant.pin)
+
+
 class StoreDamaged(Exception):
     """The store exists but cannot be trusted; it grants nothing."""
 
@@ -140,7 +147,7 @@ class PermissionStore:
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
         items: list[dict[str, Any]] = [
-            g.as_dict() for g in sorted(set(grants))
+            g.as_dict() for g in sorted(set(grants), key=_sort_key)
         ]
         raw = (json.dumps({"version": 1, "grants": items}, indent=2) + "\n").encode()
         _parse(raw)  # never write what we would refuse to read
