@@ -252,3 +252,22 @@ def test_extension_ids_come_from_the_packaged_extension() -> None:
 
     assert resources.extension_dir() == (ROOT / "extension")  # editable install: the checkout's own folder
     assert extension_ids().gecko == json.loads((ROOT / "extension/manifest.json").read_text())["browser_specific_settings"]["gecko"]["id"]
+
+
+# -- sandboxed browsers -------------------------------------------------------------------------
+
+def test_firefox_snap_is_registered_for_the_portal_and_others_get_true_advice(isolated_env: dict[str, str], tmp_path: Path) -> None:
+    snap = tmp_path / "snap"
+    for name in ("firefox", "brave"):
+        (snap / name).mkdir(parents=True)
+    env = {**isolated_env, "PATH": os.path.dirname(sys.executable), "DIRECT_SOCKETS_SNAP_ROOT": str(snap),
+           "DIRECT_SOCKETS_FLATPAK_ROOT": str(tmp_path / "no-flatpak")}
+    result = cli(env, "install")
+    # The portal reads the usual per-user manifest: it is written, and the user is told what to expect.
+    assert (Path(env["HOME"]) / ".mozilla/native-messaging-hosts/direct_sockets.json").exists()
+    assert "firefox: Firefox is installed as a Snap (firefox): it starts the host through the desktop's WebExtensions portal" in result.stderr
+    assert "Install a non-Snap Firefox" not in result.stderr and "Install a build that is not a Snap (on Debian" not in result.stderr
+    # Brave is in no Debian archive: no `apt install brave-browser`, but where its packages come from.
+    brave = next(line for line in result.stderr.splitlines() if line.startswith("brave:"))
+    assert "strict confinement" in brave and "the vendor's own package" in brave and "apt install" not in brave
+    assert not (Path(env["XDG_CONFIG_HOME"]) / "BraveSoftware").exists()

@@ -27,6 +27,12 @@ class Browser:
     executables: tuple[str, ...]  # names on PATH that mean it is installed
     flatpak: str = ""  # its Flatpak application id, if it is packaged so
     snap: str = ""  # its Snap name
+    # As a Snap, it starts native hosts through the WebExtensions portal (xdg-desktop-portal),
+    # which reads the usual per-user manifest: Firefox's snap does, on Ubuntu 22.04 and later.
+    snap_portal: bool = False
+    # How to get a build that is neither Snap nor Flatpak: Debian packages Chromium and Firefox
+    # ESR; the other vendors ship their own packages.
+    native_advice: str = ""
 
 
 BROWSERS: tuple[Browser, ...] = (
@@ -41,7 +47,8 @@ BROWSERS: tuple[Browser, ...] = (
             ("google-chrome-unstable",)),
     Browser("chromium", "Chromium", "chromium", "chromium", "/etc/chromium/native-messaging-hosts",
             "Chromium", "/Library/Application Support/Chromium/NativeMessagingHosts", r"Software\Chromium\NativeMessagingHosts",
-            ("chromium", "chromium-browser"), "org.chromium.Chromium", "chromium"),
+            ("chromium", "chromium-browser"), "org.chromium.Chromium", "chromium",
+            native_advice="on Debian, `sudo apt install chromium` (on Ubuntu that package is itself a Snap)"),
     Browser("brave", "Brave", "chromium", "BraveSoftware/Brave-Browser", "/etc/opt/brave.com/brave/native-messaging-hosts",
             "BraveSoftware/Brave-Browser", "/Library/Application Support/BraveSoftware/Brave-Browser/NativeMessagingHosts",
             r"Software\BraveSoftware\Brave-Browser\NativeMessagingHosts", ("brave-browser", "brave"), "com.brave.Browser", "brave"),
@@ -56,7 +63,8 @@ BROWSERS: tuple[Browser, ...] = (
             r"Software\Opera Software\NativeMessagingHosts", ("opera",), "com.opera.Opera", "opera"),
     Browser("firefox", "Firefox", "firefox", ".mozilla/native-messaging-hosts", "/usr/lib/mozilla/native-messaging-hosts",
             "Mozilla", "/Library/Application Support/Mozilla/NativeMessagingHosts", r"Software\Mozilla\NativeMessagingHosts",
-            ("firefox", "firefox-esr"), "org.mozilla.firefox", "firefox"),
+            ("firefox", "firefox-esr"), "org.mozilla.firefox", "firefox", snap_portal=True,
+            native_advice="on Debian, `sudo apt install firefox-esr`"),
     Browser("librewolf", "LibreWolf", "firefox", ".librewolf/native-messaging-hosts", "/usr/lib/librewolf/native-messaging-hosts",
             "LibreWolf", "/Library/Application Support/LibreWolf/NativeMessagingHosts", r"Software\LibreWolf\NativeMessagingHosts",
             ("librewolf",), "io.gitlab.librewolf-community"),
@@ -115,18 +123,30 @@ def presence(browser: Browser, home: Path, env: dict[str, str]) -> Presence:
 
 
 def sandbox_remedy(browser: Browser, found: Presence) -> list[str]:
-    """What to tell a user whose browser is sandboxed: it cannot start a host outside it."""
+    """What to tell a user whose browser is sandboxed: most sandboxes cannot start a host
+    outside them; Firefox's Snap can, through the WebExtensions portal."""
+    native = browser.native_advice or (
+        f"the vendor's own package for your distribution (their Linux installation instructions say where; "
+        f"most distributions do not package {browser.label})"
+    )
     lines = []
     if found.flatpak:
         lines.append(
             f"{browser.label} is installed as a Flatpak ({browser.flatpak}): its sandbox cannot start programs outside it, "
-            f"so it cannot start the direct-sockets host. Install {browser.label} from your distribution's packages "
-            f"(for example `sudo apt install {browser.executables[0]}`) and run `direct-sockets install --browser {browser.name}`."
+            f"so it cannot start the direct-sockets host. Install a build that is not a Flatpak ({native}) and run "
+            f"`direct-sockets install --browser {browser.name}`."
         )
-    if found.snap:
+    if found.snap and browser.snap_portal:
+        lines.append(
+            f"{browser.label} is installed as a Snap ({browser.snap}): it starts the host through the desktop's WebExtensions "
+            f"portal (xdg-desktop-portal, as on Ubuntu 22.04 and later), from the usual manifest, which this command writes. "
+            "The first time the extension connects, the desktop asks you to allow it; a refusal is remembered "
+            "(`flatpak permissions webextensions` shows it)."
+        )
+    elif found.snap:
         lines.append(
             f"{browser.label} is installed as a Snap ({browser.snap}): strict confinement does not let it start the "
-            f"direct-sockets host. Install a non-Snap {browser.label} (a .deb or your distribution's package) and run "
+            f"direct-sockets host. Install a build that is not a Snap ({native}) and run "
             f"`direct-sockets install --browser {browser.name}`."
         )
     return lines

@@ -43,7 +43,7 @@ def _chosen(args: argparse.Namespace, ctx: "install.Context") -> list[str]:
     for browser, presence in install.found_browsers(ctx):
         for line in browsers.sandbox_remedy(browser, presence):
             print(f"{browser.name}: {line}", file=sys.stderr)
-        if presence.native:
+        if presence.native or (presence.snap and browser.snap_portal):
             chosen.append(browser.name)
     if not chosen:
         print("direct-sockets: no browser found here; name one with --browser", file=sys.stderr)
