@@ -240,12 +240,17 @@ CHROMIUM_FLAGS = [
 class Chromium(Browser):
     name = "chromium"
 
-    def __init__(self, base: Path, site: ScenarioSite) -> None:
+    def __init__(self, base: Path, site: ScenarioSite, installed_env: dict[str, str] | None = None, extension: Path = EXTENSION) -> None:
+        """`installed_env`: run with this environment, using the host manifest already installed
+        in `base / "profile"`, rather than installing one; `extension`: the folder to load."""
         super().__init__(base, site)
         from playwright.sync_api import sync_playwright
 
         profile = base / "profile"
-        cli(self.env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
+        if installed_env is not None:
+            self.env = installed_env
+        else:
+            cli(self.env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
         self.manifest = profile / "NativeMessagingHosts" / "direct_sockets.json"
         # Allowed in incognito, as a user would allow it on chrome://extensions (for the
         # private-window tests).
@@ -259,7 +264,7 @@ class Chromium(Browser):
         self.context = self._pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM_BINARY, headless=False, env=self.env,
             args=[
-                *CHROMIUM_FLAGS, f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
+                *CHROMIUM_FLAGS, f"--disable-extensions-except={extension}", f"--load-extension={extension}",
                 f"--ip-address-space-overrides=127.0.0.1:{site.public_server.server_port}=public",
             ],
         )
@@ -373,9 +378,10 @@ FIREFOX_PREFS = {
 class Firefox(Browser):
     name = "firefox"
 
-    def __init__(self, base: Path, site: ScenarioSite, installed_env: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, site: ScenarioSite, installed_env: dict[str, str] | None = None, extension: Path = EXTENSION) -> None:
         """`installed_env`: run with this environment (its HOME), using the host manifest already
-        installed there, rather than a throw-away home with a fresh install."""
+        installed there, rather than a throw-away home with a fresh install; `extension`: the
+        folder to load."""
         super().__init__(base, site)
         from marionette_driver.addons import Addons
         from marionette_driver.marionette import Marionette
@@ -398,7 +404,7 @@ class Firefox(Browser):
         try:
             self.marionette = Marionette(host="127.0.0.1", port=port, startup_timeout=60)
             self.marionette.start_session()
-            Addons(self.marionette).install(str(EXTENSION), temp=True)
+            Addons(self.marionette).install(str(extension), temp=True)
         except BaseException:
             self.proc.kill()
             raise
