@@ -51,6 +51,11 @@ if [ "$want_test" -eq 1 ]; then
   # The packaging tests build the wheel and the .deb and install them into fresh environments
   # inside the tests' private network namespace, where no index is reachable: the wheels they
   # need (the build backend and every run-time dependency) are gathered here, once.
+  # They also make venvs with Debian's own python3.11 (the .deb is built on it).
+  if [ -x /usr/bin/python3.11 ] && ! /usr/bin/python3.11 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "== installing python3-venv"
+    apt_install python3-venv
+  fi
   echo "== gathering the wheels the packaging tests install offline (.venv/wheelhouse)"
   .venv/bin/python -m pip wheel -q -w .venv/wheelhouse . 'setuptools>=77'
   rm -f .venv/wheelhouse/direct_sockets-*.whl
