@@ -33,8 +33,12 @@ trap 'rm -rf "$work"' EXIT
 stage=$work/root
 venv=$stage$prefix/venv
 
+# Built from a clean copy: setuptools reuses build/ and *.egg-info where it builds, which could
+# carry files since deleted into the package.
+mkdir "$work/source"
+tar -C "$repo" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude='*.egg-info' -cf - . | tar -C "$work/source" -xf -
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "$repo"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "$work/source"
 "$venv/bin/python" -m pip uninstall -q -y pip setuptools >/dev/null 2>&1 || true
 # The scripts pip wrote name the staging folder in their #! line; the package's own launcher
 # (below) replaces them. The interpreter links stay: they point at /usr/bin/python3.11.

@@ -53,7 +53,11 @@ def build() -> InstalledVenv:
     base.chmod(0o755)
     wheels = base / "wheels"
     pip_env = offline_pip_env()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+    # From a clean copy: setuptools reuses build/ and *.egg-info in the folder it builds in,
+    # which would carry stale files into the wheel and hide a missing package-data rule.
+    source = base / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "results*"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, cwd=base, timeout=300, env=pip_env)
     wheel = next(wheels.glob("direct_sockets-*.whl"))
     python = str(DEBIAN_PYTHON) if DEBIAN_PYTHON.exists() else sys.executable
