@@ -54,7 +54,12 @@ def cmd_install(args: argparse.Namespace) -> int:
     ctx = _context(args)
     chosen = _chosen(args, ctx)
     for browser in chosen:
-        where = install.install(browser, args.user_data_dir, ctx)
+        try:
+            where = install.install(browser, args.user_data_dir, ctx)
+        except PermissionError as exc:
+            print(f"direct-sockets: {browser}: cannot write {exc.filename}: {exc.strerror}" + (" (--system needs root)" if ctx.system else ""),
+                  file=sys.stderr)
+            return 1
         extra = f" (registry {where.registry_root}\\{where.registry_key})" if where.registry_key else ""
         print(f"{browser}: wrote {where.manifest}{extra}")
     return 0 if chosen else 1
