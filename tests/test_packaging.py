@@ -119,6 +119,23 @@ def test_system_install_refuses_an_interpreter_others_can_change(isolated_env: d
     assert not root.exists()  # nothing written
 
 
+def test_system_install_refuses_a_pth_file_others_can_change(isolated_env: dict[str, str], tmp_path: Path) -> None:
+    """Python runs site-packages' .pth files at every start, even with -I."""
+    if os.geteuid() != 0:
+        pytest.skip("the files must be root's")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    site = next(env_dir.glob("lib/python*/site-packages"))
+    pth = site / "checkout.pth"
+    pth.write_text("\n".join([str(ROOT / "host"), *(p for p in sys.path if p.endswith("site-packages"))]) + "\n")
+    pth.chmod(0o646)
+    root = tmp_path / "root"
+    result = subprocess.run([str(env_dir / "bin" / "python"), "-m", "direct_sockets", "install", "--system", "--root", str(root), "--browser", "chromium"],
+                            env=isolated_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "refusing to install for every user" in result.stderr, result.stderr
+    assert f"{pth} is writable by every user" in result.stderr and not root.exists()
+
+
 def test_a_root_owned_path_is_safe_and_a_group_writable_one_is_not(tmp_path: Path) -> None:
     from direct_sockets.install import writable_by_others
 
@@ -271,3 +288,16 @@ def test_firefox_snap_is_registered_for_the_portal_and_others_get_true_advice(is
     brave = next(line for line in result.stderr.splitlines() if line.startswith("brave:"))
     assert "strict confinement" in brave and "the vendor's own package" in brave and "apt install" not in brave
     assert not (Path(env["XDG_CONFIG_HOME"]) / "BraveSoftware").exists()
+
+
+def test_what_a_system_host_runs_includes_every_dependency_down_the_tree() -> None:
+    """From the installed metadata: a dependency added to pyproject, or one a dependency
+    brings (jsonschema -> referencing -> rpds), is checked without anyone listing it."""
+    import importlib
+
+    from direct_sockets.install import runtime_paths
+
+    found = runtime_paths()
+    for module in ("cryptography", "idna", "jsonschema", "platformdirs", "websockets", "referencing", "rpds", "cffi"):
+        assert Path(importlib.import_module(module).__file__).resolve().parent in found, module  # type: ignore[arg-type]
+    assert Path(sys.executable) == found[0] and not any(p.name in ("pytest", "_pytest", "playwright") for p in found)

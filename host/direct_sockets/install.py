@@ -224,16 +224,44 @@ def writable_by_others(path: Path) -> str | None:
     return None
 
 
-def runtime_paths() -> list[Path]:
-    """What a system-wide host runs: the interpreter, and the folders of this package and of
-    each package it imports at run time."""
-    import cryptography
-    import jsonschema
-    import platformdirs
-    import websockets
+def _dependency_dirs() -> list[Path]:
+    """The folders of every installed package direct-sockets needs at run time, and of what
+    those need in turn, from the installed metadata (so a new dependency cannot be missed)."""
+    import re
+    from importlib import metadata
 
-    found = [Path(sys.executable), Path(__file__).resolve().parent]
-    found += [Path(module.__file__).resolve().parent for module in (cryptography, jsonschema, platformdirs, websockets) if module.__file__]
+    found: set[Path] = set()
+    seen: set[str] = set()
+    pending = ["direct-sockets"]
+    while pending:
+        name = pending.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # a requirement for another platform or Python
+        if key != "direct-sockets":
+            for file in dist.files or []:
+                if file.suffix in (".py", ".so") and file.parts[0] != ".." and not file.parts[0].endswith((".dist-info", ".data")):
+                    found.add(Path(str(dist.locate_file(file.parts[0]))).resolve())
+        for requirement in dist.requires or []:
+            if "extra ==" not in requirement:
+                pending.append(re.split(r"[<>=!~;\s\[(]", requirement, maxsplit=1)[0])
+    return sorted(found)
+
+
+def runtime_paths() -> list[Path]:
+    """What a system-wide host runs: the interpreter, this package's folder, the folders of
+    every package it needs at run time, and what Python runs from site-packages at start."""
+    import site
+
+    found = [Path(sys.executable), Path(__file__).resolve().parent, *_dependency_dirs()]
+    # .pth files run at every start, even with -I (and the editable install's finder they import).
+    sites = dict.fromkeys([*(Path(p) for p in site.getsitepackages()), *(path.parent for path in found[1:])])
+    found += sorted(p for folder in sites for pattern in ("*.pth", "__editable__*.py") for p in folder.glob(pattern))
     return found
 
 
