@@ -66,6 +66,32 @@ def test_cooldown_after_repeated_refusals_and_its_end() -> None:
     assert not broker.in_cooldown("https://a.example")
 
 
+def test_withdrawn_prompts_count_toward_the_origin_budget() -> None:
+    clock = Clock()
+    broker = ConsentBroker(clock=clock, prompts_per_origin=6, budget_seconds=60)
+    for _ in range(5):
+        broker.answered("https://a.example", None)  # raised, then withdrawn by the page
+        clock.now += 1
+    assert not broker.in_cooldown("https://a.example")
+    broker.answered("https://a.example", True)  # answered ones count too
+    assert broker.in_cooldown("https://a.example") and not broker.in_cooldown("https://b.example")
+    clock.now += 55
+    assert not broker.in_cooldown("https://a.example")  # the first ended more than a minute ago
+
+
+def test_a_tab_gets_its_budget_of_prompts_per_minute() -> None:
+    clock = Clock()
+    broker = ConsentBroker(clock=clock, prompts_per_tab=10, budget_seconds=60)
+    for sid in range(10):
+        assert broker.request("tab", sid) == "show"
+        assert broker.finished("tab", sid) is None  # withdrawn at once
+        clock.now += 0.1
+    assert broker.request("tab", 10) == "refuse"
+    assert broker.request("other tab", 11) == "show"
+    clock.now += 60
+    assert broker.request("tab", 12) == "show"
+
+
 def test_rate_limit_per_origin() -> None:
     from direct_sockets.consent import RateLimiter
 
@@ -216,6 +242,25 @@ def test_requests_waiting_in_the_tab_are_refused_once_the_site_cools_down(host: 
     assert {host.expect("error")["id"], host.expect("error")["id"]} == {4, 5}  # never shown
     with pytest.raises(queue.Empty):
         host.recv(timeout=0.3)
+
+
+def test_prompts_raised_and_withdrawn_run_out(host: HostProcess, echo_server: TcpServer) -> None:
+    """A page that asks and withdraws at once (40 times, in a few tabs) gets the origin's budget
+    of prompts in a minute, then refusals without a prompt."""
+    host.hello()
+    prompts = 0
+    for sid in range(1, 41):
+        tcp_open(host, sid, echo_server.port, tab=sid % 4)
+        reply = host.recv()
+        if reply["type"] == "prompt":
+            prompts += 1
+            host.send({"type": "release", "id": sid})
+            host.expect("prompt_closed", id=sid)
+        else:
+            assert reply["type"] == "error" and reply["name"] == "NotAllowedError", reply
+    assert prompts == 6
+    tcp_open(host, 41, echo_server.port, origin="https://other.example", tab=9)
+    host.expect("prompt", id=41)  # another site is still asked
 
 
 def test_release_while_asking_closes_the_prompt(host: HostProcess, echo_server: TcpServer) -> None:

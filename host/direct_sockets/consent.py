@@ -4,6 +4,9 @@ The session asks the extension to show a prompt (in trusted extension UI, never 
 for a destination no grant covers. This module decides the order and the limits:
 
 - one prompt per tab at a time; later requests from that tab wait their turn, a few at most;
+- a budget of prompts per tab and per origin per minute, in which a prompt the page withdrew
+  (it released the socket, or its frame went away) counts like an answered one: a page cannot
+  flood the user with windows by asking and withdrawing, nor by re-creating frames that ask;
 - an origin refused several times in a row is refused without a prompt for a cool-down period,
   so a page cannot pester the user into saying yes;
 - a prompt not answered in time is a refusal.
@@ -35,6 +38,12 @@ DENIALS_BEFORE_COOLDOWN = 3
 COOLDOWN_SECONDS = 300.0
 PROMPT_TIMEOUT_SECONDS = 60.0
 MAX_WAITING_PER_TAB = 8
+# Prompts in any 60 s: per origin (each one that ended: answered, timed out or withdrawn) and per
+# tab (each one admitted, shown or queued). The extension keeps the same budget for the windows it
+# opens (background.js), so neither alone has to be right.
+PROMPT_BUDGET_SECONDS = 60.0
+PROMPTS_PER_ORIGIN = 6
+PROMPTS_PER_TAB = 10
 
 
 def service_name(port: int) -> str | None:
@@ -45,6 +54,14 @@ def service_name(port: int) -> str | None:
 class _OriginRecord:
     consecutive_denials: int = 0
     cooldown_until: float = 0.0
+    prompts: collections.deque[float] = field(default_factory=collections.deque)  # when each ended
+
+
+def _spent(times: collections.deque[float], now: float, window: float, budget: int) -> bool:
+    """Drops the times older than the window; whether `budget` of them remain."""
+    while times and times[0] <= now - window:
+        times.popleft()
+    return len(times) >= budget
 
 
 @dataclass
@@ -53,17 +70,31 @@ class ConsentBroker:
     denials_before_cooldown: int = DENIALS_BEFORE_COOLDOWN
     cooldown_seconds: float = COOLDOWN_SECONDS
     timeout_seconds: float = PROMPT_TIMEOUT_SECONDS
+    prompts_per_origin: int = PROMPTS_PER_ORIGIN
+    prompts_per_tab: int = PROMPTS_PER_TAB
+    budget_seconds: float = PROMPT_BUDGET_SECONDS
     _origins: dict[str, _OriginRecord] = field(default_factory=dict)
     _showing: dict[object, int] = field(default_factory=dict)  # tab -> socket id of its prompt
     _waiting: dict[object, collections.deque[int]] = field(default_factory=dict)
+    _tab_prompts: dict[object, collections.deque[float]] = field(default_factory=dict)  # when each was admitted
 
     def in_cooldown(self, origin: str) -> bool:
+        """Whether the origin is refused unasked: refused too often lately, or out of prompts."""
         record = self._origins.get(origin)
-        return record is not None and self.clock() < record.cooldown_until
+        if record is None:
+            return False
+        now = self.clock()
+        return now < record.cooldown_until or _spent(record.prompts, now, self.budget_seconds, self.prompts_per_origin)
 
-    def answered(self, origin: str, allowed: bool) -> None:
-        """Counts a user's answer (or a timeout, or a closed window) for the cool-down."""
+    def answered(self, origin: str, allowed: bool | None) -> None:
+        """Counts a prompt that ended: the user's answer (or a timeout, or a closed window) for
+        the cool-down, and every ending, a withdrawn prompt's too (`allowed` None), for the budget."""
         record = self._origins.setdefault(origin, _OriginRecord())
+        record.prompts.append(self.clock())
+        if len(record.prompts) > self.prompts_per_origin:
+            record.prompts.popleft()  # only the last `budget` matter
+        if allowed is None:
+            return
         if allowed:
             record.consecutive_denials = 0
             return
@@ -73,14 +104,24 @@ class ConsentBroker:
             record.cooldown_until = self.clock() + self.cooldown_seconds
 
     def request(self, tab: object, socket_id: int) -> str:
-        """'show' (the tab's prompt slot was free), 'wait' (queued), or 'refuse' (queue full)."""
+        """'show' (the tab's prompt slot was free), 'wait' (queued), or 'refuse' (queue full, or
+        the tab asked its budget of prompts in the last minute)."""
+        if len(self._tab_prompts) > 256:  # tabs gone quiet are forgotten, so the table stays small
+            cutoff = self.clock() - self.budget_seconds
+            for quiet in [t for t, q in self._tab_prompts.items() if not q or q[-1] <= cutoff]:
+                del self._tab_prompts[quiet]
+        times = self._tab_prompts.setdefault(tab, collections.deque())
+        if _spent(times, self.clock(), self.budget_seconds, self.prompts_per_tab):
+            return "refuse"
         if tab not in self._showing:
             self._showing[tab] = socket_id
+            times.append(self.clock())
             return "show"
         queue = self._waiting.setdefault(tab, collections.deque())
         if len(queue) >= MAX_WAITING_PER_TAB:
             return "refuse"
         queue.append(socket_id)
+        times.append(self.clock())
         return "wait"
 
     def finished(self, tab: object, socket_id: int) -> int | None:

@@ -560,8 +560,7 @@ class Session:
             return
         if pending.timer is not None:
             pending.timer.cancel()
-        if allowed is not None:
-            self._consent.answered(pending.message["origin"], allowed)
+        self._consent.answered(pending.message["origin"], allowed)  # a withdrawn one (None) counts toward the budget
         following = self._consent.finished(pending.tab, socket_id)
         if notify and pending.shown:
             await self._emit({"type": "prompt_closed", "id": socket_id})
