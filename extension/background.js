@@ -11,7 +11,7 @@ const PROTOCOL_VERSION = 1;
 
 /**
  * @typedef {{port: chrome.runtime.Port, origin: string, tabId: number, frameId: number,
- *   incognito: boolean, sids: Map<number, number>}} Frame
+ *   incognito: boolean, sids: Map<number, number>, refusal: string | null}} Frame
  * @typedef {{frame: Frame, sid: number, accepts: Set<number>, kind: string, destination: string,
  *   open: boolean, since: number, sent: number, received: number}} Route
  */
@@ -62,6 +62,7 @@ function hostGone(port, reason) {
     routes.delete(id);
   }
   for (const id of [...prompts.keys()]) closePrompt(id);
+  windowsOpened.clear(); // the next host starts its count afresh, and so does ours
   for (const respond of grantRequests.values()) respond(null); // the options page says so
   grantRequests.clear();
 }
@@ -216,11 +217,33 @@ function safePost(port, message) {
 // -- asking the user ----------------------------------------------------------------------------
 
 /**
- * @typedef {{message: any, windowId: number | null, wake: (() => void) | null}} Prompt
+ * @typedef {{message: any, windowId: number | null, wake: (() => void) | null, openedAt?: number}} Prompt
  * @type {Map<number, Prompt>} host socket id -> the prompt shown (or about to be) for it
  */
 const prompts = new Map();
 const CONSENT_PAGE = 'consent.html';
+
+// The windows a site may make us open: per origin and per tab, in any minute, whatever the host
+// asks (it keeps the same budget, consent.py). Every window counts, the ones withdrawn at once
+// included. Kept for as long as the host runs, as the host's own count is.
+const WINDOW_BUDGET_MS = 60_000;
+const WINDOWS_PER_ORIGIN = 6;
+const WINDOWS_PER_TAB = 10;
+/** @type {Map<string, number[]>} `origin:...` or `tab:...` -> when each window was opened */
+const windowsOpened = new Map();
+
+/** Whether a window may open for this origin and tab now; if so, it is counted. */
+function spendWindow(origin, tabId) {
+  const now = Date.now();
+  const keys = [[`origin:${origin}`, WINDOWS_PER_ORIGIN], [`tab:${tabId}`, WINDOWS_PER_TAB]];
+  const recent = keys.map(([key]) => (windowsOpened.get(key) ?? []).filter((t) => now - t < WINDOW_BUDGET_MS));
+  if (keys.some(([, budget], i) => recent[i].length >= budget)) return false;
+  keys.forEach(([key], i) => windowsOpened.set(key, [...recent[i], now]));
+  if (windowsOpened.size > 1000) {
+    for (const [key, times] of windowsOpened) if (times.every((t) => now - t >= WINDOW_BUDGET_MS)) windowsOpened.delete(key);
+  }
+  return true;
+}
 
 async function showPrompt(message) {
   /** @type {Prompt} */
@@ -240,6 +263,13 @@ async function showPrompt(message) {
     });
   }
   if (prompts.get(message.id) !== entry) return; // answered or withdrawn meanwhile
+  // Who asks, as the browser reported the frame that opened the socket (not the host's words).
+  const frame = routes.get(message.id)?.frame;
+  if (!spendWindow(frame?.origin ?? message.origin, frame?.tabId ?? message.tabId)) {
+    console.warn(`direct-sockets: refused a prompt for ${frame?.origin ?? message.origin}: too many windows in a minute`);
+    answerPrompt(message.id, 'deny');
+    return;
+  }
   const created = await api.windows.create({
     url: api.runtime.getURL(`${CONSENT_PAGE}?id=${message.id}`), type: 'popup', width: 500, height: 640, focused: true,
   });
@@ -248,6 +278,7 @@ async function showPrompt(message) {
     return;
   }
   entry.windowId = created.id ?? null;
+  entry.openedAt = Date.now();
 }
 
 function closePrompt(id) {
@@ -259,6 +290,7 @@ function closePrompt(id) {
 }
 
 const DECISIONS = new Set(['once', 'always', 'session', 'deny']);
+const ARM_DELAY_MS = 750; // as consent.js
 
 function answerPrompt(id, decision, host) {
   const entry = prompts.get(id);
@@ -288,6 +320,10 @@ function fromConsentPage(sender) {
 
 api.runtime.onMessage.addListener((request, sender, sendResponse) => {
   if (!request || typeof request !== 'object') return false;
+  if (request.op === 'frame-policy' && sender.id === api.runtime.id && sender.tab) {
+    rememberContainerPolicy(sender, request.allow); // from a frame's bridge (an isolated content script)
+    return false;
+  }
   if (fromPage(sender, 'bulk.html')) {
     // The bulk frame connects only to the host's bulk server, with a secret the host offered:
     // embedded by a page for anything else, it reaches nothing.
@@ -330,6 +366,13 @@ api.runtime.onMessage.addListener((request, sender, sendResponse) => {
   if (request.op === 'prompt-details') {
     sendResponse(prompts.get(request.id)?.message ?? null);
   } else if (request.op === 'prompt-answer') {
+    // The window's buttons wait ARM_DELAY_MS once visible and focused (consent.js); an "allow"
+    // sooner than that after the window opened is not the user's, whatever the page sent.
+    const entry = prompts.get(request.id);
+    if (request.decision !== 'deny' && (!entry?.openedAt || Date.now() - entry.openedAt < ARM_DELAY_MS)) {
+      sendResponse(false);
+      return false;
+    }
     answerPrompt(request.id, request.decision, request.host);
     sendResponse(true);
   }
@@ -414,10 +457,100 @@ if (!IS_FIREFOX) {
 
 api.tabs.onRemoved.addListener((tabId) => {
   for (const key of forbidden) if (key.startsWith(`${tabId}:`)) forbidden.delete(key);
+  for (const key of containerPolicies.keys()) if (key.startsWith(`${tabId}:`)) containerPolicies.delete(key);
 });
 
-function policyForbids(frame) {
-  return forbidden.has(`${frame.tabId}:${frame.frameId}`) || forbidden.has(`${frame.tabId}:0`);
+// -- who may ask: judged from what the browser says about the sender -----------------------------
+
+/** Whether an origin is potentially trustworthy (a secure context needs it, of the document and
+ * of every ancestor): https, or http on this machine's names, as the browsers count them. */
+function trustworthy(origin) {
+  let url;
+  try {
+    url = new URL(origin);
+  } catch {
+    return false;
+  }
+  if (url.protocol === 'https:' || url.protocol === 'wss:') return true;
+  if (url.protocol !== 'http:' && url.protocol !== 'ws:') return false;
+  const host = url.hostname;
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '[::1]';
+}
+
+/** The origin a frame's URL gives, or null for one that inherits its parent's (about:blank, srcdoc). */
+function urlOrigin(url) {
+  if (typeof url !== 'string' || url === '' || url.startsWith('about:')) return null;
+  try {
+    return new URL(url).origin;
+  } catch {
+    return 'null';
+  }
+}
+
+/**
+ * Whether an iframe's `allow` attribute lets a document of `origin` in it use direct-sockets.
+ * The attribute is a list of `feature allowlist` directives separated by ';'; the first naming
+ * the feature counts. No allowlist means 'src' (the frame's own origin, which the position
+ * rule already makes the parent's); 'none' or a list without this origin forbids it.
+ */
+function containerAllows(allow, origin) {
+  for (const directive of allow.split(';')) {
+    const [feature, ...allowlist] = directive.trim().split(/\s+/);
+    if (feature !== 'direct-sockets') continue;
+    if (allowlist.length === 0) return true;
+    return allowlist.some((item) => item === '*' || item === "'src'" || item === "'self'" || item === origin);
+  }
+  return true;
+}
+
+/** Each framed document's container `allow` naming direct-sockets, as its bridge read it when the
+ * document started: `${tabId}:${frameId}` -> {allow, at}. For the frames nested inside it. */
+const containerPolicies = new Map();
+const MAX_CONTAINER_POLICIES = 10000;
+const MAX_FRAME_DEPTH = 32;
+
+// A frame's new document brings its own snapshot (or none): the old one goes at the commit.
+api.webNavigation.onCommitted.addListener((details) => {
+  const key = `${details.tabId}:${details.frameId}`;
+  const entry = containerPolicies.get(key);
+  if (entry && entry.at <= details.timeStamp) containerPolicies.delete(key);
+});
+
+function rememberContainerPolicy(sender, allow) {
+  if (typeof allow !== 'string' || !sender.tab || typeof sender.frameId !== 'number' || sender.frameId === 0) return;
+  if (containerPolicies.size >= MAX_CONTAINER_POLICIES) containerPolicies.delete(containerPolicies.keys().next().value);
+  containerPolicies.set(`${sender.tab.id}:${sender.frameId}`, { allow: allow.slice(0, 4096), at: Date.now() });
+}
+
+/**
+ * Why the sending frame may not use the API, or null if it may. From the browser's report only:
+ * its origin must be potentially trustworthy; every ancestor must have that same origin (no
+ * third-party frames, nothing inside one); and the `direct-sockets` policy must allow it at
+ * every level: each document's Permissions-Policy header and each container's `allow`, fixed
+ * when that document started (the draft's policy-controlled feature, default allowlist 'self').
+ * `ownAllow` is the sender's container attribute, as its bridge read it at document start.
+ */
+async function refusalOf(sender, ownAllow) {
+  const origin = originOf(sender);
+  if (!trustworthy(origin)) return 'insecure';
+  const tabId = sender.tab.id;
+  let frameId = sender.frameId ?? 0;
+  if (frameId === 0 && urlOrigin(sender.tab.url) !== null && urlOrigin(sender.tab.url) !== origin) return 'position';
+  let allow = ownAllow;
+  for (let depth = 0; ; depth++) {
+    if (forbidden.has(`${tabId}:${frameId}`)) return 'policy';
+    if (frameId === 0) return null;
+    if (depth >= MAX_FRAME_DEPTH) return 'position';
+    if (allow !== null && !containerAllows(allow, origin)) return 'policy';
+    const info = await api.webNavigation.getFrame({ tabId, frameId }).catch(() => null);
+    if (!info || typeof info.parentFrameId !== 'number' || info.parentFrameId < 0) return 'position';
+    frameId = info.parentFrameId;
+    const parent = await api.webNavigation.getFrame({ tabId, frameId }).catch(() => null);
+    if (!parent) return 'position';
+    const parentOrigin = urlOrigin(parent.url);
+    if (parentOrigin !== null && parentOrigin !== origin) return 'position';
+    allow = containerPolicies.get(`${tabId}:${frameId}`)?.allow ?? null;
+  }
 }
 
 // -- the frames --------------------------------------------------------------------------------
@@ -499,8 +632,10 @@ function fromFrame(frame, message) {
   if (message.op === 'open') {
     const open = Object.hasOwn(OPENERS, message.kind) ? OPENERS[message.kind] : undefined;
     if (frame.sids.has(message.sid) || !open) return;
-    if (policyForbids(frame)) {
-      // Refused here, never asked; the page's API now throws for every later constructor.
+    if (frame.refusal !== null) {
+      // Not a secure context, a third-party position, or a Permissions-Policy (header or
+      // `allow`) that forbids it: refused here, never asked; the page's API now throws for every
+      // later constructor.
       safePost(frame.port, { op: 'error', sid: message.sid, name: 'NotAllowedError', message: 'Permission denied.', policy: true });
       return;
     }
@@ -565,7 +700,22 @@ api.runtime.onConnect.addListener((port) => {
     frameId: sender.frameId ?? 0,
     incognito: !!sender.tab.incognito,
     sids: new Map(),
+    refusal: 'unjudged',
   };
-  port.onMessage.addListener((message) => fromFrame(frame, message));
+  // The bridge's first message is its container's `allow` as it was when the document started;
+  // the frame is judged once, from `sender` and the frames around it, before anything it asks.
+  /** @type {Promise<void> | null} */
+  let judged = null;
+  port.onMessage.addListener((message) => {
+    if (judged === null) {
+      const allow = message?.op === 'frame-policy' && typeof message.allow === 'string' ? message.allow : null;
+      judged = refusalOf(sender, allow).then(
+        (refusal) => { frame.refusal = refusal; },
+        () => { frame.refusal = 'position'; },
+      );
+      if (message?.op === 'frame-policy') return;
+    }
+    judged.then(() => fromFrame(frame, message));
+  });
   port.onDisconnect.addListener(() => frameGone(frame));
 });

@@ -1,12 +1,51 @@
 // @ts-check
 // The isolated content script of one frame: it carries messages between the page's API (MAIN
-// world, over a private MessagePort) and the background (over a runtime port). It adds nothing
-// and decides nothing; the background learns who is asking from the browser, not from here.
+// world, over a private MessagePort) and the background (over a runtime port). The page's world
+// is untrusted: anything may post to us there, so the rules a page cannot be trusted to keep are
+// checked again here, from this world, where the page cannot redefine what we read (secure
+// context, frame position), and once more in the background from what the browser says about
+// the sender (docs/SECURITY.md, "Threat model: extension boundary").
 (() => {
   'use strict';
   const api = globalThis.browser ?? globalThis.chrome;
   const EVT_PORT = 'direct-sockets:port';
   const EVT_READY = 'direct-sockets:bridge-ready';
+
+  // Not a secure context: the API is absent, and nothing here listens for a channel, whatever
+  // the page dispatches (an insecure page or frame could otherwise hand us a port of its own).
+  if (!globalThis.isSecureContext) return;
+
+  /**
+   * Whether this frame's position allows the API: the top level, or a frame whose every
+   * ancestor has this frame's origin (a cross-origin or opaque ancestor throws on access).
+   * Read from this world: a page cannot redefine `parent`, `top` or `location` for us.
+   */
+  function positionAllowed() {
+    try {
+      const origin = location.origin;
+      for (let w = /** @type {Window} */ (window); w !== w.top;) {
+        w = /** @type {Window} */ (w.parent);
+        if (w.location.origin !== origin) return false;
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  const allowed = positionAllowed();
+
+  // The container's `allow` attribute as it is now, at this document's start: the frame's
+  // policy is fixed when it navigates, whatever the parent does to the attribute later. Only an
+  // attribute that names the feature matters (the background combines it with every ancestor's).
+  let containerAllow = null;
+  try {
+    const value = window.frameElement?.getAttribute('allow') ?? null;
+    if (value !== null && value.includes('direct-sockets')) containerAllow = value.slice(0, 4096);
+  } catch { /* a cross-origin container: refused by position anyway */ }
+  if (containerAllow !== null) {
+    // For frames nested inside this one, which the background judges through their ancestors.
+    api.runtime.sendMessage({ op: 'frame-policy', allow: containerAllow }).catch(() => {});
+  }
 
   /** @type {MessagePort | null} */
   let pagePort = null;
@@ -33,8 +72,15 @@
     // Firefox has none; Chromium applies it to public pages (measured), so there only
     // loopback pages try their own (docs/BULK.md).
     const loopbackPage = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(location.hostname);
+    // Firefox gets no bulk frame: its URL carries the extension's per-install UUID, which a page
+    // could read (from this message, or the frame's src in its DOM) and use to follow the user
+    // across sites (questionnaire 2.6). Firefox has no Local Network Access, so the frame only
+    // ever helped pages whose CSP refuses their own WebSocket; those use native messaging.
+    // Chromium's ID is the same for every install (the manifest's key): it names the extension,
+    // which the API's presence already does.
     pagePort.postMessage({
-      op: 'config', bulkFrame: api.runtime.getURL('bulk.html'), bulkDirectFirst: firefox || loopbackPage, bulkMessageSize: BULK_MESSAGE_SIZE,
+      op: 'config', bulkFrame: firefox ? null : api.runtime.getURL('bulk.html'), bulkDirectFirst: firefox || loopbackPage,
+      bulkMessageSize: BULK_MESSAGE_SIZE,
     });
   }
   window.addEventListener(EVT_PORT, onPort, true);
@@ -47,6 +93,7 @@
   function connect() {
     if (background) return background;
     const port = api.runtime.connect({ name: 'direct-sockets' });
+    port.postMessage({ op: 'frame-policy', allow: containerAllow });
     port.onMessage.addListener(fromBackground);
     port.onDisconnect.addListener(() => {
       // The background went away (extension reloaded or updated): fail what was open.
@@ -61,6 +108,11 @@
   function fromPage(message) {
     if (!message || typeof message !== 'object' || typeof message.sid !== 'number') return;
     const sid = message.sid;
+    if (message.op === 'open' && !allowed) {
+      // A third-party frame (or one inside one): refused here, the background never hears.
+      toPage({ op: 'error', sid, name: 'NotAllowedError', message: 'Permission denied.', policy: true });
+      return;
+    }
     if (message.op === 'open') {
       live.add(sid);
       connect();

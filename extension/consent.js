@@ -31,8 +31,29 @@ const $ = (name) => /** @type {HTMLElement} */ (document.getElementById(name));
 
 let answered = false;
 
+// The allowing buttons work only once the window has been visible and focused for a moment, and
+// again after every loss of focus (as Firefox's own permission prompts do): a click meant for
+// the page, landing as the window opens over it, must not allow anything. Deny always works.
+const ARM_DELAY_MS = 750;
+let armed = false;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let armTimer;
+const ALLOWING = ['allow-once', 'allow-always'];
+
+function setArmed(on) {
+  armed = on;
+  for (const name of ALLOWING) /** @type {HTMLButtonElement} */ ($(name)).disabled = !on;
+  document.body.dataset.armed = String(on);
+}
+
+function rearm() {
+  setArmed(false);
+  clearTimeout(armTimer);
+  if (document.visibilityState === 'visible' && document.hasFocus()) armTimer = setTimeout(() => setArmed(true), ARM_DELAY_MS);
+}
+
 function answer(decision) {
-  if (answered) return;
+  if (answered || (decision !== 'deny' && !armed)) return;
   const address = /** @type {HTMLInputElement} */ ($('address')).value.trim();
   if (decision !== 'deny' && (address.length === 0 || address.length > 253 || /\s/.test(address))) {
     $('address').focus();
@@ -90,6 +111,9 @@ function show(prompt) {
   $('deny').addEventListener('click', () => answer('deny'));
   document.addEventListener('keydown', (event) => { if (event.key === 'Escape') answer('deny'); });
   $('deny').focus(); // the safe choice is the default one
+  for (const type of ['focus', 'blur']) addEventListener(type, rearm);
+  document.addEventListener('visibilitychange', rearm);
+  rearm();
   let left = Math.round(prompt.timeoutSeconds);
   const tick = () => {
     $('countdown').textContent = `Denied automatically in ${left} s.`;

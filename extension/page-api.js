@@ -114,7 +114,7 @@
   } catch { /* no timing: the first attempt tells */ }
 
   port.onmessage = (event) => {
-    const message = event.data;
+    const message = apply(getEventData, event, []); // (the page may have redefined `data`)
     if (message.op === 'config') {
       bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
       bulkDirectFirst = message.bulkDirectFirst === true;
@@ -485,11 +485,16 @@
     return null;
   }
 
-  /** The document may use the API: top-level, or a frame of the top level's origin (2.13). */
+  /** The document may use the API: top-level, or a frame whose every ancestor has its origin
+   * (2.13). A courtesy for honest pages: the bridge and the background check it again. */
   function documentAllowed() {
-    if (window === window.top) return true;
     try {
-      return window.top.location.origin === window.location.origin;
+      const origin = window.location.origin;
+      for (let w = window; w !== w.top;) {
+        w = w.parent;
+        if (w.location.origin !== origin) return false;
+      }
+      return true;
     } catch {
       return false; // a cross-origin ancestor
     }
@@ -1482,3 +1487,6 @@
   ObjectCtor.defineProperty(MulticastController.prototype, SymbolCtor.toStringTag, { value: 'MulticastController', configurable: true });
   ObjectCtor.defineProperty(globalThis, 'MulticastController', { value: MulticastController, writable: true, configurable: true, enumerable: false });
 })();
+// A page sees this name, not the extension's URL, in the stacks of errors we throw and of its
+// own callbacks we call (Chromium; Firefox hides a content script's frames from the page).
+//# sourceURL=direct-sockets-api.js

@@ -193,14 +193,21 @@ class Browser:
     def extension_url(self, path: str) -> str:
         raise NotImplementedError
 
-    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20) -> dict[str, Any]:
+    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20, early_click: bool = False) -> dict[str, Any]:
         """Waits for the consent window, reads what it shows, then clicks `decision` ('once',
         'always', 'deny') after putting `address` in the address field, or closes the window
-        ('close'). Returns what the window showed."""
+        ('close'). Returns what the window showed. `early_click`: first clicks the button the
+        moment the window is ready, as a click meant for the page would land; the window's
+        `open_after_early_click` says whether it was still asking after that."""
         raise NotImplementedError
 
     def close_stray_windows(self) -> None:
         """Consent windows a failed test left open must not be taken for the next test's."""
+
+    def windows_opened(self) -> int:
+        """How many windows (consent windows, in these tests) the browser has opened so far,
+        however briefly each stayed; counting starts at the first call."""
+        raise NotImplementedError
 
     def restart_host(self) -> None:
         """Ends the host (the next socket starts a fresh one): every test starts from a clean slate."""
@@ -303,12 +310,21 @@ class Chromium(Browser):
     def reload(self) -> None:
         self.page.reload(wait_until="commit")
 
+    def windows_opened(self) -> int:
+        if not hasattr(self, "_opened_pages"):
+            self._opened_pages: list[Any] = []
+            self.context.on("page", lambda page: self._opened_pages.append(page))
+        self.page.wait_for_timeout(50)  # (lets Playwright report what opened meanwhile)
+        return len(self._opened_pages)
+
     def close_stray_windows(self) -> None:
         for page in self.context.pages:
             if "/consent.html" in page.url and not page.is_closed():
                 page.close()
 
-    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20) -> dict[str, Any]:
+    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20, early_click: bool = False) -> dict[str, Any]:
+        from playwright.sync_api import Error as PlaywrightError
+
         deadline = time.monotonic() + timeout
         window = None
         answered = self.__dict__.setdefault("_answered_windows", [])
@@ -321,17 +337,29 @@ class Chromium(Browser):
                     raise AssertionError("no consent window appeared")
                 self.page.wait_for_timeout(50)  # (not time.sleep: this lets Playwright see new pages)
         window.wait_for_selector("body[data-ready=true]", timeout=timeout * 1000)
+        early: dict[str, Any] = {}
+        if early_click:
+            try:
+                window.click(f"#{BUTTONS[decision]}", force=True, no_wait_after=True, timeout=1000)
+            except PlaywrightError:
+                pass
+            self.page.wait_for_timeout(300)
+            early["open_after_early_click"] = not window.is_closed()
+            if window.is_closed():
+                return early
         shown = {
             name: (window.inner_text(f"#{name}") if window.is_visible(f"#{name}") else None) for name in CONSENT_FIELDS
         }
         shown["address"] = window.input_value("#address")
+        shown.update(early)
         answered.append(window)  # it may linger while it closes: never pick it again
         if address is not None:
             window.fill("#address", address)
         if decision == "close":
             window.close()
         else:
-            from playwright.sync_api import Error as PlaywrightError
+            if decision != "deny":  # the allowing buttons wait a moment once the window is focused
+                window.wait_for_selector("body[data-armed=true]", timeout=timeout * 1000)
 
             try:
                 window.click(f"#{BUTTONS[decision]}", no_wait_after=True)
@@ -443,6 +471,18 @@ class Firefox(Browser):
     def reload(self) -> None:
         self.marionette.refresh()
 
+    def windows_opened(self) -> int:
+        m = self.marionette
+        with m.using_context(m.CONTEXT_CHROME):
+            return m.execute_script(
+                "if (globalThis.dsOpened === undefined) {"
+                "  globalThis.dsOpened = 0;"
+                "  Services.ww.registerNotification({ observe(subject, topic) { if (topic === 'domwindowopened') globalThis.dsOpened++; } });"
+                "}"
+                "return globalThis.dsOpened;",
+                sandbox="ds-window-count", new_sandbox=False,
+            )
+
     def close_stray_windows(self) -> None:
         m = self.marionette
         main = m.current_window_handle
@@ -452,8 +492,9 @@ class Firefox(Browser):
                 m.close()
         m.switch_to_window(main)
 
-    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20) -> dict[str, Any]:
+    def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20, early_click: bool = False) -> dict[str, Any]:
         from marionette_driver.by import By
+        from marionette_driver.errors import MarionetteException
 
         m = self.marionette
         main = m.current_window_handle
@@ -474,6 +515,15 @@ class Firefox(Browser):
                     raise AssertionError("the consent window never became ready")
                 time.sleep(0.05)
             shown: dict[str, Any] = {}
+            if early_click:
+                try:
+                    m.find_element(By.ID, BUTTONS[decision]).click()
+                except MarionetteException:
+                    pass  # (a disabled button may refuse the click outright)
+                time.sleep(0.3)
+                shown["open_after_early_click"] = others[0] in m.window_handles
+                if not shown["open_after_early_click"]:
+                    return shown
             for name in CONSENT_FIELDS:
                 element = m.find_element(By.ID, name)
                 shown[name] = element.text if element.is_displayed() else None
@@ -485,6 +535,10 @@ class Firefox(Browser):
             if decision == "close":
                 m.close()
             else:
+                while decision != "deny" and m.execute_script("return document.body.dataset.armed") != "true":
+                    if time.monotonic() > deadline:  # the allowing buttons wait a moment once focused
+                        raise AssertionError("the consent window's buttons never armed")
+                    time.sleep(0.05)
                 m.find_element(By.ID, BUTTONS[decision]).click()
         finally:
             m.switch_to_window(main)

@@ -394,6 +394,115 @@ window.scenarios = {
     return heard;
   },
 
+  async forgeOpen({ port }) {
+    // A page where the API is rightly absent (not a secure context, or a refused frame) hands
+    // the bridge a channel of its own and asks it to open a socket.
+    const channel = new MessageChannel();
+    const event = new MessageEvent('direct-sockets:port', { ports: [channel.port2], cancelable: true });
+    window.dispatchEvent(event);
+    const heard = [];
+    channel.port1.onmessage = (e) => heard.push(e.data?.op);
+    channel.port1.postMessage({ op: 'open', sid: 1, kind: 'tcp', remoteAddress: '127.0.0.1', remotePort: port, options: {} });
+    await new Promise((r) => setTimeout(r, 1500));
+    return { secure: window.isSecureContext, typeofTCPSocket: typeof TCPSocket, taken: event.defaultPrevented, heard };
+  },
+
+  async embed({ frameUrl, allow, dropAllow }) {
+    // Embeds a frame, which reports for itself under its own token (the frame may embed another).
+    // `dropAllow`: the attribute goes once the frame has loaded (its policy stays as it was; the
+    // frame waits a little before it tries).
+    const frame = document.createElement('iframe');
+    if (allow !== undefined) frame.setAttribute('allow', allow);
+    frame.src = frameUrl;
+    const loaded = new Promise((r) => { frame.onload = r; });
+    document.documentElement.append(frame);
+    await loaded;
+    if (dropAllow) frame.removeAttribute('allow');
+    return 'embedded';
+  },
+
+  async askAndWithdraw({ port, count, holdMs }) {
+    // A page floods the user: again and again a same-origin frame asks for a socket, and goes
+    // away `holdMs` later, withdrawing its prompt.
+    for (let i = 0; i < count; i++) {
+      const frame = document.createElement('iframe');
+      frame.src = `runner.html?${new URLSearchParams({ scenario: 'askOnly', token: `flood-${i}`, params: JSON.stringify({ port }) })}`;
+      document.documentElement.append(frame);
+      await new Promise((r) => { frame.onload = r; });
+      await new Promise((r) => setTimeout(r, holdMs));
+      frame.remove();
+    }
+    return 'done';
+  },
+
+  async askOnly({ port }) {
+    new TCPSocket('127.0.0.1', port).opened.catch(() => {});
+    return new Promise(() => {}); // never reports: it is removed while it asks
+  },
+
+  async frameOpens({ port, delay }) {
+    // A framed document tries a granted destination: 'opened', or how it was refused.
+    if (delay) await new Promise((r) => setTimeout(r, delay));
+    try {
+      const socket = new TCPSocket('127.0.0.1', port);
+      const opened = await settle(socket.opened);
+      if (opened.ok) await socket.close().catch(() => {});
+      return opened.ok ? 'opened' : opened.error.name;
+    } catch (e) {
+      return `thrown ${e.name}`;
+    }
+  },
+
+  async scanForExtensionUrls({ port }) {
+    // A hostile page, its hooks in place before the API talks to the extension: it records every
+    // string it can see that names an extension's origin (Firefox's is a per-install UUID).
+    const seen = [];
+    const look = (where, value) => {
+      const text = typeof value === 'string' ? value : (() => { try { return JSON.stringify(value); } catch { return String(value); } })();
+      if (/(moz|chrome)-extension:|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-p]{32}/.test(text ?? '')) seen.push(`${where}: ${text}`);
+    };
+    const dataGetter = Object.getOwnPropertyDescriptor(MessageEvent.prototype, 'data').get;
+    Object.defineProperty(MessageEvent.prototype, 'data', {
+      configurable: true, get() { const value = dataGetter.call(this); look('MessageEvent.data', value); return value; },
+    });
+    for (const proto of [MessagePort.prototype, Window.prototype]) {
+      const post = proto.postMessage;
+      proto.postMessage = function (...args) { look('postMessage', args[0]); return post.apply(this, args); };
+    }
+    const setAttribute = Element.prototype.setAttribute;
+    Element.prototype.setAttribute = function (name, value) { look(`setAttribute ${name}`, value); return setAttribute.call(this, name, value); };
+    const srcSetter = Object.getOwnPropertyDescriptor(HTMLIFrameElement.prototype, 'src').set;
+    Object.defineProperty(HTMLIFrameElement.prototype, 'src', { configurable: true, set(v) { look('iframe.src', v); srcSetter.call(this, v); }, get() { return this.getAttribute('src'); } });
+    const observer = new MutationObserver((records) => {
+      for (const r of records) {
+        for (const node of r.addedNodes) if (node.nodeType === 1) look(`added <${node.localName}>`, node.outerHTML);
+        if (r.type === 'attributes') look(`attribute ${r.attributeName}`, r.target.getAttribute(r.attributeName));
+      }
+    });
+    observer.observe(document, { subtree: true, childList: true, attributes: true });
+    const errors = [];
+    const keep = (e) => { errors.push(e); look('error', { stack: e?.stack, fileName: e?.fileName, message: e?.message }); };
+    try { new TCPSocket(); } catch (e) { keep(e); }
+    try {
+      new TCPSocket({ toString() { look('stack under our call', new Error().stack); return '127.0.0.1'; } }, port);
+    } catch (e) { keep(e); }
+    const socket = new TCPSocket('127.0.0.1', port);
+    const opened = await socket.opened.catch((e) => { keep(e); return null; });
+    if (opened) {
+      const writer = opened.writable.getWriter();
+      const reader = opened.readable.getReader();
+      await writer.write(enc.encode('ping'));
+      await reader.read();
+      await socket.close().catch(keep);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    observer.takeRecords();
+    for (const frame of document.querySelectorAll('iframe')) look('iframe in the DOM', frame.outerHTML);
+    for (const entry of performance.getEntries()) look(`performance ${entry.entryType}`, entry.name);
+    look('document', document.documentElement.outerHTML);
+    return { opened: !!opened, frames: document.querySelectorAll('iframe').length, seen };
+  },
+
   async flood({ port, count }) {
     const sockets = [];
     for (let i = 0; i < count; i++) sockets.push(new TCPSocket('127.0.0.1', port + (i % 3)));
