@@ -46,7 +46,6 @@ def test_an_insecure_page_cannot_hand_the_bridge_a_channel(browser: Browser, sit
     _grant_if_the_host_takes_it(browser, origin, echo_server.port)
     result = browser.run("forgeOpen", origin=origin, port=echo_server.port)
     assert result["secure"] is False and result["typeofTCPSocket"] == "undefined"
-    print("RESULT", result, "accepted", echo_server.accepted)
     _nothing_reached(browser, echo_server)  # the background's refusal (checked first: it stands alone)
     assert result["heard"] == [] and result["taken"] is False  # the bridge's
 
@@ -76,11 +75,9 @@ def test_no_page_observable_value_names_the_extension(browser: Browser, echo_ser
         # the one place it shows. Nowhere else: our stacks carry a sourceURL of their own.
         public_id = f"chrome-extension://{browser.extension_id}/bulk.html"
         frame_kinds = ("added <iframe>", "iframe in the DOM", "document", "setAttribute src", "attribute src")
-        print("RESULT", result)
         stray = [s for s in result["seen"] if s.split(": ", 1)[0] not in frame_kinds or s.count("extension://") != s.count(public_id)]
         assert stray == []
     else:
-        print("RESULT", result)
         assert result["frames"] == 0 and result["seen"] == []
 
 
@@ -95,14 +92,17 @@ def _nested(browser: Browser, site: ScenarioSite, port: int, chain: list[dict[st
     inbox = site.inbox(token)
 
     def container(level: int) -> dict[str, object]:
-        return {k: v for k, v in chain[level].items() if k != "page"}
+        return {k: v for k, v in chain[level].items() if k not in ("page", "origin")}
 
     def page(level: int) -> dict[str, object]:
         return dict(chain[level].get("page", {}))  # type: ignore[call-overload]
 
-    url = site.scenario_url("frameOpens", {"port": port, "delay": 300, **page(-1)}, token)
+    def origin(level: int) -> str | None:
+        return chain[level].get("origin", "").format(port=site.port) or None  # type: ignore[union-attr]
+
+    url = site.scenario_url("frameOpens", {"port": port, "delay": 300, **page(-1)}, token, origin=origin(-1))
     for level in range(len(chain) - 1, 0, -1):  # frame level-1 embeds frame level
-        url = site.scenario_url("embed", {"frameUrl": url, **container(level), **page(level - 1)}, uuid.uuid4().hex)
+        url = site.scenario_url("embed", {"frameUrl": url, **container(level), **page(level - 1)}, uuid.uuid4().hex, origin=origin(level - 1))
     browser.start("embed", frameUrl=url, **container(0), **top)
     result = inbox.get(timeout=30)
     assert result["ok"], result
@@ -121,8 +121,10 @@ def _nested(browser: Browser, site: ScenarioSite, port: int, chain: list[dict[st
         ([{"allow": "direct-sockets"}], {}, "opened"),
         ([{"allow": "direct-sockets 'src'"}, {"allow": "direct-sockets *"}], {}, "opened"),
         ([{"allow": "camera 'none'"}, {}], {}, "opened"),
+        # The top level's origin, inside a third-party frame (localhost is another origin than 127.0.0.1).
+        ([{"origin": "http://localhost:{port}", "allow": "direct-sockets *"}, {"allow": "direct-sockets *"}], {}, "NotAllowedError"),
     ],
-    ids=["none", "none-among-others", "none-then-dropped", "nested-in-none", "middle-header", "top-header", "allowed", "nested-allowed", "unrelated"],
+    ids=["none", "none-among-others", "none-then-dropped", "nested-in-none", "middle-header", "top-header", "allowed", "nested-allowed", "unrelated", "inside-third-party"],
 )
 def test_the_frame_policy_is_honoured_at_every_level(browser: Browser, site: ScenarioSite, echo_server: TcpServer, chain: list, top: dict, expected: str) -> None:
     browser.grant(f"127.0.0.1:{echo_server.port}")
@@ -150,6 +152,5 @@ def test_frames_that_ask_and_go_get_the_budget_of_windows(browser: Browser, echo
     assert inbox.get(timeout=120) == {"ok": True, "value": "done"}
     time.sleep(1)
     opened = browser.windows_opened() - before
-    print("WINDOWS", opened)
     assert 1 <= opened <= 6
     assert echo_server.accepted == 0

@@ -55,6 +55,16 @@ async function readAll(readable) {
   return chunks;
 }
 
+// The hostile scan's first hook goes in as early as a page's own script can run, before the
+// API reads what the bridge sent it (see scanForExtensionUrls).
+const earlyData = [];
+if (new URLSearchParams(location.search).get('scenario') === 'scanForExtensionUrls') {
+  const getter = Object.getOwnPropertyDescriptor(MessageEvent.prototype, 'data').get;
+  Object.defineProperty(MessageEvent.prototype, 'data', {
+    configurable: true, get() { const value = getter.call(this); earlyData.push(value); return value; },
+  });
+}
+
 window.scenarios = {
   async presence() {
     return {
@@ -461,6 +471,7 @@ window.scenarios = {
       const text = typeof value === 'string' ? value : (() => { try { return JSON.stringify(value); } catch { return String(value); } })();
       if (/(moz|chrome)-extension:|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-p]{32}/.test(text ?? '')) seen.push(`${where}: ${text}`);
     };
+    for (const value of earlyData) look('MessageEvent.data, early', value);
     const dataGetter = Object.getOwnPropertyDescriptor(MessageEvent.prototype, 'data').get;
     Object.defineProperty(MessageEvent.prototype, 'data', {
       configurable: true, get() { const value = dataGetter.call(this); look('MessageEvent.data', value); return value; },
