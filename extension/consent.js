@@ -19,7 +19,9 @@ const SCOPES = {
   loopback: 'This device (loopback)',
   local: 'Your local network',
   internet: 'The internet',
-  unknown: 'Unknown (the name did not resolve)',
+  // A name is looked up only once the user allows it (no lookup before consent): if it then
+  // turns out to be on this device or the local network, the user is asked again.
+  unknown: 'Not looked up yet: only if you allow. You will be asked again if it is on this device or your local network.',
 };
 const SCOPE_WARNINGS = {
   local: 'Devices on your local network (printers, routers, cameras, NAS) often trust anything that can reach them. Allow only a site you trust with that device.',
@@ -76,7 +78,7 @@ function show(prompt) {
   /** @type {HTMLInputElement} */ ($('address')).value = prompt.host;
   $('port').textContent = prompt.kind === 'multicast' ? '—'
     : prompt.port === 0 ? 'any free port' : `${prompt.port}${prompt.service ? ` (${prompt.service})` : ''}`;
-  $('addresses').textContent = prompt.addresses.length ? prompt.addresses.join(', ') : '—';
+  $('addresses').textContent = prompt.addresses.length ? prompt.addresses.join(', ') : 'Looked up when you allow';
   $('scope').textContent = SCOPES[prompt.scope] ?? prompt.scope;
   $('scope').dataset.scope = prompt.scope;
   const warning = SCOPE_WARNINGS[prompt.scope];

@@ -5,6 +5,13 @@
 
 const api = globalThis.browser ?? globalThis.chrome;
 
+// A name's grant covers what it resolved to when the user allowed it, and anything less
+// sensitive: never a later answer closer to the user (DNS rebinding).
+const SCOPE_NOTES = {
+  internet: ' (while it is on the internet)',
+  local: ' (while it is on your local network or the internet)',
+  loopback: ' (on this device, your local network or the internet)',
+};
 const KINDS = { tcp: 'TCP to', udp: 'UDP with', 'udp-bind': 'UDP on this device at', 'tcp-listen': 'TCP server on this device at', multicast: 'multicast group', certificate: 'TLS certificate trusted at' };
 
 function destination(grant) {
@@ -34,7 +41,7 @@ function render(answer) {
     for (const grant of list) {
       const row = table.insertRow();
       row.insertCell().textContent = KINDS[grant.kind] ?? grant.kind;
-      row.insertCell().textContent = destination(grant) + (grant.scope === 'internet' ? ' (while it is on the internet)' : '')
+      row.insertCell().textContent = destination(grant) + (SCOPE_NOTES[grant.scope] ?? '')
         + (grant.pin ? ` (key ${grant.pin})` : '');
       const button = document.createElement('button');
       button.textContent = 'Revoke';

@@ -57,7 +57,10 @@ def test_the_user_corrects_the_address(browser: Browser, echo_server: TcpServer)
     inbox = browser.start("echo", port=echo_server.port, text="corrected", address="printer.invalid")
     shown = browser.answer_prompt("always", address="127.0.0.1")
     assert shown["address"] == "printer.invalid"
-    assert shown["addresses"] == "—" and shown["scope"].startswith("Unknown")
+    # No name is looked up before the user allows it: the window says so, rather than
+    # suggesting the name does not exist.
+    assert shown["addresses"] == "Looked up when you allow"
+    assert shown["scope"].startswith("Not looked up yet") and "asked again" in shown["scope"]
     assert inbox.get(timeout=30)["value"]["got"] == "corrected"
     assert grants(browser) == [{"origin": browser.site.origin, "kind": "tcp", "host": "127.0.0.1", "port": echo_server.port}]
 
