@@ -5,7 +5,8 @@
 #
 #   ./install.sh          set up for this user and check it works
 #   ./install.sh --test   also install what the test suite needs (Debian chromium and
-#                         firefox-esr, Playwright, marionette_driver); needs root or sudo
+#                         firefox-esr, Playwright, marionette_driver, Node.js with the npm
+#                         tools pinned in tests/node: web-ext, TypeScript); needs root or sudo
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,7 +14,7 @@ want_test=0
 for arg in "$@"; do
   case "$arg" in
     --test) want_test=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -67,10 +68,20 @@ if [ "$want_test" -eq 1 ]; then
   missing=()
   [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
   command -v firefox-esr >/dev/null || missing+=(firefox-esr)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]}"
     apt_install "${missing[@]}"
   fi
+  # web-ext (lints the extension) and TypeScript (compiles the typings), at the versions
+  # tests/node/package-lock.json pins, in tests/node/node_modules: nothing global.
+  echo "== installing the npm test tools into tests/node"
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$node_major" -lt 20 ]; then
+    echo "install.sh: web-ext needs Node.js 20 or newer; this one is $(node --version)" >&2
+  fi
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 echo "== registering the native host for every browser found"

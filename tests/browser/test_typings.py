@@ -1,4 +1,4 @@
-"""docs/direct-sockets.d.ts against the extension's real shape in a page, in both browsers."""
+"""types/direct-sockets.d.ts against the extension's real shape in a page, in both browsers."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from tests.support.servers import TcpServer
 
 pytestmark = pytest.mark.browser
 
-TYPINGS = Path(__file__).resolve().parents[2] / "docs" / "direct-sockets.d.ts"
+TYPINGS = Path(__file__).resolve().parents[2] / "types" / "direct-sockets.d.ts"
 
 
 def _bodies(kind: str) -> dict[str, str]:
     text = TYPINGS.read_text()
-    return {m.group(1): m.group(2) for m in re.finditer(rf"{kind} (\w+)(?: extends \w+)? \{{(.*?)\n\}}", text, re.S)}
+    # A declaration may be generic (`class TCPSocket<Secure extends ...> {`) and extend another.
+    return {m.group(1): m.group(2) for m in re.finditer(rf"{kind} (\w+)(?:<[^\n{{]*>)?(?: extends [^\n{{]+)? \{{(.*?)\n\}}", text, re.S)}
 
 
 def _members(body: str) -> dict[str, bool]:

@@ -556,7 +556,7 @@ window.scenarios = {
   },
 
   async shape({ port }) {
-    // What the extension really defines, for comparison with docs/direct-sockets.d.ts.
+    // What the extension really defines, for comparison with types/direct-sockets.d.ts.
     const members = (C) => Object.getOwnPropertyNames(C.prototype).filter((n) => n !== 'constructor').sort();
     const tcp = new TCPSocket('127.0.0.1', port);
     const tcpInfo = await tcp.opened;
