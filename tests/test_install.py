@@ -311,6 +311,6 @@ def test_pack_builds_a_zip_and_an_xpi_with_trimmed_manifests(tmp_path: Path) -> 
         chrome = json.loads(archive.read("manifest.json"))
     with zipfile.ZipFile(firefox_xpi) as archive:
         firefox = json.loads(archive.read("manifest.json"))
-    assert "scripts" not in chrome["background"] and "browser_specific_settings" not in chrome and chrome["key"]
+    assert "scripts" not in chrome["background"] and "browser_specific_settings" not in chrome and "key" not in chrome
     assert "service_worker" not in firefox["background"] and "key" not in firefox
     assert firefox["browser_specific_settings"]["gecko"]["id"] == extension_ids().gecko

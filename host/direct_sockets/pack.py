@@ -2,9 +2,12 @@
 the package ships (`extension/` in the repository).
 
 There is no build step: each archive holds the folder's files as they are, with a manifest
-trimmed for its browser (Chrome does not know `background.scripts` or
-`browser_specific_settings`; Firefox does not use `key` or `background.service_worker`). The
-archives are reproducible: sorted entries and a fixed timestamp.
+trimmed for its browser and ready for its store: Chrome does not know `background.scripts` or
+`browser_specific_settings`, and the Chrome Web Store refuses `key` (it assigns its own ID; the
+unpacked folder keeps `key` for a fixed ID in development); Firefox does not use `key` or
+`background.service_worker`. Each runs its one background, so neither needs
+`background.preferred_environment` (which only tells Firefox's linter that the unpacked folder
+means to run in both). The archives are reproducible: sorted entries and a fixed timestamp.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 def manifest_for(browser: str, manifest: dict) -> dict:  # type: ignore[type-arg]
     trimmed = json.loads(json.dumps(manifest))
+    trimmed["background"].pop("preferred_environment", None)
     if browser == "chrome":
         trimmed["background"].pop("scripts", None)
         trimmed.pop("browser_specific_settings", None)
+        trimmed.pop("key", None)
     else:
         trimmed["background"].pop("service_worker", None)
         trimmed.pop("key", None)
