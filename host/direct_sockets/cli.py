@@ -53,9 +53,12 @@ def _chosen(args: argparse.Namespace, ctx: "install.Context") -> list[str]:
 def cmd_install(args: argparse.Namespace) -> int:
     ctx = _context(args)
     chosen = _chosen(args, ctx)
+    chrome_ids = list(args.extension_id or [])
+    if ctx.system:  # the extension too, by policy, where we can (managed.py)
+        chrome_ids += _managed_for_system(args, chosen)
     for browser in chosen:
         try:
-            where = install.install(browser, args.user_data_dir, ctx)
+            where = install.install(browser, args.user_data_dir, ctx, chrome_ids or None)
         except PermissionError as exc:
             print(f"direct-sockets: {browser}: cannot write {exc.filename}: {exc.strerror}" + (" (--system needs root)" if ctx.system else ""),
                   file=sys.stderr)
@@ -82,6 +85,50 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _managed_for_system(args: argparse.Namespace, chosen: list[str]) -> list[str]:
+    """`install --system`: Firefox gets the extension forced by policies.json; a Chromium-family
+    browser too when a signing key is given (--crx-key). Returns the Chromium IDs so made."""
+    from . import managed
+
+    ids = []
+    for name in chosen:
+        if name in managed.FIREFOX_POLICY_DIRS:
+            done = managed.deploy_firefox(managed.SYSTEM_PACKAGES_DIR, managed.firefox_policy_dir(name))
+            print(f"{name}: the extension is forced by policy: " + ", ".join(map(str, done.written)))
+        elif name in managed.CHROMIUM_POLICY_DIRS and args.crx_key:
+            done = managed.deploy_chromium(name, args.crx_key, managed.SYSTEM_PACKAGES_DIR)
+            ids.append(done.extension_id)
+            print(f"{name}: the extension ({done.extension_id}) is forced by policy: " + ", ".join(map(str, done.written)))
+    return ids
+
+
+def cmd_managed(args: argparse.Namespace) -> int:
+    from . import managed
+
+    if args.family == "firefox":
+        policy_dir = args.policies_dir or managed.firefox_policy_dir(args.browser)
+        if args.remove:
+            removed = managed.remove_firefox(policy_dir, install.extension_ids().gecko)
+            print("removed from " + ", ".join(map(str, removed)) if removed else f"nothing of ours in {policy_dir}")
+            return 0
+        done = managed.deploy_firefox(args.out, policy_dir, args.xpi, args.signed)
+        print("\n".join(f"wrote {p}" for p in done.written))
+        print(f"{args.browser} installs {done.extension_id} at its next start, and keeps it.")
+        return 0
+    policy_dir = args.policies_dir or managed.chromium_policy_dir(args.browser)
+    if args.remove:
+        removed = managed.remove_chromium(args.browser, policy_dir)
+        print("removed " + ", ".join(map(str, removed)) if removed else f"nothing of ours in {policy_dir}")
+        return 0
+    if args.key is None:
+        raise ValueError("name the signing key with --key KEY.pem (made there if it does not exist; keep it: it is the extension's ID)")
+    done = managed.deploy_chromium(args.browser, args.key, args.out, policy_dir)
+    print("\n".join(f"wrote {p}" for p in done.written))
+    print(f"extension ID {done.extension_id}: let the host answer it with\n"
+          f"  direct-sockets install --system --browser {args.browser} --extension-id {done.extension_id}")
+    return 0
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
@@ -198,6 +245,14 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {port}")
     return port
+
+
+def _chrome_id(text: str) -> str:
+    """An argparse type: a Chromium extension ID."""
+    try:
+        return install.checked_chrome_ids([text])[0]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def describe(grant: Grant) -> str:
@@ -327,10 +382,33 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "uninstall":
             p.add_argument("--purge", action="store_true",
                            help="also remove this user's grants, TLS server certificates and logs (it says which first)")
+        if name == "install":
+            p.add_argument("--extension-id", action="append", type=_chrome_id, metavar="ID",
+                           help="repeatable: the Chromium-family extension ID(s) the host answers (a store's, or a "
+                                "managed CRX's); default: the unpacked extension's own")
+            p.add_argument("--crx-key", type=Path, metavar="KEY.pem",
+                           help="with --system: also force the extension on Chromium-family browsers, as a CRX signed "
+                                "with this key (made if missing); the host answers its ID")
         p.set_defaults(func=func)
 
     ext = sub.add_parser("extension-path", help="print the folder to load as an unpacked extension")
     ext.set_defaults(func=cmd_extension_path)
+
+    managed_parser = sub.add_parser("managed", help="install the extension by the browser's policy: it stays, with no store and no developer mode")
+    msub = managed_parser.add_subparsers(dest="family", required=True)
+    m_firefox = msub.add_parser("firefox", help="policies.json forcing the xpi (Firefox ESR, Developer Edition, Nightly; a signed xpi elsewhere)")
+    m_firefox.add_argument("--browser", default="firefox", choices=["firefox", "librewolf", "waterfox"])
+    m_firefox.add_argument("--xpi", type=Path, help="the xpi to force (default: the one `pack` makes)")
+    m_firefox.add_argument("--signed", action="store_true", help="the xpi is signed by addons.mozilla.org: leave the signature check on")
+    m_chromium = msub.add_parser("chromium", help="a CRX3 signed with your key, its update manifest, and ExtensionInstallForcelist")
+    m_chromium.add_argument("--browser", default="chromium", choices=[b.name for b in browsers.BROWSERS if b.family == "chromium"])
+    m_chromium.add_argument("--key", type=Path, metavar="KEY.pem", help="your RSA signing key, PKCS#8 PEM (made if missing)")
+    for p in (m_firefox, m_chromium):
+        p.add_argument("--out", type=Path, default=Path("/usr/local/lib/direct-sockets/extension"),
+                       help="where the package goes: a folder every user can read and only root can change (default: %(default)s)")
+        p.add_argument("--policies-dir", type=Path, help="the policy folder (default: the browser's own on Linux)")
+        p.add_argument("--remove", action="store_true", help="take our entry out of the policy instead")
+        p.set_defaults(func=cmd_managed)
 
     demo = sub.add_parser("demo", help="serve the demo page and its echo services on 127.0.0.1")
     demo.add_argument("--http-port", type=_port, default=8000)

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shlex
 import stat
 import sys
@@ -162,11 +163,24 @@ def wrapper_path(where: Target, ctx: Context) -> Path:
     return paths.wrappers_dir() / f"native-host-{tag}{suffix}"
 
 
-def render_manifest(browser: browsers.Browser, wrapper: Path, ids: ExtensionIds) -> dict[str, object]:
+CHROME_ID = re.compile(r"[a-p]{32}")
+
+
+def checked_chrome_ids(ids: list[str]) -> list[str]:
+    """Chromium extension IDs as `--extension-id` takes them: 32 letters a-p each."""
+    for value in ids:
+        if not CHROME_ID.fullmatch(value):
+            raise ValueError(f"not a Chromium extension ID: {value!r} (32 letters a to p, as chrome://extensions shows)")
+    return list(dict.fromkeys(ids))
+
+
+def render_manifest(browser: browsers.Browser, wrapper: Path, ids: ExtensionIds, chrome_ids: list[str] | None = None) -> dict[str, object]:
+    """`chrome_ids`: the Chromium extension IDs in use (a store's, or a managed CRX's), in place
+    of the unpacked extension's own."""
     manifest = json.loads(resources.manifest_template().read_text("utf-8"))
     manifest["path"] = str(wrapper)
     if browser.family == "chromium":
-        manifest["allowed_origins"] = [f"chrome-extension://{ids.chrome}/"]
+        manifest["allowed_origins"] = [f"chrome-extension://{i}/" for i in checked_chrome_ids(chrome_ids or [ids.chrome])]
     else:
         manifest["allowed_extensions"] = [ids.gecko]
     return manifest
@@ -299,16 +313,17 @@ def _write(path: Path, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def install(name: str, user_data_dir: Path | None = None, ctx: Context | None = None) -> Target:
+def install(name: str, user_data_dir: Path | None = None, ctx: Context | None = None, chrome_ids: list[str] | None = None) -> Target:
     """Writes (or rewrites: it is idempotent) the manifest, its wrapper and, on Windows, the
-    registry value. Returns where it went."""
+    registry value. Returns where it went. `chrome_ids`: see render_manifest."""
     ctx = ctx or Context()
+    chrome_ids = checked_chrome_ids(chrome_ids) if chrome_ids else None  # before anything is written
     where = target(name, user_data_dir, ctx)
     if ctx.system:
         check_safe_for_every_user()
     wrapper = wrapper_path(where, ctx)
     _write(wrapper, render_wrapper(where.manifest, ctx.platform, isolated=ctx.system), 0o755)
-    _write(where.manifest, json.dumps(render_manifest(where.browser, wrapper, extension_ids()), indent=2) + "\n", 0o644)
+    _write(where.manifest, json.dumps(render_manifest(where.browser, wrapper, extension_ids(), chrome_ids), indent=2) + "\n", 0o644)
     if where.registry_key:
         ctx.reg().set_default(where.registry_root, where.registry_key, str(where.manifest))
     return where
