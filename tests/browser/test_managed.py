@@ -24,6 +24,7 @@ import pytest
 from direct_sockets.install import extension_ids
 from tests.browser.conftest import IN_CI
 from tests.browser.harness import CHROMIUM_BINARY, CHROMIUM_FLAGS, FIREFOX_BINARY, FIREFOX_PREFS, ScenarioSite, browser_env, cli
+from tests.conftest import PRIVATE_NETWORK
 from tests.support.servers import TcpServer
 
 pytestmark = pytest.mark.browser
@@ -97,6 +98,10 @@ def _start_twice(etc: PrivateEtc, site: ScenarioSite, argv_for: object, env: dic
 def test_chromium_keeps_the_extension_forced_by_policy(site: ScenarioSite, echo_server: TcpServer, private_etc: PrivateEtc, tmp_path: Path) -> None:
     if not Path(CHROMIUM_BINARY).exists():
         _unavailable(f"Chromium is not installed ({CHROMIUM_BINARY})")
+    if not PRIVATE_NETWORK.active:
+        # This Chromium runs without --disable-background-networking (below): only the tests'
+        # own namespace keeps what else it tries from leaving the machine.
+        _unavailable(f"needs the tests' private network namespace: {PRIVATE_NETWORK.reason}")
     env = browser_env(tmp_path)
     profile, out = tmp_path / "profile", tmp_path / "packages"
     said = private_etc.run([sys.executable, "-m", "direct_sockets", "managed", "chromium", "--key", str(tmp_path / "deployer.pem"), "--out", str(out)], env)
