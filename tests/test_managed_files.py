@@ -161,3 +161,25 @@ def test_install_extension_id_sets_allowed_origins(tmp_path: Path, isolated_env:
     assert manifest["allowed_origins"] == [f"chrome-extension://{i}/" for i in ids]
     bad = cli(isolated_env, "install", "--browser", "chromium", "--user-data-dir", str(tmp_path / "p2"), "--extension-id", "q" * 32, check=False)
     assert bad.returncode == 2 and "not a Chromium extension ID" in bad.stderr and not (tmp_path / "p2").exists()
+
+
+def test_a_system_install_forces_the_extension_and_its_uninstall_takes_it_back(tmp_path: Path) -> None:
+    """`install --system` / `uninstall --system` on Linux, in a throw-away root."""
+    root, key = tmp_path / "root", tmp_path / "deployer.pem"
+    said = managed.deploy_for_system(["chromium", "firefox", "opera"], root, key)
+    ext_id = managed.key_extension_id(key)
+    assert len(said) == 2 and ext_id in said[0]  # opera: no policy folder known, nothing done
+    packages = root / "usr/local/lib/direct-sockets/extension"
+    forced = json.loads((root / "etc/firefox/policies/policies.json").read_text())["policies"]["ExtensionSettings"][extension_ids().gecko]
+    assert forced["install_url"] == (packages / "direct-sockets.xpi").as_uri()
+    chromium_policy = root / "etc/chromium/policies/managed/direct-sockets.json"
+    assert json.loads(chromium_policy.read_text())["ExtensionInstallForcelist"] == [f"{ext_id};{(packages / 'updates.xml').as_uri()}"]
+    removed = managed.remove_for_system(["chromium", "firefox"], root, extension_ids().gecko)
+    assert not chromium_policy.exists() and not list(packages.iterdir()) and len(removed) == 5
+    assert json.loads((root / "etc/firefox/policies/policies.json").read_text())["policies"]["ExtensionSettings"] == {}
+
+
+def test_crx_key_is_for_system_installs(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    result = cli(isolated_env, "install", "--browser", "chromium", "--user-data-dir", str(tmp_path / "p"), "--crx-key", str(tmp_path / "k.pem"), check=False)
+    assert result.returncode == 2 and "--crx-key is for --system" in result.stderr
+    assert not (tmp_path / "k.pem").exists() and not (tmp_path / "p").exists()

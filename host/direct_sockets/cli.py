@@ -51,11 +51,16 @@ def _chosen(args: argparse.Namespace, ctx: "install.Context") -> list[str]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    from . import managed
+
     ctx = _context(args)
+    if args.crx_key and not ctx.system:
+        raise ValueError("--crx-key is for --system installs")
     chosen = _chosen(args, ctx)
     chrome_ids = list(args.extension_id or [])
-    if ctx.system:  # the extension too, by policy, where we can (managed.py)
-        chrome_ids += _managed_for_system(args, chosen)
+    by_policy = ctx.system and ctx.platform == "linux"  # the extension too, by policy (managed.py)
+    if by_policy and args.crx_key:
+        chrome_ids.append(managed.key_extension_id(args.crx_key))
     for browser in chosen:
         try:
             where = install.install(browser, args.user_data_dir, ctx, chrome_ids or None)
@@ -65,6 +70,9 @@ def cmd_install(args: argparse.Namespace) -> int:
             return 1
         extra = f" (registry {where.registry_root}\\{where.registry_key})" if where.registry_key else ""
         print(f"{browser}: wrote {where.manifest}{extra}")
+    if by_policy:
+        for line in managed.deploy_for_system(chosen, ctx.root, args.crx_key):
+            print(line)
     return 0 if chosen else 1
 
 
@@ -85,23 +93,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
-
-
-def _managed_for_system(args: argparse.Namespace, chosen: list[str]) -> list[str]:
-    """`install --system`: Firefox gets the extension forced by policies.json; a Chromium-family
-    browser too when a signing key is given (--crx-key). Returns the Chromium IDs so made."""
-    from . import managed
-
-    ids = []
-    for name in chosen:
-        if name in managed.FIREFOX_POLICY_DIRS:
-            done = managed.deploy_firefox(managed.SYSTEM_PACKAGES_DIR, managed.firefox_policy_dir(name))
-            print(f"{name}: the extension is forced by policy: " + ", ".join(map(str, done.written)))
-        elif name in managed.CHROMIUM_POLICY_DIRS and args.crx_key:
-            done = managed.deploy_chromium(name, args.crx_key, managed.SYSTEM_PACKAGES_DIR)
-            ids.append(done.extension_id)
-            print(f"{name}: the extension ({done.extension_id}) is forced by policy: " + ", ".join(map(str, done.written)))
-    return ids
 
 
 def cmd_managed(args: argparse.Namespace) -> int:
@@ -138,6 +129,12 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         removed = install.uninstall(browser, args.user_data_dir, ctx)
         if removed or args.browser:
             print(f"{browser}: " + (", ".join(removed) if removed else "nothing installed"))
+    if ctx.system and ctx.platform == "linux":  # what install --system forced by policy
+        from . import managed
+
+        for path in managed.remove_for_system(list(args.browser or every), ctx.root, install.extension_ids().gecko):
+            print(f"removed the policy install: {path}")
+
     # Each is named before anything goes; registrations of other browsers and their wrappers
     # are not touched.
     present = [(what, [p for p in found if p.exists()]) for what, found in _user_files()]

@@ -261,3 +261,52 @@ def remove_firefox(policy_dir: Path, gecko_id: str) -> list[Path]:
     del settings[gecko_id]
     _write(path, (json.dumps(data, indent=2) + "\n").encode())
     return [path]
+
+
+# -- `install --system` / `uninstall --system` ---------------------------------------------------
+
+
+def system_path(path: Path, root: Path | None) -> Path:
+    """A system path, under `root` when one is given (`--root`: tests, staging a machine's tree)."""
+    return root / path.relative_to(path.anchor) if root is not None else path
+
+
+def key_extension_id(key_path: Path) -> str:
+    """The Chromium ID of the CRX the key signs (the key is made if the file does not exist)."""
+    return extension_id(public_der(load_or_create_key(key_path)[0]))
+
+
+def deploy_for_system(chosen: list[str], root: Path | None, crx_key: Path | None) -> list[str]:
+    """For `install --system` on Linux, once the host is installed: each Firefox chosen gets the
+    extension forced by policies.json; each Chromium-family browser with a known policy folder
+    too when a signing key is given. Returns what to tell the administrator."""
+    out = system_path(SYSTEM_PACKAGES_DIR, root)
+    said = []
+    for name in chosen:
+        if name in FIREFOX_POLICY_DIRS:
+            done = deploy_firefox(out, system_path(FIREFOX_POLICY_DIRS[name], root))
+        elif name in CHROMIUM_POLICY_DIRS and crx_key is not None:
+            done = deploy_chromium(name, crx_key, out, system_path(CHROMIUM_POLICY_DIRS[name], root))
+        else:
+            continue
+        said.append(f"{name}: the extension ({done.extension_id}) is installed by policy: " + ", ".join(map(str, done.written)))
+    return said
+
+
+def remove_for_system(chosen: list[str], root: Path | None, gecko_id: str) -> list[Path]:
+    """For `uninstall --system`: our policy entries and the packages they named."""
+    removed = []
+    for name in chosen:
+        if name in FIREFOX_POLICY_DIRS:
+            removed += remove_firefox(system_path(FIREFOX_POLICY_DIRS[name], root), gecko_id)
+        elif name in CHROMIUM_POLICY_DIRS:
+            removed += remove_chromium(name, system_path(CHROMIUM_POLICY_DIRS[name], root))
+    out = system_path(SYSTEM_PACKAGES_DIR, root)
+    packages = ["direct-sockets.xpi"] if any(n in FIREFOX_POLICY_DIRS for n in chosen) else []
+    if not any((system_path(d, root) / POLICY_FILE).exists() for d in CHROMIUM_POLICY_DIRS.values()):
+        packages += ["direct-sockets.crx", "updates.xml"]  # no Chromium-family policy names them now
+    for name in packages:
+        if (out / name).exists():
+            (out / name).unlink()
+            removed.append(out / name)
+    return removed
