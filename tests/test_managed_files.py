@@ -183,3 +183,14 @@ def test_crx_key_is_for_system_installs(tmp_path: Path, isolated_env: dict[str, 
     result = cli(isolated_env, "install", "--browser", "chromium", "--user-data-dir", str(tmp_path / "p"), "--crx-key", str(tmp_path / "k.pem"), check=False)
     assert result.returncode == 2 and "--crx-key is for --system" in result.stderr
     assert not (tmp_path / "k.pem").exists() and not (tmp_path / "p").exists()
+
+
+def test_doctor_checks_the_extension_id_in_use(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    profile, ext_id = tmp_path / "profile", "b" * 32
+    args = ["--browser", "chromium", "--user-data-dir", str(profile)]
+    cli(isolated_env, "install", *args, "--extension-id", ext_id)
+    ok = cli(isolated_env, "doctor", *args, "--extension-id", ext_id)
+    assert f"[ok] chromium: allowed_origins lists chrome-extension://{ext_id}/" in ok.stdout and "[ok] chromium: the host answers" in ok.stdout
+    # Asked about an ID this install does not serve: the fix names it.
+    other = cli(isolated_env, "doctor", *args, "--extension-id", "c" * 32, check=False)
+    assert other.returncode == 1 and f"--extension-id {'c' * 32}" in other.stdout and "does not list" in other.stdout

@@ -165,7 +165,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     chosen = _chosen(args, ctx)
     ok = bool(chosen)
     for browser in chosen:
-        for line, good in doctor.check(browser, args.user_data_dir, ctx):
+        for line, good in doctor.check(browser, args.user_data_dir, ctx, args.extension_id):
             ok &= good
             print(f"[{'ok' if good else 'FAIL'}] {browser}: {line}")
     line, good = doctor.policy_report()
@@ -379,10 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "uninstall":
             p.add_argument("--purge", action="store_true",
                            help="also remove this user's grants, TLS server certificates and logs (it says which first)")
-        if name == "install":
+        if name in ("install", "doctor"):
             p.add_argument("--extension-id", action="append", type=_chrome_id, metavar="ID",
                            help="repeatable: the Chromium-family extension ID(s) the host answers (a store's, or a "
                                 "managed CRX's); default: the unpacked extension's own")
+        if name == "install":
             p.add_argument("--crx-key", type=Path, metavar="KEY.pem",
                            help="with --system: also force the extension on Chromium-family browsers, as a CRX signed "
                                 "with this key (made if missing); the host answers its ID")

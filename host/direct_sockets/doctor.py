@@ -120,13 +120,14 @@ def policy_report() -> tuple[str, bool]:
     return "policy in force: " + ", ".join(str(p) for p in found) + (" (all read; the strictest rule wins)" if len(found) > 1 else ""), True
 
 
-def check(browser: str, user_data_dir: Path | None, ctx: Context | None = None) -> Iterator[tuple[str, bool]]:
+def check(browser: str, user_data_dir: Path | None, ctx: Context | None = None, chrome_ids: list[str] | None = None) -> Iterator[tuple[str, bool]]:
+    """`chrome_ids`: the Chromium extension IDs in use (`--extension-id`), if not the unpacked one's."""
     ctx = ctx or Context()
     where = target(browser, user_data_dir, ctx)
     manifest_path = where.manifest
     fix = f"direct-sockets install --browser {browser}" + (f" --user-data-dir {user_data_dir}" if user_data_dir else "") + (
         " --system" if ctx.system else ""
-    ) + (f" --root {ctx.root}" if ctx.system and ctx.root is not None else "")
+    ) + (f" --root {ctx.root}" if ctx.system and ctx.root is not None else "") + "".join(f" --extension-id {i}" for i in chrome_ids or [])
     if where.registry_key:
         pointed = ctx.reg().get_default(where.registry_root, where.registry_key)
         if pointed != str(manifest_path):
@@ -160,12 +161,14 @@ def check(browser: str, user_data_dir: Path | None, ctx: Context | None = None) 
     yield f"host manifest {manifest_path}", True
     ids = extension_ids()
     chromium = where.browser.family == "chromium"
-    expected = f"chrome-extension://{ids.chrome}/" if chromium else ids.gecko
+    wanted = [f"chrome-extension://{i}/" for i in chrome_ids or [ids.chrome]] if chromium else [ids.gecko]
     key = "allowed_origins" if chromium else "allowed_extensions"
-    if expected not in manifest.get(key, []):
-        yield f"{key} does not list {expected} (the extension's ID); run: {fix}", False
+    missing = [w for w in wanted if w not in manifest.get(key, [])]
+    if missing:
+        yield f"{key} does not list {', '.join(missing)} (the extension's ID); run: {fix}", False
         return
-    yield f"{key} lists {expected}", True
+    expected = wanted[0]
+    yield f"{key} lists {', '.join(wanted)}", True
     if not (wrapper.is_file() and os.access(wrapper, os.X_OK)):
         yield f"host wrapper {wrapper} is missing or not executable; run: {fix}", False
         return
