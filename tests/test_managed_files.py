@@ -194,3 +194,25 @@ def test_doctor_checks_the_extension_id_in_use(tmp_path: Path, isolated_env: dic
     # Asked about an ID this install does not serve: the fix names it.
     other = cli(isolated_env, "doctor", *args, "--extension-id", "c" * 32, check=False)
     assert other.returncode == 1 and f"--extension-id {'c' * 32}" in other.stdout and "does not list" in other.stdout
+
+
+def test_install_system_under_root_forces_the_extension_there(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    """Through the CLI, in a throw-away root (the machine's /etc is not touched)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("a system-wide install checks that root owns what it runs")
+    root, key = tmp_path / "root", tmp_path / "deployer.pem"
+    result = cli(isolated_env, "install", "--system", "--root", str(root), "--browser", "chromium", "--browser", "firefox",
+                 "--crx-key", str(key), check=False)
+    if result.returncode == 2 and "refusing to install for every user" in result.stderr:
+        pytest.skip(f"this interpreter is not root's alone: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stderr
+    ext_id = managed.key_extension_id(key)
+    host_manifest = json.loads((root / "etc/chromium/native-messaging-hosts/direct_sockets.json").read_text())
+    assert host_manifest["allowed_origins"] == [f"chrome-extension://{ext_id}/"]
+    assert (root / "etc/chromium/policies/managed/direct-sockets.json").exists()
+    assert extension_ids().gecko in (root / "etc/firefox/policies/policies.json").read_text()
+    cli(isolated_env, "uninstall", "--system", "--root", str(root), "--browser", "chromium", "--browser", "firefox")
+    assert not (root / "etc/chromium/policies/managed/direct-sockets.json").exists()
+    assert not list((root / "usr/local/lib/direct-sockets/extension").iterdir())
