@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import secrets
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -84,7 +83,6 @@ class BulkServer:
         # The session sets these; until then only a page whose origin is known may claim.
         self.page_origin: Callable[["TcpConnection"], str | None] = lambda connection: None
         self.extension_origin: str | None = None
-        self.firefox = False  # the extension's frame: any moz-extension:// origin, or none
 
     async def offer(self, connection: "TcpConnection") -> dict[str, str] | None:
         """A secret for this connection's WebSocket; None if the server cannot run."""
@@ -102,13 +100,11 @@ class BulkServer:
     def for_caller(self, browser: str, extension: str) -> None:
         """Who the extension is, as the browser that started the host said (caller.py).
         Chromium's bulk frame sends its `chrome-extension://ID` origin, which the host knows.
-        Firefox's sends `moz-extension://UUID` (measured, Firefox 153), a UUID made per install
-        that Firefox does not tell the host, and older versions sent none at all: so from a
-        Firefox, any extension origin may claim, with the secret. Web pages cannot send either."""
+        Firefox has no bulk frame (its `moz-extension://UUID` would name the install to pages,
+        and the host could not know the UUID anyway): there only the page's own WebSocket
+        claims."""
         if browser == "chromium":
             self.extension_origin = extension.rstrip("/")
-        elif browser == "firefox":
-            self.firefox = True
 
     def withdraw(self, connection: "TcpConnection") -> None:
         for key, (_, offered) in list(self._offers.items()):
@@ -149,11 +145,9 @@ class BulkServer:
         return connection
 
     def _may_claim(self, origin: str | None, connection: "TcpConnection") -> bool:
-        if origin is None:  # browsers always send one, except Firefox's extension pages once
-            return self.firefox
+        if origin is None:  # a browser's WebSocket always has one
+            return False
         if self.extension_origin is not None and origin == self.extension_origin:
-            return True
-        if self.firefox and FIREFOX_EXTENSION_ORIGIN.fullmatch(origin):
             return True
         page = self.page_origin(connection)
         if page is None:
@@ -188,9 +182,6 @@ class BulkServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-
-
-FIREFOX_EXTENSION_ORIGIN = re.compile(r"moz-extension://[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _key(token: str) -> bytes:
