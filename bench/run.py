@@ -445,7 +445,7 @@ def host_only(base: Path, echo_port: int, total: int, sockets: int) -> dict[str,
 
         # Relay throughput over the bulk path.
         offer = open_socket(2, origins[0], True)["bulk"]
-        with connect(offer["url"], compression=None, max_size=None) as ws:
+        with connect(offer["url"], origin=origins[0], compression=None, max_size=None) as ws:
             ws.send(offer["token"])
             ws.recv(timeout=10)
             window = 4 << 20

@@ -33,14 +33,23 @@ def pytest_report_header() -> list[str]:
 _RESOLVER = None
 
 
+def skip_unless_ci(reason: str) -> None:
+    """Skips a test that cannot run on this machine; under CI (CI=true) fails it instead, so
+    that a CI without a private network does not lose those tests in silence."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must run this test, and cannot here: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def dns() -> "TestResolver":
-    """The tests' own DNS server (names resolve as the test says); skips where it cannot run."""
+    """The tests' own DNS server (names resolve as the test says); skips where it cannot run
+    (fails under CI)."""
     global _RESOLVER
     from tests.support.dns import TestResolver
 
     if not PRIVATE_NETWORK.resolver:
-        pytest.skip(f"no resolver the tests control: {PRIVATE_NETWORK.reason or 'no private mount namespace'}")
+        skip_unless_ci(f"no resolver the tests control: {PRIVATE_NETWORK.reason or 'no private mount namespace'}")
     if _RESOLVER is None:
         _RESOLVER = TestResolver()
     _RESOLVER.records.clear()
@@ -49,9 +58,10 @@ def dns() -> "TestResolver":
 
 @pytest.fixture
 def private_network() -> netns.PrivateNetwork:
-    """For tests that need multicast: they skip, saying why, where no namespace could be made."""
+    """For tests that need multicast: they skip, saying why, where no namespace could be made
+    (and fail under CI)."""
     if not PRIVATE_NETWORK.active:
-        pytest.skip(f"multicast needs a route that stays on this machine; {PRIVATE_NETWORK.reason}")
+        skip_unless_ci(f"multicast needs a route that stays on this machine; {PRIVATE_NETWORK.reason}")
     return PRIVATE_NETWORK
 
 
@@ -105,3 +115,28 @@ def installed_wheel() -> Iterator["InstalledVenv"]:
 
 if TYPE_CHECKING:
     from tests.support.installed import InstalledVenv
+
+
+USER_DIRS = ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_DIRS")
+
+
+def user_files(env: dict[str, str]) -> dict[str, bytes]:
+    """Every file under the home, data, config, state and cache directories of `env`, with
+    its content: what a test compares before and after to see that nothing was written."""
+    files: dict[str, bytes] = {}
+    for name in USER_DIRS:
+        root = Path(env[name])
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                files[f"{name}/{path.relative_to(root)}"] = path.read_bytes()
+    return files
+
+
+def written_since(before: dict[str, bytes], env: dict[str, str], log_may_grow: bool = True) -> dict[str, bytes]:
+    """The files under `env`'s user directories that are new or changed since `before`, but
+    the host log, which records what the host does (it must hold no grant: see the caller)."""
+    after = user_files(env)
+    return {
+        path: content for path, content in after.items()
+        if before.get(path) != content and not (log_may_grow and path.endswith("direct-sockets/log/host.log"))
+    }

@@ -12,7 +12,7 @@ import pytest
 from direct_sockets.consent import ConsentBroker, service_name
 from direct_sockets.decision import most_sensitive as scope_of
 from direct_sockets.errors import Code
-from tests.conftest import cli
+from tests.conftest import cli, user_files, written_since
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer
 
@@ -280,6 +280,7 @@ def test_release_while_asking_closes_the_prompt(host: HostProcess, echo_server: 
 
 def test_private_window_grants_stay_in_memory(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
     host.hello()
+    before = user_files(isolated_env)
     tcp_open(host, 1, echo_server.port, incognito=True)
     assert host.expect("prompt", id=1)["offerAlways"] is False
     host.send({"type": "consent", "id": 1, "decision": "always"})
@@ -293,6 +294,13 @@ def test_private_window_grants_stay_in_memory(host: HostProcess, isolated_env: d
     assert grants(isolated_env) == []
     store = Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "permissions.json"
     assert not store.exists()  # nothing was written
+    # Nor anywhere else: no file under home, data, config, state or cache is new or changed.
+    # The host log records what the host did; it holds no grant in the store's form.
+    host.send({"type": "ping", "seq": 1})
+    host.expect("pong", seq=1)
+    assert written_since(before, isolated_env) == {}
+    log = (Path(isolated_env["XDG_STATE_HOME"]) / "direct-sockets" / "log" / "host.log").read_text()
+    assert '"grants"' not in log and '"kind"' not in log
 
 
 def test_consent_for_a_socket_that_is_not_asking(host: HostProcess) -> None:

@@ -134,7 +134,7 @@ def test_one_gib_both_ways_at_once_checked_by_sha256(path: str, host: HostProces
         started = time.monotonic()
         if path == "bulk":
             offer = opened["bulk"]
-            with connect(offer["url"], compression=None, max_size=None) as ws:
+            with connect(offer["url"], origin=ORIGIN, compression=None, max_size=None) as ws:
                 ws.send(offer["token"])
                 ws.recv(timeout=10)
 

@@ -7,9 +7,15 @@ bulk frame for it) connects and sends the secret as its first message; the host 
 from then on that socket's stream (data, credit, acknowledgements, the end) travels over that
 WebSocket, binary frames for bytes, JSON text for the rest (docs/BULK.md).
 
-A secret works once, only within `ATTACH_TIMEOUT`, and only for the socket it was made for: a
-second client, a replay or a guess gets the connection closed with 1008 and nothing else. No
-message on the WebSocket can open anything.
+A secret works once, only within `ATTACH_TIMEOUT`, only for the socket it was made for, and only
+from a WebSocket whose `Origin` may hold it: the socket's own page (its WebSocket) or the
+extension (its bulk frame). Every failed claim (a guess, a replay, a late secret, another
+origin, silence) is closed alike, with 1008 and no reason, at once; why goes to the host log
+only. No message on the WebSocket can open anything.
+
+Connections that have not claimed a socket are bounded: at most `MAX_UNCLAIMED` at once (the
+oldest is dropped for a new one) and each for at most `CLAIM_TIMEOUT`, so another local process
+cannot hold the host's descriptors by connecting and saying nothing.
 
 Each WebSocket is `websockets`' Sans-I/O protocol on an asyncio `Protocol`: what arrives is
 handed to its socket in the same callback, and what the socket sends is written at once. Its
@@ -20,11 +26,16 @@ trip more than the relay's own work (docs/BULK.md, measured).
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import hmac
 import json
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
+
+from .destinations import InvalidDestination, normalize_origin
+from .errors import Code, ProtocolError
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -41,6 +52,13 @@ CLOSE_TIMEOUT = 10.0  # seconds for the page to answer our close before the conn
 MAX_FRAME = 1024 * 1024  # the most a page's binary frame may carry (its chunks are at most 1 MiB)
 WRITE_LIMIT = 1024 * 1024  # bytes buffered towards the page before a sender waits
 SECRET_MAX = 100  # characters: a secret is 43; anything longer is not one
+# Connections that have not claimed a socket yet, and how long one may take to: a page's
+# WebSocket sends its secret the moment it opens, and the page gives up after 3 s anyway.
+MAX_UNCLAIMED = 64
+CLAIM_TIMEOUT = 5.0  # seconds from the TCP connection to the secret
+# Bytes buffered towards a client that does not read (a pong flood, or a sender that ignored
+# `paused`): beyond this the connection is cut, since nothing legitimate gets there.
+MAX_BUFFERED = 8 * 1024 * 1024
 
 
 class ChannelClosed(Exception):
@@ -54,9 +72,17 @@ class BulkServer:
         self._host = host
         self._server: asyncio.Server | None = None
         self._starting: asyncio.Lock | None = None
-        self._offers: dict[str, "TcpConnection"] = {}
+        # Offers by the SHA-256 of their secret: a lookup reveals nothing about the secret's
+        # bytes, and the secret itself is then compared in constant time.
+        self._offers: dict[bytes, tuple[str, "TcpConnection"]] = {}
         self._channels: set[BulkChannel] = set()
+        # Connections that have not claimed a socket, oldest first (`MAX_UNCLAIMED`).
+        self._unclaimed: collections.OrderedDict[BulkChannel, None] = collections.OrderedDict()
         self.url = ""
+        # Who may claim (`claim_origins`): the socket's page, and the extension's own origin.
+        # The session sets these; until then only a page whose origin is known may claim.
+        self.page_origin: Callable[["TcpConnection"], str | None] = lambda connection: None
+        self.extension_origin: str | None = None
 
     async def offer(self, connection: "TcpConnection") -> dict[str, str] | None:
         """A secret for this connection's WebSocket; None if the server cannot run."""
@@ -66,17 +92,27 @@ class BulkServer:
             log.warning("bulk path unavailable: %s", exc)
             return None
         token = secrets.token_urlsafe(32)
-        self._offers[token] = connection
-        asyncio.get_running_loop().call_later(ATTACH_TIMEOUT, self._expire, token)
+        key = _key(token)
+        self._offers[key] = (token, connection)
+        asyncio.get_running_loop().call_later(ATTACH_TIMEOUT, self._expire, key)
         return {"url": self.url, "token": token}
 
-    def withdraw(self, connection: "TcpConnection") -> None:
-        for token, offered in list(self._offers.items()):
-            if offered is connection:
-                del self._offers[token]
+    def for_caller(self, browser: str, extension: str) -> None:
+        """Who the extension is, as the browser that started the host said (caller.py).
+        Chromium's bulk frame sends its `chrome-extension://ID` origin, which the host knows.
+        Firefox has no bulk frame (its `moz-extension://UUID` would name the install to pages,
+        and the host could not know the UUID anyway): there only the page's own WebSocket
+        claims."""
+        if browser == "chromium":
+            self.extension_origin = extension.rstrip("/")
 
-    def _expire(self, token: str) -> None:
-        connection = self._offers.pop(token, None)
+    def withdraw(self, connection: "TcpConnection") -> None:
+        for key, (_, offered) in list(self._offers.items()):
+            if offered is connection:
+                del self._offers[key]
+
+    def _expire(self, key: bytes) -> None:
+        _, connection = self._offers.pop(key, (None, None))
         if connection is not None:
             log.info("socket %d: its WebSocket never came; it stays on native messaging", connection.id)
             connection.decline_bulk("no WebSocket within the time allowed")
@@ -94,13 +130,50 @@ class BulkServer:
             self.url = f"ws://{self._host}:{port}/"
             log.info("bulk path listening on %s", self.url)
 
-    def claim(self, token: str) -> "TcpConnection | None":
+    def claim(self, token: str, origin: str | None) -> "TcpConnection | None":
+        """The socket `token` was made for, if `origin` may claim it; the offer is then used up.
+        A secret from the wrong origin leaves the offer for the page (and is logged)."""
+        key = _key(token)
+        token_offered, connection = self._offers.get(key, ("", None))
         # Constant-time comparison: the secret must not leak through timing.
-        for offered, connection in list(self._offers.items()):
-            if hmac.compare_digest(offered.encode(), token.encode()):
-                del self._offers[offered]
-                return connection
-        return None
+        if connection is None or not hmac.compare_digest(token_offered.encode(), token.encode()):
+            return None
+        if not self._may_claim(origin, connection):
+            log.warning("bulk path: socket %d's secret came from origin %r, which may not hold it", connection.id, origin)
+            return None
+        del self._offers[key]
+        return connection
+
+    def _may_claim(self, origin: str | None, connection: "TcpConnection") -> bool:
+        if origin is None:  # a browser's WebSocket always has one
+            return False
+        if self.extension_origin is not None and origin == self.extension_origin:
+            return True
+        page = self.page_origin(connection)
+        if page is None:
+            return False
+        try:
+            return normalize_origin(origin) == normalize_origin(page)
+        except InvalidDestination:  # "null" (an opaque origin), or nothing like an origin
+            return False
+
+    # -- connections that have not claimed a socket -------------------------------------------
+
+    def connected(self, channel: "BulkChannel") -> None:
+        self._channels.add(channel)
+        self._unclaimed[channel] = None
+        while len(self._unclaimed) > MAX_UNCLAIMED:
+            # The oldest goes: holding connections open then gains a flood nothing, and a page's
+            # WebSocket, which claims the moment it opens, is the newest.
+            oldest, _ = self._unclaimed.popitem(last=False)
+            oldest.drop("more than %d connections without a secret" % MAX_UNCLAIMED)
+
+    def claimed(self, channel: "BulkChannel") -> None:
+        self._unclaimed.pop(channel, None)
+
+    def lost(self, channel: "BulkChannel") -> None:
+        self._channels.discard(channel)
+        self._unclaimed.pop(channel, None)
 
     async def close(self) -> None:
         for channel in list(self._channels):
@@ -109,6 +182,10 @@ class BulkServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+
+def _key(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
 class BulkChannel(asyncio.Protocol):
@@ -129,17 +206,17 @@ class BulkChannel(asyncio.Protocol):
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost = False
+        self._origin: str | None = None  # the handshake's `Origin` header, if it had one
         loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = loop.call_later(ATTACH_TIMEOUT, self._no_secret)
+        self._timer: asyncio.TimerHandle | None = loop.call_later(CLAIM_TIMEOUT, self._no_secret)
         self._close_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio's callbacks ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=WRITE_LIMIT)
-        self._server._channels.add(self)
+        self._transport = transport  # type: ignore[assignment]  # a TCP server's: a Transport
+        self._transport.set_write_buffer_limits(high=WRITE_LIMIT)
+        self._server.connected(self)
 
     def data_received(self, data: bytes) -> None:
         self._protocol.receive_data(data)
@@ -152,7 +229,7 @@ class BulkChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self._server._channels.discard(self)
+        self._server.lost(self)
         for timer in (self._timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
@@ -216,12 +293,16 @@ class BulkChannel(asyncio.Protocol):
     # -- inside -------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        assert self._transport is not None
+        if self._transport is None:
+            raise ProtocolError(Code.INTERNAL_ERROR, "bulk path: sending before the connection was made")
         for data in self._protocol.data_to_send():
             if data:
                 self._transport.write(data)
             else:  # the end of the stream: a server closes first
                 self._transport.close()
+        if self._transport.get_write_buffer_size() > MAX_BUFFERED and not self._lost:
+            # A client that sends (pings, say) and never reads: its answers would pile up here.
+            self.drop(f"over {MAX_BUFFERED} bytes waiting for a client that does not read")
 
     def _wake_senders(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
@@ -241,6 +322,8 @@ class BulkChannel(asyncio.Protocol):
                 self._frame(event)
 
     def _handshake(self, request: Request) -> None:
+        # Kept for the claim: refusing here would tell a wrong origin from a wrong secret.
+        self._origin = request.headers.get("Origin")
         response = self._protocol.accept(request)
         if "Server" in response.headers:
             del response.headers["Server"]
@@ -270,35 +353,50 @@ class BulkChannel(asyncio.Protocol):
         elif opcode is Opcode.TEXT:
             self._secret(data)
         else:
-            self._refuse("wrong secret")
+            self._refuse("bytes before the secret")
 
     def _secret(self, data: bytes) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        connection = self._server.claim(data.decode("ascii", "replace")) if len(data) < SECRET_MAX else None
+        connection = self._server.claim(data.decode("ascii", "replace"), self._origin) if len(data) < SECRET_MAX else None
         if connection is None:
-            self._refuse("wrong secret")
+            self._refuse("no live offer for that secret from that origin")
             return
         if connection.attach(self):
             self._socket = connection
+            self._server.claimed(self)
         else:
-            self.close(1008, "too late")
+            self._refuse("the secret came too late")
 
     def _refuse(self, reason: str) -> None:
+        """A failed claim: whatever the reason, the client sees the same close (1008, no reason
+        text) and the connection goes at once; the reason is for the host log only."""
         peer = self._transport.get_extra_info("peername") if self._transport is not None else None
-        log.warning("bulk path: refused a WebSocket from %s: %s", peer, reason)
+        log.warning("bulk path: refused a WebSocket from %s (origin %r): %s", peer, self._origin, reason)
         self._refusing = True
-        self.close(1008, reason)
+        if self.is_open:
+            self._protocol.send_close(1008)
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()  # what is buffered (the close frame) goes first
+
+    def drop(self, reason: str) -> None:
+        """Cut at once, without a word: a connection that claimed nothing in time, or one too
+        many, or one whose client does not read."""
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        log.warning("bulk path: dropped a connection from %s: %s", peer, reason)
+        self._refusing = True
+        self.abort()
 
     def _no_secret(self) -> None:
         self._timer = None
         if self._socket is not None or self._lost:
             return
         if self._protocol.state is State.CONNECTING:
-            self.abort()  # not even a handshake
+            self.drop("no handshake in time")
         else:
-            self._refuse("no secret")
+            self._refuse("no secret in time")
 
 
 def event_text(message: dict[str, Any]) -> str:

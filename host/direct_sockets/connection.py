@@ -8,7 +8,8 @@ import logging
 import socket
 from typing import Any, Awaitable, Callable, Protocol
 
-from .errors import PAGE_MESSAGE, Code
+from . import tasks
+from .errors import PAGE_MESSAGE, Code, ProtocolError
 from .tcp_state import Phase
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,13 @@ class Connection:
         loop = asyncio.get_running_loop()
         last_error: OSError | None = None
         for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
+            try:
+                # Inside the `try`: out of descriptors (EMFILE, ENFILE) or buffers is a failure
+                # of this socket that the page hears of, not a task that dies unseen.
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                last_error = exc
+                continue
             try:
                 sock.setblocking(False)
                 prepare(sock)
@@ -67,9 +74,20 @@ class Connection:
         return False
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.spawn(self._tasks, coro, f"{self.kind} {self.id}", self._crashed)
+
+    def _crashed(self, exc: BaseException) -> None:
+        """A task of this socket raised (a bug, or an invariant broken): the socket fails, the
+        page gets the generic `NetworkError`, the log has the traceback (`tasks.spawn`)."""
+        detail = exc.detail if isinstance(exc, ProtocolError) else f"internal error: {exc!r}"
+        tasks.spawn(self._tasks, self.fail(detail, Code.INTERNAL_ERROR), f"failing {self.kind} {self.id}")
+
+    def _os_socket(self) -> socket.socket:
+        """The OS socket, which the caller's phase guarantees; a broken guarantee is an
+        internal error that fails this socket (never an `assert`, which `python -O` drops)."""
+        if self._sock is None:
+            raise ProtocolError(Code.INTERNAL_ERROR, f"{self.kind} {self.id}: no OS socket here", self.id)
+        return self._sock
 
     async def _maybe_finish(self) -> None:
         """Both sides ended cleanly: close the OS socket and report `closed`."""

@@ -61,3 +61,11 @@ class ProtocolError(Exception):
         self.code = code
         self.detail = detail
         self.socket_id = socket_id
+
+
+def invariant(holds: bool, detail: str, socket_id: int | None = None) -> None:
+    """What the host's own code guarantees (never what a page sends): when it does not hold,
+    a `ProtocolError` with code 190 fails that socket cleanly, where an `assert` would vanish
+    under `python -O` or leave the socket half-updated."""
+    if not holds:
+        raise ProtocolError(Code.INTERNAL_ERROR, f"broken invariant: {detail}", socket_id)

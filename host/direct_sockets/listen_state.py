@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 
-from .errors import Code, ProtocolError
+from .errors import Code, ProtocolError, invariant
 from .tcp_state import Phase
 
 MAX_PENDING_ACCEPTS = 64
@@ -42,11 +42,11 @@ class ListenState:
         self.cancelled = True  # ids still waiting stay listed, for the session to release
 
     def listening(self) -> None:
-        assert self.phase is Phase.CONNECTING
+        invariant(self.phase is Phase.CONNECTING, f"listening while {self.phase.value}", self.id)
         self.phase = Phase.OPEN
 
     def take_accept_id(self) -> int:
-        assert self.accept_ids
+        invariant(bool(self.accept_ids), "a connection accepted with no id waiting for it", self.id)
         self.accepted += 1
         return self.accept_ids.popleft()
 
@@ -63,5 +63,5 @@ class ListenState:
         self.phase = Phase.FAILED
 
     def close(self) -> None:
-        assert self.finished
+        invariant(self.finished, "closed before it was cancelled", self.id)
         self.phase = Phase.CLOSED

@@ -4,11 +4,13 @@ for, each becoming an ordinary `TcpConnection` under the id the page chose for i
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from typing import Any, Callable
 
 from .connection import Connection, Emit
+from .errors import Code, ProtocolError
 from .listen_state import ListenState
 from .server_certs import SiteCertificate
 from .tcp import TcpConnection
@@ -18,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # Connections the kernel may queue before the page accepts them, when the page does not say.
 DEFAULT_BACKLOG = 128
+# accept() failing for want of descriptors or memory: the listener waits and tries again.
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+ACCEPT_RETRY_DELAY = 0.5  # seconds
 
 
 class TcpListener(Connection):
@@ -43,7 +48,12 @@ class TcpListener(Connection):
         address, port = message["localAddress"], message.get("localPort", 0)
         self.description = f"listening on {address}:{port}"
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # Inside the `try`: out of descriptors (EMFILE) is this socket's failure, told.
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._spawn(self.fail(f"listening on {address}:{port}: {exc}"))
+            return
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -76,7 +86,7 @@ class TcpListener(Connection):
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self._sock is not None
+        sock = self._os_socket()
         while True:
             # A connection still in its TLS handshake holds one of the page's ids in reserve,
             # so that a slow client delays only itself.
@@ -85,8 +95,15 @@ class TcpListener(Connection):
                 await self._accept_wanted.wait()
                 continue
             try:
-                conn, _ = await loop.sock_accept(self._sock)
+                conn, _ = await loop.sock_accept(sock)
             except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    # The host is out of descriptors for now: the connection waits in the
+                    # kernel's backlog, the listener lives on and tries again (as asyncio's
+                    # own servers do), and the log says why.
+                    log.warning("tcp server %d: accepting: %s; trying again in %.1f s", self.id, exc, ACCEPT_RETRY_DELAY)
+                    await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
                 await self.fail(f"accepting: {exc}")
                 return
             try:
@@ -102,7 +119,9 @@ class TcpListener(Connection):
                 self._spawn(self._secure(conn, peer, local))
 
     async def _secure(self, conn: socket.socket, peer: Any, local: Any) -> None:
-        assert self._context is not None
+        if self._context is None:
+            conn.close()
+            raise ProtocolError(Code.INTERNAL_ERROR, f"tcp server {self.id}: a TLS handshake without a certificate", self.id)
         conn.setblocking(False)
         layer = TlsLayer(self._context, server_side=True)
         try:

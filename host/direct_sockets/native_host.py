@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import caller as caller_mod
-from . import paths
+from . import limits, paths
+from . import session as session_mod
 from .errors import Code
 from .framing import FrameDecoder, encode
 from .permissions import PermissionStore
@@ -88,10 +89,16 @@ class _Input(asyncio.Protocol):
 INBOX_HIGH = 256
 
 
-async def serve(fd_in: int, fd_out: int, store: PermissionStore, policy: PolicyFile | None = None) -> int:
+async def serve(
+    fd_in: int, fd_out: int, store: PermissionStore, policy: PolicyFile | None = None, who: caller_mod.Caller | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     _, output = await loop.connect_write_pipe(_Output, os.fdopen(fd_out, "wb", buffering=0))
     session = Session(output.send, store, policy, certificates=ServerCertificates(paths.server_certificates_dir()))
+    # Who may claim a socket's WebSocket: its own page, or the extension that started us.
+    session.bulk.page_origin = lambda connection: session.requesters.get(connection.id, {}).get("origin")
+    if who is not None:
+        session.bulk.for_caller(who.browser, who.extension)
     decoder = FrameDecoder()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     paused = False
@@ -161,8 +168,12 @@ def run(fd_in: int, fd_out: int, argv: list[str], manifest: Path | None) -> int:
             out.write(encode({"type": "error", "code": int(Code.CALLER_NOT_ALLOWED), "message": str(exc)}))
         return 2
     log.info("started by %s (%s) for %s", who.extension, who.browser, manifest)
+    descriptors = limits.raise_descriptor_limit()
+    # The cap assumed the limit could be raised; where it could not, it follows what we got.
+    session_mod.MAX_SOCKETS = min(session_mod.MAX_SOCKETS, limits.socket_cap(descriptors))
+    log.info("up to %d descriptors; at most %d sockets for pages", descriptors, session_mod.MAX_SOCKETS)
     store = PermissionStore(paths.permissions_file())
     policy = PolicyFile(paths.policy_files())
     if policy.current() is not None:
         log.info("the administrator's policy is in force: %s", ", ".join(str(p) for p in policy.existing()))
-    return asyncio.run(serve(fd_in, fd_out, store, policy))
+    return asyncio.run(serve(fd_in, fd_out, store, policy, who))

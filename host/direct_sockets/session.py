@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
-from . import PROTOCOL_VERSION, __version__
+from . import PROTOCOL_VERSION, __version__, limits, tasks
 from .connection import Connection, family_for
 from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, service_name
 from .decision import REMOTE_KINDS, UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide, grant_kind
@@ -47,7 +47,7 @@ MAX_DATA_CHUNK = 512 * 1024  # bytes of TCP data in one message, both ways (see 
 SEND_WINDOW = 1024 * 1024  # unacknowledged TCP bytes a page may have in flight per socket
 BULK_SEND_WINDOW = 4 * 1024 * 1024  # the same, for a socket whose stream is on the bulk path
 UDP_SEND_WINDOW = 32  # unacknowledged datagrams a page may have in flight per socket
-MAX_SOCKETS = 4096
+MAX_SOCKETS = limits.socket_cap()  # under the descriptor limit, with headroom (limits.py)
 RESOLVE_TIMEOUT = 10.0
 MAX_QUESTIONS_PER_SOCKET = 32  # what an open socket may have waiting for the user (sends, joins)
 MAX_WAITING_SEND_BYTES = 1024 * 1024  # bytes of a bound socket's datagrams waiting for the user
@@ -449,9 +449,22 @@ class Session:
     # -- asking the user ---------------------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # A decision or a prompt that raises is logged with its traceback (tasks.py), and the
+        # socket it worked for fails with the generic NetworkError rather than wait forever.
+        socket_id = tasks.socket_id_of(coro)
+
+        def crashed(exc: BaseException) -> None:
+            connection = self.sockets.get(socket_id) if socket_id is not None else None
+            if connection is not None:
+                report = connection.fail(f"internal error: {exc!r}", Code.INTERNAL_ERROR)
+            elif socket_id is not None and socket_id not in self._ended:
+                self._deciding.discard(socket_id)
+                report = self._network_error(socket_id, f"internal error: {exc!r}")
+            else:
+                report = self._emit({"type": "error", "code": int(Code.INTERNAL_ERROR), "message": "internal error"})
+            tasks.spawn(self._tasks, report, "reporting an internal error")
+
+        tasks.spawn(self._tasks, coro, f"the session (socket {socket_id})", crashed)
 
     async def _ask(self, socket_id: int, requester: dict[str, Any], request: Request, ask: Ask, outcome: Outcome, details: dict[str, Any] | None = None) -> None:
         """Queues the prompt the core asked for (one per tab at a time; one per socket at a

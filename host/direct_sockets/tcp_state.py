@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 
-from .errors import Code, ProtocolError
+from .errors import Code, ProtocolError, invariant
 
 
 class Phase(enum.Enum):
@@ -98,20 +98,23 @@ class TcpSocketState:
     # -- what the OS did ----------------------------------------------------------------------
 
     def connected(self) -> None:
-        assert self.phase is Phase.CONNECTING, self.phase
+        invariant(self.phase is Phase.CONNECTING, f"connected while {self.phase.value}", self.id)
         self.phase = Phase.OPEN
 
     def wrote(self, size: int) -> None:
-        assert 0 < size <= self.unacked, (size, self.unacked)
+        invariant(0 < size <= self.unacked, f"wrote {size} bytes with {self.unacked} unacknowledged", self.id)
         self.unacked -= size
         self.bytes_sent += size
 
     def fin_sent(self) -> None:
-        assert self.write_side is WriteSide.SHUTTING, self.write_side
+        invariant(self.write_side is WriteSide.SHUTTING, f"FIN sent while writing is {self.write_side.value}", self.id)
         self.write_side = WriteSide.SHUT
 
     def received(self, size: int) -> None:
-        assert self.read_side is ReadSide.OPEN and 0 < size <= self.credit, (self.read_side, size, self.credit)
+        invariant(
+            self.read_side is ReadSide.OPEN and 0 < size <= self.credit,
+            f"received {size} bytes with reading {self.read_side.value} and {self.credit} credit", self.id,
+        )
         self.credit -= size
         self.bytes_received += size
 
@@ -142,5 +145,5 @@ class TcpSocketState:
         )
 
     def close(self) -> None:
-        assert self.finished
+        invariant(self.finished, "closed before both sides finished", self.id)
         self.phase = Phase.CLOSED

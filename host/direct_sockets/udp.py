@@ -87,13 +87,18 @@ class UdpConnection(Connection):
 
         if not await self._connect_first(infos, prepare, f"{host}:{port}"):
             return
-        assert self._sock is not None
-        peer, local = self._sock.getpeername(), self._sock.getsockname()
+        sock = self._os_socket()
+        peer, local = sock.getpeername(), sock.getsockname()
         await self._opened({"remoteAddress": peer[0], "remotePort": peer[1], "localAddress": local[0], "localPort": local[1]})
 
     async def _bind(self, address: str, port: int, options: dict[str, Any]) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            # Inside the `try`: out of descriptors (EMFILE) is this socket's failure, told.
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            await self.fail(f"binding {address}:{port}: {exc}")
+            return
         try:
             sock.setblocking(False)
             if family == socket.AF_INET6:
@@ -162,32 +167,32 @@ class UdpConnection(Connection):
     def membership(self, join: bool, group: str, source: str | None) -> None:
         """Joins or leaves; raises OSError as the kernel does."""
         self.state.page_membership(join, group, source)
-        assert self._sock is not None
+        sock = self._os_socket()
         interface = self._bound_address
         if ":" not in group:
             local = socket.inet_aton(interface if interface and not ipaddress.ip_address(interface).is_unspecified else "0.0.0.0")
             if source is None:
                 option = socket.IP_ADD_MEMBERSHIP if join else socket.IP_DROP_MEMBERSHIP
-                self._sock.setsockopt(socket.IPPROTO_IP, option, socket.inet_aton(group) + local)
+                sock.setsockopt(socket.IPPROTO_IP, option, socket.inet_aton(group) + local)
             else:  # struct ip_mreq_source on Linux: group, interface, source
                 option = IP_ADD_SOURCE_MEMBERSHIP if join else IP_DROP_SOURCE_MEMBERSHIP
-                self._sock.setsockopt(socket.IPPROTO_IP, option, socket.inet_aton(group) + local + socket.inet_aton(source))
+                sock.setsockopt(socket.IPPROTO_IP, option, socket.inet_aton(group) + local + socket.inet_aton(source))
         else:
             index = _interface_index(interface) if interface else 0
             if source is None:
                 option = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
-                self._sock.setsockopt(socket.IPPROTO_IPV6, option, socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", index))
+                sock.setsockopt(socket.IPPROTO_IPV6, option, socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", index))
             else:
                 option = MCAST_JOIN_SOURCE_GROUP if join else MCAST_LEAVE_SOURCE_GROUP
                 request = struct.pack("=I4x", index) + _sockaddr_storage_in6(group) + _sockaddr_storage_in6(source)
-                self._sock.setsockopt(socket.IPPROTO_IPV6, option, request)
+                sock.setsockopt(socket.IPPROTO_IPV6, option, request)
         log.info("udp socket %d %s %s%s", self.id, "joined" if join else "left", group, f" from {source}" if source else "")
 
     # -- moving datagrams ---------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self._sock is not None
+        sock = self._os_socket()
         bound = self.state.mode is UdpMode.BOUND
         while True:
             if not self.state.may_receive:
@@ -197,7 +202,7 @@ class UdpConnection(Connection):
                 await self._credit_changed.wait()
                 continue
             try:
-                data, address = await loop.sock_recvfrom(self._sock, MAX_DATAGRAM)
+                data, address = await loop.sock_recvfrom(sock, MAX_DATAGRAM)
             except OSError as exc:
                 if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     # An ICMP error about an earlier send: UDP goes on, as Chrome's does.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 
-from .errors import Code, ProtocolError
+from .errors import Code, ProtocolError, invariant
 from .tcp_state import Phase
 
 
@@ -105,11 +105,11 @@ class UdpSocketState:
     # -- what the OS did ----------------------------------------------------------------------
 
     def connected(self) -> None:
-        assert self.phase is Phase.CONNECTING, self.phase
+        invariant(self.phase is Phase.CONNECTING, f"connected while {self.phase.value}", self.id)
         self.phase = Phase.OPEN
 
     def sent(self) -> None:
-        assert self.unacked > 0
+        invariant(self.unacked > 0, "a datagram sent that the page did not send", self.id)
         self.unacked -= 1
         self.datagrams_sent += 1
 
@@ -118,11 +118,11 @@ class UdpSocketState:
         self.write_side = UdpWriteSide.FAILED
 
     def writing_closed(self) -> None:
-        assert self.write_side is UdpWriteSide.CLOSING, self.write_side
+        invariant(self.write_side is UdpWriteSide.CLOSING, f"writing closed while {self.write_side.value}", self.id)
         self.write_side = UdpWriteSide.CLOSED
 
     def received(self) -> None:
-        assert self.reading and self.credit > 0
+        invariant(self.reading and self.credit > 0, f"a datagram received with reading {self.reading} and {self.credit} credit", self.id)
         self.credit -= 1
         self.datagrams_received += 1
 
@@ -144,5 +144,5 @@ class UdpSocketState:
         )
 
     def close(self) -> None:
-        assert self.finished
+        invariant(self.finished, "closed before both sides finished", self.id)
         self.phase = Phase.CLOSED

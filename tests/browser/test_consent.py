@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.browser.harness import Browser, Chromium, cli
+from tests.conftest import user_files, written_since
 from tests.support.servers import TcpServer, free_port
 
 pytestmark = pytest.mark.browser
@@ -132,6 +133,7 @@ def test_private_window_grants_are_never_written(browser: Browser, echo_server: 
         return (os.stat(store).st_mtime_ns, open(store, "rb").read()) if os.path.exists(store) else None
 
     before = store_state()
+    files = user_files(browser.env)  # home, data, config, state, cache
     inbox, tab = browser.start_private("echo", port=echo_server.port, text="private")
     shown = browser.answer_prompt("session")
     assert shown["private"] == "private window"
@@ -140,6 +142,10 @@ def test_private_window_grants_are_never_written(browser: Browser, echo_server: 
     assert store_state() == before and grants(browser) == []  # nothing written
     inbox, _ = browser.start_private("echo", tab_id=tab, port=echo_server.port, text="remembered")
     assert inbox.get(timeout=30)["value"]["got"] == "remembered"  # the session grant covers it, unasked
+    # Not the store, and no other file either: only the host log grew, and it holds no grant.
+    assert written_since(files, browser.env) == {}
+    log = open(browser.env["XDG_STATE_HOME"] + "/direct-sockets/log/host.log").read()
+    assert '"grants"' not in log and '"kind"' not in log
     result, _ = browser.run_answering("notAllowed", ["deny", "deny"], port=echo_server.port)
     assert result["opened"]["error"]["name"] == "NotAllowedError"  # normal windows are still asked
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import struct
 import subprocess
 import sys
@@ -19,10 +20,15 @@ HEADER = struct.Struct("=I")
 
 
 class HostProcess:
-    def __init__(self, manifest: Path, caller: str, env: dict[str, str]) -> None:
+    def __init__(self, manifest: Path, caller: str, env: dict[str, str], nofile: tuple[int, int] | None = None) -> None:
+        def limit() -> None:  # in the child, before the host starts: its descriptor limits
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "direct_sockets", "native-host", "--manifest", str(manifest), caller],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            preexec_fn=limit if nofile is not None else None,
         )
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr = bytearray()
