@@ -14,7 +14,7 @@ from direct_sockets.decision import most_sensitive as scope_of
 from direct_sockets.errors import Code
 from tests.conftest import cli, user_files, written_since
 from tests.support.hostproc import HostProcess
-from tests.support.servers import TcpServer
+from tests.support.servers import TcpServer, free_port
 
 ORIGIN = "http://127.0.0.1:8000"
 
@@ -301,6 +301,43 @@ def test_private_window_grants_stay_in_memory(host: HostProcess, isolated_env: d
     assert written_since(before, isolated_env) == {}
     log = (Path(isolated_env["XDG_STATE_HOME"]) / "direct-sockets" / "log" / "host.log").read_text()
     assert '"grants"' not in log and '"kind"' not in log
+
+
+def test_a_private_windows_sites_and_destinations_stay_out_of_the_log(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    # Questionnaire 2.14: a private window records nothing, and a log line naming the site and
+    # what it reached is as telling as a stored grant.
+    dns.records["private-destination.test"] = ["127.0.0.1"]
+    dns.records["normal-destination.test"] = ["127.0.0.1"]
+    secret_origin = "https://private-site.example"
+    host.hello()
+    host.send({"type": "tcp_open", "id": 1, "origin": secret_origin, "tabId": 7, "frameId": 0, "incognito": True,
+               "remoteAddress": "private-destination.test", "remotePort": echo_server.port, "options": {}})
+    host.expect("prompt", id=1)
+    host.send({"type": "consent", "id": 1, "decision": "session"})
+    host.expect("prompt", id=1)  # the name turned out to be this device: asked again, seeing it
+    host.send({"type": "consent", "id": 1, "decision": "session"})
+    host.expect("opened", id=1)
+    host.send({"type": "release", "id": 1})
+    # A socket that fails logs its reason: still without the site or the destination.
+    host.send({"type": "tcp_open", "id": 2, "origin": secret_origin, "tabId": 7, "frameId": 0, "incognito": True,
+               "remoteAddress": "private-destination.test", "remotePort": free_port(), "options": {}})
+    host.expect("prompt", id=2)
+    host.send({"type": "consent", "id": 2, "decision": "once"})
+    host.expect("prompt", id=2)  # again: the name is on this device
+    host.send({"type": "consent", "id": 2, "decision": "once"})
+    host.expect("error", id=2, name="NetworkError")
+    # The same from a normal window is logged as before, so the log is not simply silent.
+    host.send({"type": "tcp_open", "id": 3, "origin": "https://normal-site.example", "tabId": 8, "frameId": 0, "incognito": False,
+               "remoteAddress": "normal-destination.test", "remotePort": echo_server.port, "options": {}})
+    host.expect("prompt", id=3)
+    host.send({"type": "ping", "seq": 1})
+    host.expect("pong", seq=1)
+    log = (Path(isolated_env["XDG_STATE_HOME"]) / "direct-sockets" / "log" / "host.log").read_text()
+    assert "normal-site.example" in log and "normal-destination.test" in log
+    assert "[private window]" in log  # the private socket's lines are there, without their values
+    assert "private-site" not in log and "private-destination" not in log
+    stderr = host.stderr.decode(errors="replace")
+    assert "private-site" not in stderr and "private-destination" not in stderr
 
 
 def test_consent_for_a_socket_that_is_not_asking(host: HostProcess) -> None:

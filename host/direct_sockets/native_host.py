@@ -18,6 +18,7 @@ from .errors import Code
 from .framing import FrameDecoder, encode
 from .permissions import PermissionStore
 from .policy import PolicyFile
+from .private_log import PRIVATE, RedactPrivate
 from .server_certs import ServerCertificates
 from .session import Session
 
@@ -37,6 +38,7 @@ def setup_logging() -> None:
     root.setLevel(level)
     for handler in handlers:
         handler.setFormatter(fmt)
+        handler.addFilter(RedactPrivate())
         root.addHandler(handler)
 
 
@@ -125,11 +127,15 @@ async def serve(
             if paused and inbox.qsize() <= INBOX_HIGH // 2:
                 paused = False
                 reader_transport.resume_reading()
+            # What a private window's message starts is logged without its site or destination.
+            marked = PRIVATE.set(session.from_private_window(event))
             try:
                 await session.handle_event(event)
             except Exception:  # a bug must cost one message, not every socket of the browser
                 log.exception("internal error handling %r", event)
                 await output.send({"type": "error", "code": int(Code.INTERNAL_ERROR), "message": "internal error"})
+            finally:
+                PRIVATE.reset(marked)
 
     pump_task = asyncio.create_task(pump())
     eof_task = asyncio.create_task(reader.eof.wait())

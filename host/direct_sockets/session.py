@@ -176,6 +176,22 @@ class Session:
             "bulk_declined": (TcpConnection, self._bulk_declined),
         }
 
+    def from_private_window(self, event: Event) -> bool:
+        """Whether a message comes from a private window (read before it is validated, so it
+        takes nothing for granted): an open says so itself, anything else by its socket."""
+        body = getattr(event, "body", None)
+        if not isinstance(body, dict):
+            return False
+        if body.get("incognito") is True:
+            return True
+        socket_id = body.get("id")
+        if not isinstance(socket_id, int) or isinstance(socket_id, bool):
+            return False
+        requester = self.requesters.get(socket_id)
+        if requester is None and (pending := self._pending.get(socket_id)) is not None:
+            requester = pending.message
+        return bool(requester and requester.get("incognito") is True)
+
     async def handle_event(self, event: Event) -> None:
         if isinstance(event, FrameError):
             log.warning("bad frame: %s", event.detail)
