@@ -168,7 +168,9 @@ def test_a_system_install_forces_the_extension_and_its_uninstall_takes_it_back(t
     root, key = tmp_path / "root", tmp_path / "deployer.pem"
     said = managed.deploy_for_system(["chromium", "firefox", "opera"], root, key)
     ext_id = managed.key_extension_id(key)
-    assert len(said) == 2 and ext_id in said[0]  # opera: no policy folder known, nothing done
+    assert len(said) == 3 and ext_id in said[0]  # opera: no policy folder known, nothing done
+    # Turning off Firefox's signature check is said, with the way to keep it on.
+    assert "turns off add-on signature checks" in said[2] and "--signed" in said[2]
     packages = root / "usr/local/lib/direct-sockets/extension"
     forced = json.loads((root / "etc/firefox/policies/policies.json").read_text())["policies"]["ExtensionSettings"][extension_ids().gecko]
     assert forced["install_url"] == (packages / "direct-sockets.xpi").as_uri()

@@ -290,6 +290,11 @@ def deploy_for_system(chosen: list[str], root: Path | None, crx_key: Path | None
         else:
             continue
         said.append(f"{name}: the extension ({done.extension_id}) is installed by policy: " + ", ".join(map(str, done.written)))
+        if name in FIREFOX_POLICY_DIRS:
+            # Said every time: an unsigned add-on needs the signature check off for the whole
+            # browser, which is the administrator's call to make knowingly (docs/DEPLOY.md).
+            said.append(f"{name}: the policy turns off add-on signature checks in this Firefox (ESR, Developer Edition "
+                        "and Nightly honour it); to keep them on, sign the xpi and use `direct-sockets managed firefox --signed --xpi FILE`")
     return said
 
 
