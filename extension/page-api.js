@@ -1700,10 +1700,39 @@
     return !blobWorkersRefused();
   }
 
-  /** The page's CSP as far as we can know it at once: see docs/API.md, "Workers". */
-  function blobWorkersRefused() {
-    if (worker) return false; // it let us start this worker from a blob
+  const querySelectorAll = worker ? null : Document.prototype.querySelectorAll;
+  const getAttribute = worker ? null : Element.prototype.getAttribute;
+  // The page's CSP headers, as the extension marked the response (background.js): Firefox's
+  // whole, Chromium's as a verdict ("refused").
+  const headerPolicies = [];
+  if (!worker) try {
+    const navigation = performance.getEntriesByType('navigation')[0];
+    for (const entry of navigation?.serverTiming ?? []) if (entry.name === 'direct-sockets-csp') apply(arrayPush, headerPolicies, [entry.description]);
+  } catch { /* no timing: no header policy known */ }
+
+  /** Whether a CSP (policies separated by commas) refuses a blob: worker. */
+  function cspRefusesBlobWorkers(text) {
+    if (text === 'refused') return true;
+    for (const policy of text.split(',')) {
+      const directives = new MapCtor();
+      for (const part of policy.split(';')) {
+        const [name, ...sources] = part.trim().split(/\s+/);
+        if (name && !apply(mapHas, directives, [name.toLowerCase()])) apply(mapSet, directives, [name.toLowerCase(), sources]);
+      }
+      // The directive that governs workers: the first of these the policy has.
+      const governing = ['worker-src', 'child-src', 'script-src', 'default-src'].map((name) => apply(mapGet, directives, [name])).find((list) => list !== undefined);
+      if (governing && !governing.some((source) => source.toLowerCase() === 'blob:')) return true;
+    }
     return false;
+  }
+
+  /** The page's CSP, from its headers and its <meta> tags, as far as we can know it at once. */
+  function blobWorkersRefused() {
+    if (worker) return false; // our worker inherited its page's CSP, which let it start from a blob
+    const metas = apply(querySelectorAll, document, ['meta[http-equiv="content-security-policy" i]']);
+    const policies = [...headerPolicies];
+    for (const meta of metas) apply(arrayPush, policies, [`${apply(getAttribute, meta, ['content']) ?? ''}`]);
+    return policies.some(cspRefusesBlobWorkers);
   }
 
   /** `new Worker(scriptURL, options)`, with our API in it where it can be. */

@@ -57,6 +57,39 @@ Object.assign(window.scenarios, {
     }
   },
 
+  async echoRate({ port, size, where }) {
+    // A rough comparison (docs/BULK.md): `size` bytes echoed from the page or from a worker.
+    if (where === 'page') {
+      const started = performance.now();
+      const r = await window.scenarios.bothWays({ port, size });
+      return { MBps: size / 1e3 / (performance.now() - started), ok: r.uploadSha === r.receivedSha };
+    }
+    const worker = opsWorker('classic');
+    try {
+      await ask(worker, 'presence');
+      const r = await ask(worker, 'bothWays', { port, size });
+      return { MBps: size / 1e3 / r.elapsedMs, ok: r.uploadSha === r.receivedSha };
+    } finally {
+      worker.terminate();
+    }
+  },
+
+  async workerUnderCsp({ metaCsp }) {
+    // The page's CSP (its header, or a <meta> added here) may refuse blob: workers.
+    if (metaCsp) {
+      const meta = document.createElement('meta');
+      meta.httpEquiv = 'Content-Security-Policy';
+      meta.content = metaCsp;
+      document.head.append(meta);
+    }
+    const worker = opsWorker('classic');
+    try {
+      return await Promise.race([ask(worker, 'presence'), new Promise((resolve) => setTimeout(() => resolve('no answer'), 5000))]);
+    } finally {
+      worker.terminate();
+    }
+  },
+
   async workerBothWays({ port, size }) {
     const worker = opsWorker('classic');
     try {

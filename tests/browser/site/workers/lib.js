@@ -54,9 +54,10 @@
     },
 
     async bothWays({ port, size }) {
+      const upload = randomBytes(size);
+      const started = performance.now();
       const socket = new TCPSocket('127.0.0.1', port);
       const info = await socket.opened;
-      const upload = randomBytes(size);
       const reading = readAll(info.readable);
       const writer = info.writable.getWriter();
       for (let i = 0; i < size; i += 256 * 1024) {
@@ -66,7 +67,8 @@
       await writer.close();
       const received = await reading;
       await socket.closed;
-      return { uploadSha: await sha256Hex([upload]), receivedSha: await sha256Hex(received), receivedBytes: received.reduce((n, c) => n + c.byteLength, 0) };
+      const elapsedMs = performance.now() - started;
+      return { elapsedMs, uploadSha: await sha256Hex([upload]), receivedSha: await sha256Hex(received), receivedBytes: received.reduce((n, c) => n + c.byteLength, 0) };
     },
 
     async udp({ count }) {
