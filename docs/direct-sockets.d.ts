@@ -1,7 +1,10 @@
 // TypeScript declarations for the Direct Sockets API as direct-sockets provides it: the draft's
 // interfaces (TCPSocket, UDPSocket, TCPServerSocket, MulticastController), plus our TLS option
 // (docs/TLS.md). A test compares these with what the extension really defines in a page
-// (tests/browser/test_typings.py). Present in secure contexts only.
+// (tests/browser/test_typings.py). Present in secure contexts only: in pages, and in the
+// dedicated workers they start (classic, module, blob:, nested), except where docs/API.md
+// ("Workers") says they are absent (a CSP refusing blob: workers, data: URLs, third-party
+// frames). The same declarations hold in a worker.
 
 type SocketDnsQueryType = "ipv4" | "ipv6";
 type SecureTransport = "off" | "on" | "starttls";

@@ -1761,7 +1761,11 @@
     if (!canWrap(url) || (type !== 'classic' && type !== 'module')) return construct(NativeWorker, [given, nativeOptions], newTarget);
     const env = { url: apply(getHref, url, []), type, policyForbidden, ...workerConfig() };
     const envText = jsonStringify(env);
-    const source = `'use strict';\n{\nconst env = ${envText};\n(${apply(fnToString, directSocketsApi, [])})(env);\n`
+    // The API, then the script. Should building the API ever fail, the script still runs, with
+    // no half of it left behind. (In a block: nothing of ours becomes the script's global.)
+    const names = jsonStringify(['TCPSocket', 'UDPSocket', 'TCPServerSocket', 'MulticastController']);
+    const source = `'use strict';\n{\nconst env = ${envText};\n`
+      + `try { (${apply(fnToString, directSocketsApi, [])})(env); } catch { for (const name of ${names}) delete globalThis[name]; }\n`
       + `${type === 'module' ? 'await ' : ''}(${apply(fnToString, workerMain, [])})(env);\n}\n`;
     const blobUrl = createObjectURL(new BlobCtor([source], { type: 'text/javascript' }));
     let instance;
@@ -1846,7 +1850,7 @@
       } }.open;
     }
     const failedToLoad = () => {
-      env.signal('load-failed'); // the page fires a plain `error` event, as for a missing script
+      env.signal?.('load-failed'); // the page fires a plain `error` event, as for a missing script
       globalThis.close();
     };
     if (env.type === 'module') {
@@ -1888,7 +1892,7 @@
       // already names the script, and its stacks do not begin with the message).
       const stack = error instanceof Error ? String(error.stack) : '';
       const where = stack.startsWith(String(error)) ? /\n\s+at (?:.*\()?(\S+?):(\d+):(\d+)\)?/.exec(stack) : null;
-      if (!where) throw error;
+      if (!where || !env.signal) throw error;
       const fields = { message: `Uncaught ${error}`, filename: where[1], lineno: +where[2], colno: +where[3] };
       const event = new ErrorEvent('error', { ...fields, error, cancelable: true });
       if (self.dispatchEvent(event)) env.signal('script-error', fields);

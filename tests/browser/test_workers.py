@@ -28,6 +28,12 @@ def test_echo_from_a_worker(browser: Browser, echo_server: TcpServer, kind: str)
         assert result["presence"] == API
 
 
+def test_a_worker_has_the_pages_interfaces(browser: Browser) -> None:
+    shape = browser.run("workerShape")
+    assert shape["inWorker"] == shape["onPage"]
+    assert shape["inWorker"]["TCPSocket"]["members"] == ["close", "closed", "constructor", "opened", "startTls"]
+
+
 def test_a_worker_keeps_its_own_semantics(browser: Browser, site: ScenarioSite) -> None:
     """self.location, relative importScripts, import and fetch, nested workers, onerror, a
     script that cannot be loaded, terminate(): as on a page the extension does not touch (an

@@ -74,6 +74,21 @@ Object.assign(window.scenarios, {
     }
   },
 
+  async workerShape() {
+    // The same interfaces in a worker as on its page (what the typings declare).
+    const worker = opsWorker('module');
+    try {
+      const inWorker = await ask(worker, 'shape');
+      const onPage = Object.fromEntries(Object.keys(inWorker).map((name) => {
+        const C = window[name];
+        return [name, { length: C.length, members: Object.getOwnPropertyNames(C.prototype).sort(), tag: Object.prototype.toString.call(C.prototype) }];
+      }));
+      return { inWorker, onPage };
+    } finally {
+      worker.terminate();
+    }
+  },
+
   async workerUnderCsp({ metaCsp }) {
     // The page's CSP (its header, or a <meta> added here) may refuse blob: workers.
     if (metaCsp) {

@@ -30,9 +30,19 @@
 
   let stopPumping = null;
 
+  /** The interfaces' members, as docs/direct-sockets.d.ts declares them (compared with a page's). */
+  self.apiShape = () => Object.fromEntries(['TCPSocket', 'UDPSocket', 'TCPServerSocket', 'MulticastController'].map((name) => {
+    const C = self[name];
+    return [name, { length: C.length, members: Object.getOwnPropertyNames(C.prototype).sort(), tag: Object.prototype.toString.call(C.prototype) }];
+  }));
+
   self.workerOps = {
     presence() {
       return { TCPSocket: typeof TCPSocket, UDPSocket: typeof UDPSocket, TCPServerSocket: typeof TCPServerSocket, MulticastController: typeof MulticastController };
+    },
+
+    shape() {
+      return self.apiShape();
     },
 
     async echo({ port, text }) {
