@@ -24,6 +24,7 @@ def test_echo_from_a_worker(browser: Browser, echo_server: TcpServer, kind: str)
     browser.grant(f"127.0.0.1:{echo_server.port}")
     result = browser.run("workerEcho", kind=kind, port=echo_server.port, text=f"from a {kind} worker ✓")
     assert result["got"] == f"from a {kind} worker ✓" and result["endDone"] is True
+    assert result["pageGot"] == "and the page"
     if kind != "nested":
         assert result["presence"] == API
 
@@ -79,12 +80,16 @@ def test_a_workers_sockets_close_in_the_host_when_it_goes(browser: Browser, how:
     server = TcpServer(hashing_sink)  # its handler returns when the connection ends
     try:
         browser.grant(f"127.0.0.1:{server.port}")
+        browser.grant("127.0.0.1:*", kind="tcp-listen")
         inbox = browser.start("workerHold", port=server.port, how=how)
-        assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
+        opened = inbox.get(timeout=30)
+        assert opened["ok"], opened
+        listening = opened["value"]["serverPort"]
         [pid] = browser.host_pids()
         time.sleep(0.3)
         assert server.accepted == 1 and server.results == []
         assert _open_sockets(browser, server.port) == 1
+        assert _listening(pid, listening)
         if how == "navigate":
             browser.navigate("about:blank")
         else:
@@ -93,6 +98,8 @@ def test_a_workers_sockets_close_in_the_host_when_it_goes(browser: Browser, how:
         assert wait_for(lambda: _open_sockets(browser, server.port) == 0, timeout=10)
         # The host holds nothing for it any more: no socket, no WebSocket.
         assert wait_for(lambda: not [fd for fd in _socket_fds(pid) if fd in _tcp_inodes(server.port)], timeout=10)
+        # Nor its server, which only native messaging carries: the page's API released it.
+        assert wait_for(lambda: not _listening(pid, listening), timeout=10), f"the worker's server still listens after {how}"
     finally:
         server.close()
 
@@ -118,6 +125,16 @@ def _socket_fds(pid: int) -> list[str]:
         if target.startswith("socket:["):
             out.append(target[8:-1])
     return out
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether the host process listens on 127.0.0.1:`port`."""
+    fds = set(_socket_fds(pid))
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A" and fields[9] in fds:
+            return True
+    return False
 
 
 def _tcp_inodes(port: int) -> set[str]:

@@ -47,11 +47,20 @@ function epochNow() {
 
 Object.assign(window.scenarios, {
   async workerEcho({ kind, port, text }) {
+    // The page holds a socket of its own meanwhile: the worker's ids are not the page's.
+    const own = new TCPSocket('127.0.0.1', port);
+    const ownInfo = await own.opened;
     const worker = opsWorker(kind);
     try {
       const presence = kind === 'nested' ? null : await ask(worker, 'presence');
       const echo = await ask(worker, 'echo', { port, text });
-      return { presence, ...echo };
+      const writer = ownInfo.writable.getWriter();
+      const reader = ownInfo.readable.getReader();
+      const pageGot = await writeThenReadBack(writer, reader, 'and the page');
+      writer.releaseLock();
+      reader.releaseLock();
+      await own.close();
+      return { presence, ...echo, pageGot };
     } finally {
       worker.terminate();
     }
@@ -136,8 +145,8 @@ Object.assign(window.scenarios, {
     // A worker opens a socket; on the test's signal the worker ends as `how` says.
     const token = new URLSearchParams(location.search).get('token');
     const worker = opsWorker('classic');
-    await ask(worker, 'hold', { port });
-    await window.report({ ok: true, value: 'opened' });
+    const { serverPort } = await ask(worker, 'hold', { port });
+    await window.report({ ok: true, value: { serverPort } });
     await fetch(`/wait?token=${token}`);
     if (how === 'terminate') worker.terminate();
     else if (how === 'close') await ask(worker, 'closeSelf');

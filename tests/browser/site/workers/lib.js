@@ -125,10 +125,13 @@
     },
 
     async hold({ port }) {
-      // Opens a socket and keeps it: the page ends the worker.
+      // Opens a socket and a server (which only native messaging carries) and keeps them: the
+      // page ends the worker.
       const socket = new TCPSocket('127.0.0.1', port);
       await socket.opened;
-      return 'opened';
+      const server = new TCPServerSocket('127.0.0.1');
+      const { localPort } = await server.opened;
+      return { serverPort: localPort };
     },
 
     closeSelf() {
