@@ -124,11 +124,16 @@ Object.assign(window.scenarios, {
   },
 
   async workerUdp({ count }) {
+    // The page holds a socket of its own meanwhile (datagrams take the page's channel: the
+    // worker's ids must not reach the page's sockets).
+    const own = new UDPSocket({ localAddress: '127.0.0.1' });
+    await own.opened;
     const worker = opsWorker('module');
     try {
       return await ask(worker, 'udp', { count });
     } finally {
       worker.terminate();
+      await own.close();
     }
   },
 
