@@ -9,98 +9,106 @@
 
 const api = globalThis.browser ?? globalThis.chrome;
 
-/** @type {MessagePort | null} */
-let port = null;
-/** @type {Map<number, {ws: WebSocket, attached: boolean, ended: boolean}>} */
-const channels = new Map();
+// One port from the page, and one more for each of its dedicated workers, so that a worker's
+// bytes never wait for the page's thread (docs/API.md, "Workers"). Each port names its own
+// sockets; a page can open at most this many.
+const MAX_PORTS = 64;
+let ports = 0;
 
 addEventListener('message', (event) => {
-  if (port || event.source !== parent || event.data !== 'direct-sockets-bulk' || event.ports.length !== 1) return;
-  port = event.ports[0];
-  port.onmessage = (message) => fromPage(message.data);
-  port.postMessage({ op: 'frame-ready' });
+  if (ports >= MAX_PORTS || event.source !== parent || event.data !== 'direct-sockets-bulk' || event.ports.length !== 1) return;
+  ports += 1;
+  serve(event.ports[0]);
 });
 
-function toPage(message, transfer = []) {
-  port?.postMessage(message, transfer);
-}
+/** @param {MessagePort} port */
+function serve(port) {
+  /** @type {Map<number, {ws: WebSocket, attached: boolean, ended: boolean}>} */
+  const channels = new Map();
+  port.onmessage = (message) => fromPage(message.data);
+  port.postMessage({ op: 'frame-ready' });
 
-async function attach(sid, url, token) {
-  if (channels.has(sid)) return;
-  const failed = (reason) => toPage({ op: 'bulk_failed', sid, reason });
-  let confirmed = false;
-  try {
-    confirmed = await api.runtime.sendMessage({ op: 'bulk-check', url, token });
-  } catch {
-    confirmed = false;
+  function toPage(message, transfer = []) {
+    port.postMessage(message, transfer);
   }
-  if (!confirmed) {
-    failed('unconfirmed');
-    return;
-  }
-  let ws;
-  try {
-    ws = new WebSocket(url);
-  } catch {
-    failed('refused');
-    return;
-  }
-  ws.binaryType = 'arraybuffer';
-  const channel = { ws, attached: false, ended: false };
-  channels.set(sid, channel);
-  ws.onopen = () => ws.send(token);
-  ws.onmessage = (event) => {
-    if (typeof event.data !== 'string') {
-      toPage({ op: 'data', sid, buf: event.data }, [event.data]);
-      return;
-    }
-    let parsed;
+
+  async function attach(sid, url, token) {
+    if (channels.has(sid)) return;
+    const failed = (reason) => toPage({ op: 'bulk_failed', sid, reason });
+    let confirmed = false;
     try {
-      parsed = JSON.parse(event.data);
+      confirmed = await api.runtime.sendMessage({ op: 'bulk-check', url, token });
     } catch {
+      confirmed = false;
+    }
+    if (!confirmed) {
+      failed('unconfirmed');
       return;
     }
-    const { type, id, detail, code, ...fields } = parsed; // the reason is for the popup, not the page
-    if (type === 'attached') {
-      channel.attached = true;
-      toPage({ op: 'attached', sid });
-      return;
-    }
-    if (type === 'closed' || type === 'error') channel.ended = true;
-    toPage({ op: type, sid, ...fields });
-  };
-  ws.onclose = () => {
-    if (!channel.attached) {
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
       failed('refused');
-    } else if (!channel.ended) {
-      // The host went away, or dropped the socket, without saying how it ended.
-      toPage({ op: 'error', sid, name: 'NetworkError', message: 'Network error.' });
-    }
-    channels.delete(sid);
-  };
-}
-
-function fromPage(message) {
-  if (!message || typeof message !== 'object' || typeof message.sid !== 'number') return;
-  const { sid } = message;
-  if (message.op === 'attach') {
-    if (typeof message.url === 'string' && typeof message.token === 'string') attach(sid, message.url, message.token);
-    return;
-  }
-  const channel = channels.get(sid);
-  if (!channel || !channel.attached) return;
-  const ws = channel.ws;
-  switch (message.op) {
-    case 'send':
-      if (!(message.buf instanceof ArrayBuffer)) return;
-      ws.send(message.buf);
       return;
-    case 'read': ws.send(JSON.stringify({ type: 'read', bytes: message.bytes })); return;
-    case 'shutdown': ws.send(JSON.stringify({ type: 'shutdown', abort: !!message.abort })); return;
-    case 'cancel': ws.send(JSON.stringify({ type: 'cancel' })); return;
-    case 'release':
-      channel.ended = true;
-      ws.close();
+    }
+    ws.binaryType = 'arraybuffer';
+    const channel = { ws, attached: false, ended: false };
+    channels.set(sid, channel);
+    ws.onopen = () => ws.send(token);
+    ws.onmessage = (event) => {
+      if (typeof event.data !== 'string') {
+        toPage({ op: 'data', sid, buf: event.data }, [event.data]);
+        return;
+      }
+      let parsed;
+      try {
+        parsed = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      const { type, id, detail, code, ...fields } = parsed; // the reason is for the popup, not the page
+      if (type === 'attached') {
+        channel.attached = true;
+        toPage({ op: 'attached', sid });
+        return;
+      }
+      if (type === 'closed' || type === 'error') channel.ended = true;
+      toPage({ op: type, sid, ...fields });
+    };
+    ws.onclose = () => {
+      if (!channel.attached) {
+        failed('refused');
+      } else if (!channel.ended) {
+        // The host went away, or dropped the socket, without saying how it ended.
+        toPage({ op: 'error', sid, name: 'NetworkError', message: 'Network error.' });
+      }
       channels.delete(sid);
+    };
+  }
+
+  function fromPage(message) {
+    if (!message || typeof message !== 'object' || typeof message.sid !== 'number') return;
+    const { sid } = message;
+    if (message.op === 'attach') {
+      if (typeof message.url === 'string' && typeof message.token === 'string') attach(sid, message.url, message.token);
+      return;
+    }
+    const channel = channels.get(sid);
+    if (!channel || !channel.attached) return;
+    const ws = channel.ws;
+    switch (message.op) {
+      case 'send':
+        if (!(message.buf instanceof ArrayBuffer)) return;
+        ws.send(message.buf);
+        return;
+      case 'read': ws.send(JSON.stringify({ type: 'read', bytes: message.bytes })); return;
+      case 'shutdown': ws.send(JSON.stringify({ type: 'shutdown', abort: !!message.abort })); return;
+      case 'cancel': ws.send(JSON.stringify({ type: 'cancel' })); return;
+      case 'release':
+        channel.ended = true;
+        ws.close();
+        channels.delete(sid);
+    }
   }
 }

@@ -3,7 +3,9 @@
 // script at document_start): Firefox's Xray wrappers refuse page-facing objects built anywhere
 // else. It holds no authority: every message goes through the isolated bridge to the
 // background, which stamps the sender as the browser reports it, and to the host, which decides.
-(() => {
+// The same function builds the API inside the page's dedicated workers (`worker` is then what
+// the page told it, see "dedicated workers" below): one implementation, serialized into each.
+(function directSocketsApi(worker) {
   'use strict';
   if (!globalThis.isSecureContext || typeof globalThis.TCPSocket !== 'undefined') return;
 
@@ -42,11 +44,12 @@
   const u8Subarray = Uint8ArrayCtor.prototype.subarray;
   const getBufferByteLength = ObjectCtor.getOwnPropertyDescriptor(ArrayBufferCtor.prototype, 'byteLength').get;
   const SharedArrayBufferCtor = globalThis.SharedArrayBuffer;
-  const createElement = Document.prototype.createElement;
-  const appendChild = Node.prototype.appendChild;
-  const setAttribute = Element.prototype.setAttribute;
-  const getDocumentElement = ObjectCtor.getOwnPropertyDescriptor(Document.prototype, 'documentElement').get;
-  const getContentWindow = ObjectCtor.getOwnPropertyDescriptor(HTMLIFrameElement.prototype, 'contentWindow').get;
+  // (A worker has no DOM: there these stay null, and the bulk frame is the page's.)
+  const createElement = worker ? null : Document.prototype.createElement;
+  const appendChild = worker ? null : Node.prototype.appendChild;
+  const setAttribute = worker ? null : Element.prototype.setAttribute;
+  const getDocumentElement = worker ? null : ObjectCtor.getOwnPropertyDescriptor(Document.prototype, 'documentElement').get;
+  const getContentWindow = worker ? null : ObjectCtor.getOwnPropertyDescriptor(HTMLIFrameElement.prototype, 'contentWindow').get;
   const windowPost = globalThis.postMessage;
   const getOrigin = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'origin').get;
   const setTimer = globalThis.setTimeout;
@@ -62,6 +65,8 @@
   // Event names of the one-time handover of the private channel to the isolated bridge.
   const EVT_PORT = 'direct-sockets:port';
   const EVT_READY = 'direct-sockets:bridge-ready';
+  // What a worker's API says first to the realm that started it, with its port (see below).
+  const WORKER_HELLO = 'direct-sockets:worker';
 
   const MAX_CHUNK = 512 * 1024; // bytes per message to the host (PROTOCOL.md)
   const BULK_CHUNK = 1024 * 1024; // the same on the bulk path, a WebSocket (docs/BULK.md)
@@ -83,6 +88,7 @@
   let bridged = false;
 
   function handOver() {
+    if (worker) return (bridged = workerHandOver(channel.port2));
     // Synchronous DOM events: the bridge (isolated world) takes the port inside dispatch and
     // cancels the event to say so. Both scripts run before any page script can listen.
     const event = new MessageEventCtor(EVT_PORT, { ports: [channel.port2], cancelable: true });
@@ -107,19 +113,24 @@
   /** Whether this document's Permissions-Policy forbids the API: known at once when the
    * extension marked the response (a Server-Timing entry, see background.js), else from the
    * extension's answer to the first attempt. */
-  let policyForbidden = false;
-  try {
+  let policyForbidden = !!worker?.policyForbidden;
+  if (!worker) try {
     const navigation = performance.getEntriesByType('navigation')[0];
     policyForbidden = !!navigation && navigation.serverTiming.some((entry) => entry.name === 'direct-sockets-forbidden');
   } catch { /* no timing: the first attempt tells */ }
 
   port.onmessage = (event) => {
     const message = apply(getEventData, event, []); // (the page may have redefined `data`)
+    if (worker && message.op === 'frame-port') {
+      framePortArrived(apply(getEventPorts, event, [])[0]);
+      return;
+    }
     if (message.op === 'config') {
       bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
       bulkDirectFirst = message.bulkDirectFirst === true;
       const size = message.bulkMessageSize;
       if (NumberCtor.isSafeInteger(size) && size >= 16384 && size <= BULK_CHUNK) bulkMessageSize = size;
+      forwardConfig(); // to our workers, which never learn the frame's URL
       return;
     }
     if (message.policy) policyForbidden = true;
@@ -152,6 +163,9 @@
   let frameState = 'none'; // none -> loading -> ready, or failed
   /** @type {Array<() => void>} */
   let frameWaiters = [];
+  /** The frame's window and origin once loaded: more ports to it, one per worker. */
+  let frameWindow = null;
+  let frameWindowOrigin = '';
 
   // After the current task: a message to ourselves on a private channel (no timer clamping).
   const taskChannel = new MessageChannelCtor();
@@ -178,6 +192,14 @@
     apply(arrayPush, frameWaiters, [then]);
     if (frameState !== 'none') return undefined;
     frameState = 'loading';
+    if (worker) {
+      // A worker's own port to the page's frame, so its bytes never wait for the page's thread.
+      newFramePort((framed) => {
+        framePort = framed;
+        framePort.onmessage = (event) => fromFrame(event.data);
+      });
+      return undefined;
+    }
     const root = apply(getDocumentElement, document, []);
     if (!root) {
       frameState = 'failed';
@@ -193,6 +215,8 @@
       const bulkChannel = new MessageChannelCtor();
       const target = apply(getContentWindow, frame, []);
       if (!target) return;
+      frameWindow = target;
+      frameWindowOrigin = frameOrigin;
       framePort = bulkChannel.port1;
       framePort.onmessage = (event) => fromFrame(event.data);
       apply(windowPost, target, ['direct-sockets-bulk', frameOrigin, [bulkChannel.port2]]);
@@ -488,6 +512,7 @@
   /** The document may use the API: top-level, or a frame whose every ancestor has its origin
    * (2.13). A courtesy for honest pages: the bridge and the background check it again. */
   function documentAllowed() {
+    if (worker) return true; // its page was, or it would have no API (see wrapWorkers)
     try {
       const origin = window.location.origin;
       for (let w = window; w !== w.top;) {
@@ -1486,7 +1511,418 @@
   ObjectCtor.defineProperty(MulticastController.prototype, 'joinedGroups', joined);
   ObjectCtor.defineProperty(MulticastController.prototype, SymbolCtor.toStringTag, { value: 'MulticastController', configurable: true });
   ObjectCtor.defineProperty(globalThis, 'MulticastController', { value: MulticastController, writable: true, configurable: true, enumerable: false });
-})();
+
+  // -- dedicated workers (docs/API.md, "Workers") ------------------------------------------------
+  // A worker this realm starts gets the same API. Our `Worker` starts a blob that first runs this
+  // very function (its source, serialized: one implementation), then the real script. The
+  // worker's API talks over a MessagePort to this realm, which relays it on its own channel, so
+  // the worker's sockets are this page's: the background learns who asks from the browser, never
+  // from what the worker sends. Ids are translated both ways: a worker names only its own sockets.
+  // Its TCP bytes take its own WebSocket, or its own port to the bulk frame, and so never wait
+  // for this realm's thread; everything else is relayed here.
+
+  const NativeWorker = typeof globalThis.Worker === 'function' ? globalThis.Worker : null;
+  const BlobCtor = globalThis.Blob;
+  const ProxyCtor = Proxy;
+  const WeakMapCtor = WeakMap;
+  const weakGet = WeakMapCtor.prototype.get;
+  const weakSet = WeakMapCtor.prototype.set;
+  const mapHas = MapCtor.prototype.has;
+  const arrayShift = ArrayCtor.prototype.shift;
+  const createObjectURL = URLCtor.createObjectURL;
+  const revokeObjectURL = URLCtor.revokeObjectURL;
+  const construct = ReflectObj.construct;
+  const fnToString = Function.prototype.toString;
+  const getEventPorts = ObjectCtor.getOwnPropertyDescriptor(MessageEventCtor.prototype, 'ports').get;
+  const stopImmediate = Event.prototype.stopImmediatePropagation;
+  const EventCtor = Event;
+  const ErrorEventCtor = ErrorEvent;
+  const portStart = MessagePort.prototype.start;
+  const portClose = MessagePort.prototype.close;
+  const getHref = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'href').get;
+  const getProtocol = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'protocol').get;
+  const getBaseURI = worker ? null : ObjectCtor.getOwnPropertyDescriptor(Node.prototype, 'baseURI').get;
+  const ownOrigin = globalThis.origin;
+  /** @type {WeakMap<Worker, WorkerRelay>} */
+  const workerRelays = new WeakMapCtor();
+  /** Relays of workers still running, for the bridge's late configuration. */
+  const liveRelays = new SetCtor();
+  /** Callbacks waiting for a port to the bulk frame, asked of the realm that started us. */
+  let frameRequests = [];
+
+  /** In a worker: says hello to the realm that started it, handing it our end of the channel. */
+  function workerHandOver(theirs) {
+    apply(windowPost, globalThis, [WORKER_HELLO, [theirs]]);
+    worker.signal = (op, fields) => post({ ...fields, op }); // for workerMain, below
+    const nativeClose = globalThis.close;
+    // A worker that closes itself tells its page first: its sockets close in the host.
+    ObjectCtor.defineProperty(globalThis, 'close', {
+      value: { close() { post({ op: 'worker-closing' }); return apply(nativeClose, globalThis, []); } }.close,
+      writable: true, enumerable: true, configurable: true,
+    });
+    return true;
+  }
+
+  /** A new port to the bulk frame, for a worker (ours in a worker, a child's in the page). */
+  function newFramePort(callback) {
+    if (worker) {
+      apply(arrayPush, frameRequests, [callback]);
+      post({ op: 'frame-port' });
+      return;
+    }
+    whenFrameReady(() => {
+      const framed = new MessageChannelCtor();
+      apply(windowPost, frameWindow, ['direct-sockets-bulk', frameWindowOrigin, [framed.port2]]);
+      callback(framed.port1);
+    });
+  }
+
+  function framePortArrived(framed) {
+    const callback = apply(arrayShift, frameRequests, []);
+    if (callback && framed) callback(framed);
+  }
+
+  /** What a worker learns of the bulk path: never the frame's URL, only whether there is one. */
+  function workerConfig() {
+    return { bulkFrame: bulkFrameUrl === null ? null : 'frame', bulkDirectFirst, bulkMessageSize };
+  }
+
+  function forwardConfig() {
+    const config = { op: 'config', ...workerConfig() };
+    for (const relay of liveRelays) relay.send(config);
+  }
+
+  /** One worker's side of the relay: its socket ids and ours. */
+  class WorkerRelay {
+    constructor() {
+      /** @type {MessagePort | null} */
+      this.port = null;
+      this.ended = false;
+      this.ours = new MapCtor(); // the worker's id -> ours
+      this.loadFailed = () => {};
+      this.scriptError = (_fields) => {};
+      apply(setAdd, liveRelays, [this]);
+    }
+
+    attach(theirPort) {
+      if (this.port || this.ended) {
+        apply(portClose, theirPort, []);
+        return;
+      }
+      this.port = theirPort;
+      apply(addListener, theirPort, ['message', (event) => this.fromWorker(apply(getEventData, event, []))]);
+      apply(portStart, theirPort, []);
+    }
+
+    send(message, transfer) {
+      if (this.port && !this.ended) apply(portPost, this.port, [message, transfer || []]);
+    }
+
+    /** A socket id of the worker's, given one of ours that the page's channel carries. */
+    adopt(theirs) {
+      const ours = nextSid++;
+      apply(mapSet, this.ours, [theirs, ours]);
+      apply(mapSet, sockets, [ours, { channel: 'relayed', relay: this, theirs, onMessage: (m) => this.toWorker(theirs, ours, m) }]);
+      return ours;
+    }
+
+    forget(theirs, ours) {
+      apply(mapDelete, this.ours, [theirs]);
+      apply(mapDelete, sockets, [ours]);
+    }
+
+    fromWorker(message) {
+      if (this.ended || !message || typeof message !== 'object') return;
+      const op = message.op;
+      if (op === 'worker-closing') return this.end();
+      if (op === 'load-failed') return this.loadFailed();
+      if (op === 'script-error') return this.scriptError(message);
+      if (op === 'frame-port') return newFramePort((framed) => this.send({ op: 'frame-port' }, [framed]));
+      const theirs = message.sid;
+      if (!NumberCtor.isSafeInteger(theirs)) return undefined;
+      const out = { ...message };
+      if (op === 'open') {
+        if (apply(mapHas, this.ours, [theirs])) return undefined;
+        if (!bridged) return this.send({ op: 'error', sid: theirs, name: 'NetworkError', message: 'Network error.' });
+        out.sid = this.adopt(theirs);
+      } else {
+        const ours = apply(mapGet, this.ours, [theirs]);
+        if (ours === undefined) return undefined;
+        out.sid = ours;
+        if (op === 'accept' || op === 'start_tls') {
+          // The accepted or secured connection's id is the worker's choice; ours is made now.
+          if (!NumberCtor.isSafeInteger(message.newSid) || apply(mapHas, this.ours, [message.newSid])) return undefined;
+          out.newSid = this.adopt(message.newSid);
+        }
+      }
+      if (out.buf === undefined) return post(out);
+      try {
+        apply(getBufferByteLength, out.buf, []); // an ArrayBuffer of ours, as the bridge expects
+      } catch {
+        return undefined;
+      }
+      return post(out, [out.buf]);
+    }
+
+    toWorker(theirs, ours, message) {
+      const out = { ...message, sid: theirs };
+      if (message.op === 'accepted') {
+        const accepted = apply(mapGet, sockets, [message.newSid]);
+        if (!accepted || accepted.relay !== this) return;
+        out.newSid = accepted.theirs;
+      }
+      if (message.op === 'closed' || message.op === 'error') this.forget(theirs, ours);
+      this.send(out, out.buf === undefined ? [] : [out.buf]);
+    }
+
+    /** The worker is gone (terminate(), close(), a failed load): its sockets close in the host. */
+    end() {
+      if (this.ended) return;
+      this.ended = true;
+      apply(setDelete, liveRelays, [this]);
+      apply(mapForEach, this.ours, [(ours) => {
+        apply(mapDelete, sockets, [ours]);
+        if (bridged) post({ op: 'release', sid: ours });
+      }]);
+      this.ours = new MapCtor();
+      if (this.port) apply(portClose, this.port, []);
+    }
+  }
+
+  /**
+   * Whether a worker script at `url` may be started from our blob: not a `data:` URL (its worker
+   * has an opaque origin, which ours would not), not another origin's script (which must fail as
+   * it would), and not where the page's Content-Security-Policy refuses blob: workers.
+   */
+  function canWrap(url) {
+    if (apply(getProtocol, url, []) === 'data:') return false;
+    if (apply(getOrigin, url, []) !== ownOrigin) return false;
+    return !blobWorkersRefused();
+  }
+
+  const querySelectorAll = worker ? null : Document.prototype.querySelectorAll;
+  const getAttribute = worker ? null : Element.prototype.getAttribute;
+  // The page's CSP headers, as the extension marked the response (background.js): Firefox's
+  // whole, Chromium's as a verdict ("refused").
+  const headerPolicies = [];
+  if (!worker) try {
+    const navigation = performance.getEntriesByType('navigation')[0];
+    for (const entry of navigation?.serverTiming ?? []) if (entry.name === 'direct-sockets-csp') apply(arrayPush, headerPolicies, [entry.description]);
+  } catch { /* no timing: no header policy known */ }
+
+  /** Whether a CSP (policies separated by commas) refuses a blob: worker. */
+  function cspRefusesBlobWorkers(text) {
+    if (text === 'refused') return true;
+    for (const policy of text.split(',')) {
+      const directives = new MapCtor();
+      for (const part of policy.split(';')) {
+        const [name, ...sources] = part.trim().split(/\s+/);
+        if (name && !apply(mapHas, directives, [name.toLowerCase()])) apply(mapSet, directives, [name.toLowerCase(), sources]);
+      }
+      // The directive that governs workers: the first of these the policy has.
+      const governing = ['worker-src', 'child-src', 'script-src', 'default-src'].map((name) => apply(mapGet, directives, [name])).find((list) => list !== undefined);
+      if (governing && !governing.some((source) => source.toLowerCase() === 'blob:')) return true;
+    }
+    return false;
+  }
+
+  /** The page's CSP, from its headers and its <meta> tags, as far as we can know it at once. */
+  function blobWorkersRefused() {
+    if (worker) return false; // our worker inherited its page's CSP, which let it start from a blob
+    const metas = apply(querySelectorAll, document, ['meta[http-equiv="content-security-policy" i]']);
+    const policies = [...headerPolicies];
+    for (const meta of metas) apply(arrayPush, policies, [`${apply(getAttribute, meta, ['content']) ?? ''}`]);
+    return policies.some(cspRefusesBlobWorkers);
+  }
+
+  /** `new Worker(scriptURL, options)`, with our API in it where it can be. */
+  function startWorker(args, newTarget) {
+    const plain = () => construct(NativeWorker, args, newTarget);
+    if (args.length < 1) return plain();
+    const given = toDOMString(args[0], 'scriptURL');
+    const options = args[1];
+    if (options !== undefined && options !== null && typeof options !== 'object' && typeof options !== 'function') return plain();
+    // WorkerOptions, read once each, in WebIDL's order; the native constructor checks them.
+    const nativeOptions = {};
+    let type = 'classic';
+    if (options !== undefined && options !== null) {
+      const { credentials, name } = options;
+      const rawType = options.type;
+      if (credentials !== undefined) nativeOptions.credentials = credentials;
+      if (name !== undefined) nativeOptions.name = toDOMString(name, 'name');
+      if (rawType !== undefined) type = nativeOptions.type = toDOMString(rawType, 'type');
+    }
+    let url;
+    try {
+      url = new URLCtor(given, worker ? worker.url : apply(getBaseURI, document, []));
+    } catch {
+      return construct(NativeWorker, [given, nativeOptions], newTarget); // fails as it would
+    }
+    if (!canWrap(url) || (type !== 'classic' && type !== 'module')) return construct(NativeWorker, [given, nativeOptions], newTarget);
+    const env = { url: apply(getHref, url, []), type, policyForbidden, ...workerConfig() };
+    const envText = jsonStringify(env);
+    // The API, then the script. Should building the API ever fail, the script still runs, with
+    // no half of it left behind. (In a block: nothing of ours becomes the script's global.)
+    const names = jsonStringify(['TCPSocket', 'UDPSocket', 'TCPServerSocket', 'MulticastController']);
+    const source = `'use strict';\n{\nconst env = ${envText};\n`
+      + `try { (${apply(fnToString, directSocketsApi, [])})(env); } catch { for (const name of ${names}) delete globalThis[name]; }\n`
+      + `${type === 'module' ? 'await ' : ''}(${apply(fnToString, workerMain, [])})(env);\n}\n`;
+    const blobUrl = createObjectURL(new BlobCtor([source], { type: 'text/javascript' }));
+    let instance;
+    try {
+      instance = construct(NativeWorker, [blobUrl, nativeOptions], newTarget);
+    } catch (error) {
+      revokeObjectURL(blobUrl);
+      throw error;
+    }
+    const relay = new WorkerRelay();
+    apply(weakSet, workerRelays, [instance, relay]);
+    relay.loadFailed = () => {
+      // As a worker whose script cannot be fetched: a plain `error` event, and no worker.
+      relay.end();
+      apply(dispatch, instance, [new EventCtor('error')]);
+    };
+    relay.scriptError = (fields) => {
+      // Where the browser would name our blob as the place of an uncaught error (see workerMain).
+      const init = { message: `${fields.message}`, filename: `${fields.filename}`, lineno: +fields.lineno || 0, colno: +fields.colno || 0, cancelable: true };
+      apply(dispatch, instance, [new ErrorEventCtor('error', init)]);
+    };
+    const onHello = (event) => {
+      const ports = apply(getEventPorts, event, []);
+      if (apply(getEventData, event, []) !== WORKER_HELLO || ports.length !== 1) return;
+      apply(stopImmediate, event, []); // the first message, and ours: the page never sees it
+      apply(removeListener, instance, ['message', onHello]);
+      revokeObjectURL(blobUrl);
+      relay.attach(ports[0]);
+    };
+    apply(addListener, instance, ['message', onHello]);
+    return instance;
+  }
+
+  /**
+   * In the worker, after the API: the real script, as if it had been started itself. Runs from
+   * its source, in the worker: it may use only what it is given and the worker's globals.
+   * @param {{url: string, type: string, signal: (op: string) => void}} env
+   */
+  function workerMain(env) {
+    const real = new URL(env.url);
+    const resolve = (value) => {
+      try {
+        return new URL(String(value), real.href).href;
+      } catch {
+        return value; // the native call fails on it as it would have
+      }
+    };
+    // self.location is the script's, not our blob's.
+    const location = Object.create(typeof WorkerLocation === 'function' ? WorkerLocation.prototype : Object.prototype);
+    for (const key of ['href', 'origin', 'protocol', 'host', 'hostname', 'port', 'pathname', 'search', 'hash']) {
+      const value = real[key];
+      Object.defineProperty(location, key, { get: () => value, enumerable: true, configurable: true });
+    }
+    Object.defineProperty(location, 'toString', { value: { toString() { return real.href; } }.toString, configurable: true, writable: true });
+    Object.defineProperty(globalThis, 'location', { get: () => location, enumerable: true, configurable: true });
+    // Relative URLs resolve against the script, as they would have (the base URL is our blob's).
+    const isRelative = (input) => typeof input === 'string' || input instanceof URL;
+    const nativeFetch = globalThis.fetch;
+    if (typeof nativeFetch === 'function') {
+      globalThis.fetch = { fetch(input) {
+        const args = Array.prototype.slice.call(arguments);
+        if (args.length && isRelative(input)) args[0] = resolve(input);
+        return Reflect.apply(nativeFetch, globalThis, args);
+      } }.fetch;
+    }
+    for (const name of ['Request', 'EventSource']) {
+      const Native = globalThis[name];
+      if (typeof Native !== 'function') continue;
+      globalThis[name] = new Proxy(Native, {
+        construct(target, args, newTarget) {
+          if (args.length && isRelative(args[0])) args[0] = resolve(args[0]);
+          return Reflect.construct(target, args, newTarget);
+        },
+      });
+    }
+    if (typeof XMLHttpRequest === 'function') {
+      const open = XMLHttpRequest.prototype.open;
+      XMLHttpRequest.prototype.open = { open(method, url) {
+        const args = Array.prototype.slice.call(arguments);
+        if (args.length > 1 && isRelative(url)) args[1] = resolve(url);
+        return Reflect.apply(open, this, args);
+      } }.open;
+    }
+    const failedToLoad = () => {
+      env.signal?.('load-failed'); // the page fires a plain `error` event, as for a missing script
+      globalThis.close();
+    };
+    if (env.type === 'module') {
+      // The module's own imports resolve against its URL; import.meta.url is the real one. The
+      // import takes tasks, in which the page's first messages would find no listener yet: they
+      // wait, and are dispatched once the module ran, as they would have been.
+      const held = [];
+      const hold = (event) => {
+        event.stopImmediatePropagation();
+        held.push(event);
+      };
+      self.addEventListener('message', hold, true);
+      self.addEventListener('messageerror', hold, true);
+      const release = () => {
+        self.removeEventListener('message', hold, true);
+        self.removeEventListener('messageerror', hold, true);
+        for (const event of held) {
+          const { data, origin, lastEventId, ports } = event;
+          self.dispatchEvent(new MessageEvent(event.type, { data, origin, lastEventId, ports: [...ports] }));
+        }
+      };
+      return import(env.url).then(release, (error) => {
+        release();
+        if (error instanceof TypeError && String(error.message).includes(env.url)) return failedToLoad();
+        throw error;
+      });
+    }
+    const nativeImport = globalThis.importScripts;
+    globalThis.importScripts = { importScripts() {
+      return Reflect.apply(nativeImport, globalThis, Array.prototype.map.call(arguments, resolve));
+    } }.importScripts;
+    try {
+      nativeImport(env.url);
+    } catch (error) {
+      // A script that cannot be fetched; any other error is the script's own, and propagates.
+      if (error instanceof DOMException && error.name === 'NetworkError') return failedToLoad();
+      // V8 reports an error thrown by an imported script at the importScripts() call, in our
+      // blob: reported here as the browser would have, at the frame that threw (SpiderMonkey
+      // already names the script, and its stacks do not begin with the message).
+      const stack = error instanceof Error ? String(error.stack) : '';
+      const where = stack.startsWith(String(error)) ? /\n\s+at (?:.*\()?(\S+?):(\d+):(\d+)\)?/.exec(stack) : null;
+      if (!where || !env.signal) throw error;
+      const fields = { message: `Uncaught ${error}`, filename: where[1], lineno: +where[2], colno: +where[3] };
+      const event = new ErrorEvent('error', { ...fields, error, cancelable: true });
+      if (self.dispatchEvent(event)) env.signal('script-error', fields);
+    }
+    return undefined;
+  }
+
+  /** Our `Worker`, in this realm: the page's (or a worker's) own, with the API given to each. */
+  function wrapWorkers() {
+    if (NativeWorker === null || !documentAllowed() || policyForbidden) return; // the API is absent there
+    const Wrapped = new ProxyCtor(NativeWorker, { construct: (_target, args, newTarget) => startWorker(args, newTarget) });
+    ObjectCtor.defineProperty(NativeWorker.prototype, 'constructor', { value: Wrapped, writable: true, enumerable: false, configurable: true });
+    ObjectCtor.defineProperty(globalThis, 'Worker', { value: Wrapped, writable: true, enumerable: false, configurable: true });
+    const terminate = ObjectCtor.getOwnPropertyDescriptor(NativeWorker.prototype, 'terminate');
+    const nativeTerminate = terminate.value;
+    terminate.value = { terminate() {
+      const relay = apply(weakGet, workerRelays, [this]);
+      if (relay) relay.end(); // its sockets close in the host
+      return apply(nativeTerminate, this, []);
+    } }.terminate;
+    ObjectCtor.defineProperty(NativeWorker.prototype, 'terminate', terminate);
+  }
+  if (worker) {
+    // What the realm that started us knew of the bulk path when it did.
+    bulkFrameUrl = typeof worker.bulkFrame === 'string' ? worker.bulkFrame : null;
+    bulkDirectFirst = worker.bulkDirectFirst === true;
+    if (NumberCtor.isSafeInteger(worker.bulkMessageSize)) bulkMessageSize = worker.bulkMessageSize;
+  }
+  wrapWorkers();
+})(null);
 // A page sees this name, not the extension's URL, in the stacks of errors we throw and of its
 // own callbacks we call (Chromium; Firefox hides a content script's frames from the page).
 //# sourceURL=direct-sockets-api.js

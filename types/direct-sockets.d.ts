@@ -1,6 +1,9 @@
 // TypeScript declarations for the Direct Sockets API as direct-sockets provides it: the draft's
 // interfaces (TCPSocket, UDPSocket, TCPServerSocket, MulticastController), plus our TLS option
-// (docs/TLS.md). Present in secure contexts only. Needs TypeScript 5.7 or newer (typed arrays
+// (docs/TLS.md). Present in secure contexts only: in pages, and in the dedicated workers they
+// start (classic, module, blob:, nested), except where docs/API.md ("Workers") says they are
+// absent (a CSP refusing blob: workers, data: URLs, third-party frames); the same declarations
+// hold in a worker. Needs TypeScript 5.7 or newer (typed arrays
 // generic over their buffer) and the "DOM" lib.
 //
 // The types follow what the extension really hands a page (extension/page-api.js), and tests

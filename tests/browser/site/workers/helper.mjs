@@ -1,0 +1,2 @@
+export const answer = 42;
+export const metaUrl = import.meta.url;

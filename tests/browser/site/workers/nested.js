@@ -1,0 +1,2 @@
+// Started by a worker, by a URL relative to that worker's script.
+self.postMessage({ pathname: self.location.pathname, api: typeof TCPSocket });

@@ -1,0 +1,2 @@
+// A classic worker: its helpers come by a relative importScripts, as an app's would.
+importScripts('lib.js');

@@ -1,0 +1,3 @@
+// Throws as it starts: the page's onerror sees where.
+self.x = 1;
+throw new Error('boom at start');
