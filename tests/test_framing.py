@@ -65,7 +65,7 @@ def test_empty_body_is_invalid_json() -> None:
 @pytest.mark.parametrize(
     ("body", "code"),
     [(b"\xc3\x28", Code.INVALID_UTF8), (b"nul", Code.INVALID_JSON), (b"12", Code.NOT_AN_OBJECT), (b"null", Code.NOT_AN_OBJECT),
-     (b"[" * 50000, Code.INVALID_JSON)],
+     (b"[" * 50000, Code.INVALID_JSON), (b'{"seq": ' + b"1" * 5000 + b"}", Code.INVALID_JSON)],
 )
 def test_bad_bodies(body: bytes, code: Code) -> None:
     event = parse_body(body)

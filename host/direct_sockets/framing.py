@@ -87,9 +87,12 @@ class FrameDecoder:
             self._buffer += view[:need]
             view = view[need:]
             if len(self._buffer) == self._body_length:
-                events.append(parse_body(bytes(self._buffer)))
+                # The frame is taken off before it is parsed: whatever parsing does, the stream
+                # stays in step.
+                body = bytes(self._buffer)
                 self._buffer.clear()
                 self._body_length = None
+                events.append(parse_body(body))
         return events
 
 
@@ -100,8 +103,10 @@ def parse_body(body: bytes) -> Event:
         return FrameError(Code.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}")
     try:
         value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return FrameError(Code.INVALID_JSON, f"invalid JSON: {exc}")
+    except (ValueError, RecursionError) as exc:
+        # ValueError, not only JSONDecodeError: an integer past Python's digit limit raises the
+        # plain one, and a frame that is not answered stays in the decoder for good.
+        return FrameError(Code.INVALID_JSON, f"invalid JSON: {str(exc)[:200]}")
     if not isinstance(value, dict):
         return FrameError(Code.NOT_AN_OBJECT, f"a message must be a JSON object, not {type(value).__name__}")
     return Message(value)
