@@ -97,6 +97,20 @@ def test_a_fresh_prompt_for_a_mixed_answer_shows_the_most_sensitive_scope(host: 
     assert echo_server.accepted == 0
 
 
+def test_an_administrators_grant_of_a_name_does_not_follow_it_onto_this_device(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns) -> None:  # type: ignore[no-untyped-def]
+    # Found by the second hostile review: the policy granted partner.test, a hostile DNS
+    # answered 127.0.0.1, and the socket opened with no prompt.
+    write_policy(isolated_env, {"grant": [{"origin": ORIGIN, "kind": "tcp", "host": "partner.test", "port": echo_server.port}]})
+    dns.records["partner.test"] = ["127.0.0.1"]
+    host.hello()
+    tcp_open(host, 1, echo_server.port, "partner.test")
+    prompt = host.expect("prompt", id=1)  # the user decides about this device, seeing it
+    assert prompt["scope"] == "loopback" and prompt["addresses"] == ["127.0.0.1"]
+    host.send({"type": "consent", "id": 1, "decision": "deny"})
+    host.expect("error", id=1, name="NotAllowedError")
+    assert echo_server.accepted == 0
+
+
 # -- finding 3: the administrator's block in other spellings ---------------------------------------
 
 

@@ -219,9 +219,14 @@ def decide(request: Request, facts: Facts) -> Decision:
     scope = most_sensitive(checked)
 
     def covered(address: str) -> bool:
-        if policy_grants_name or (policy is not None and policy.grants(origin, kind, address, port)):
-            return True
         at = address_scope(address)
+        if policy is not None and policy.grants(origin, kind, address, port):
+            return True
+        # The administrator's grant of a name follows it anywhere but onto this device: a
+        # hostile DNS answer for a granted partner's name must not reach local programs unasked
+        # (a grant of `localhost`, or of the address itself, still does).
+        if policy_grants_name and (at != "loopback" or literal is not None or is_localhost_name(host)):
+            return True
         if any(scope_covers(g.scope, at) for g in by_name):
             return True
         consent = request.consent
