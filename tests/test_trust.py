@@ -111,6 +111,32 @@ def test_an_administrators_grant_of_a_name_does_not_follow_it_onto_this_device(h
     assert echo_server.accepted == 0
 
 
+@pytest.fixture
+def search_domain(dns):  # type: ignore[no-untyped-def]
+    """A resolver search domain, in this session's own resolv.conf (a private mount, pointing
+    at the tests' DNS server: never the machine's)."""
+    conf = Path("/etc/resolv.conf")
+    before = conf.read_text()
+    assert "127.0.0.1" in before, "not the tests' private resolv.conf"
+    conf.write_text(before + "search corp.test\n")
+    yield
+    conf.write_text(before)
+
+
+def test_a_name_block_holds_for_the_short_name_the_resolver_completes(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer, dns, search_domain) -> None:  # type: ignore[no-untyped-def]
+    # Found by the second hostile review: with `search corp.test`, asking for `intranet`
+    # reached intranet.corp.test, which the administrator blocks by name.
+    write_policy(isolated_env, {"block": [{"host": "intranet.corp.test"}]})
+    dns.records["intranet.corp.test"] = ["127.0.0.1"]
+    host.hello()
+    tcp_open(host, 1, echo_server.port, "intranet")
+    host.expect("prompt", id=1)  # nothing is looked up before the user allows
+    host.send({"type": "consent", "id": 1, "decision": "once"})
+    host.expect("error", id=1, name="NotAllowedError")  # then: the name it resolved as is blocked
+    assert "intranet.corp.test" in dns.queries  # the resolver did complete it
+    assert echo_server.accepted == 0
+
+
 # -- finding 3: the administrator's block in other spellings ---------------------------------------
 
 

@@ -124,6 +124,9 @@ class Request:
     consent: Consent | None = None
     pin: str = ""  # kind certificate: the key the server presented
     ip_version: int = 0  # 4 or 6 when only that version can be used (dnsQueryType, the socket's)
+    # The names the lookup really answered for (the resolver's search domain completing a short
+    # name, a CNAME's target): the administrator's name blocks apply to them too.
+    canonical: tuple[str, ...] = ()
 
 
 # -- decisions ----------------------------------------------------------------------------------
@@ -216,6 +219,13 @@ def decide(request: Request, facts: Facts) -> Decision:
         blocked = [a for a in checked if policy.blocks(origin, kind, a, port)]
         if blocked:
             return Refuse(f"the administrator's policy blocks {kind} {', '.join(blocked)}:{port} (for {host})")
+        for answered in request.canonical:
+            try:
+                name = normalize_host(answered)
+            except InvalidDestination:
+                continue
+            if name != host and policy.blocks(origin, kind, name, port):
+                return Refuse(f"the administrator's policy blocks {kind} {name}:{port} ({host} resolved as {name})")
     scope = most_sensitive(checked)
 
     def covered(address: str) -> bool:

@@ -335,7 +335,8 @@ class Session:
                 await outcome.fail(f"resolving {decision.host} failed")
                 return
             infos = looked_up
-            request = replace(request, addresses=tuple(_addresses(infos)))
+            canonical = tuple(dict.fromkeys(info[3] for info in infos if info[3]))
+            request = replace(request, addresses=tuple(_addresses(infos)), canonical=canonical)
             decision = decide(request, self._facts(request))
         if isinstance(decision, Refuse) or isinstance(decision, Resolve):
             log.info("refused %s -> %s %s:%s: %s", request.origin, request.kind, request.host, request.port,
@@ -375,11 +376,11 @@ class Session:
 
     async def _lookup(self, host: str, request: Request, requester: dict[str, Any]) -> list[Any] | None:
         """The one name lookup for a request the core allowed to resolve; None if it failed."""
-        flags = 0
+        flags = socket.AI_CANONNAME  # the name the resolver really answered for: checked too
         if request.kind == "udp-send":
             family = self._send_family(requester)
             if family == socket.AF_INET6:
-                flags = socket.AI_V4MAPPED  # a dual-stack socket reaches IPv4 as mapped addresses
+                flags |= socket.AI_V4MAPPED  # a dual-stack socket reaches IPv4 as mapped addresses
         else:
             family = family_for(requester.get("options", {}).get("dnsQueryType"))
         try:
