@@ -225,17 +225,23 @@ const CONSENT_PAGE = 'consent.html';
 
 // The windows a site may make us open: per origin and per tab, in any minute, whatever the host
 // asks (it keeps the same budget, consent.py). Every window counts, the ones withdrawn at once
-// included. Kept for as long as the host runs, as the host's own count is.
+// included. Kept for as long as the host runs, as the host's own count is. A site's normal and
+// private windows count apart: one spending the budget must not show in the other's refusals
+// (a timing bit linking the two, questionnaire 2.14).
 const WINDOW_BUDGET_MS = 60_000;
 const WINDOWS_PER_ORIGIN = 6;
 const WINDOWS_PER_TAB = 10;
-/** @type {Map<string, number[]>} `origin:...` or `tab:...` -> when each window was opened */
+/** @type {Map<string, number[]>} `normal:<origin>`, `private:<origin>` or `tab:<id>` -> when each window was opened */
 const windowsOpened = new Map();
 
-/** Whether a window may open for this origin and tab now; if so, it is counted. */
-function spendWindow(origin, tabId) {
+/**
+ * Whether a window may open for this origin (in a private window or not) and tab now; if so,
+ * it is counted.
+ * @param {string} origin @param {boolean} incognito @param {number} tabId
+ */
+function spendWindow(origin, incognito, tabId) {
   const now = Date.now();
-  const keys = [[`origin:${origin}`, WINDOWS_PER_ORIGIN], [`tab:${tabId}`, WINDOWS_PER_TAB]];
+  const keys = [[`${incognito ? 'private' : 'normal'}:${origin}`, WINDOWS_PER_ORIGIN], [`tab:${tabId}`, WINDOWS_PER_TAB]];
   const recent = keys.map(([key]) => (windowsOpened.get(key) ?? []).filter((t) => now - t < WINDOW_BUDGET_MS));
   if (keys.some(([, budget], i) => recent[i].length >= budget)) return false;
   keys.forEach(([key], i) => windowsOpened.set(key, [...recent[i], now]));
@@ -265,7 +271,7 @@ async function showPrompt(message) {
   if (prompts.get(message.id) !== entry) return; // answered or withdrawn meanwhile
   // Who asks, as the browser reported the frame that opened the socket (not the host's words).
   const frame = routes.get(message.id)?.frame;
-  if (!spendWindow(frame?.origin ?? message.origin, frame?.tabId ?? message.tabId)) {
+  if (!spendWindow(frame?.origin ?? message.origin, frame?.incognito ?? message.incognito === true, frame?.tabId ?? message.tabId)) {
     console.warn(`direct-sockets: refused a prompt for ${frame?.origin ?? message.origin}: too many windows in a minute`);
     answerPrompt(message.id, 'deny');
     return;
@@ -308,7 +314,24 @@ api.windows.onRemoved.addListener((windowId) => {
   for (const [id, entry] of prompts) {
     if (entry.windowId === windowId) answerPrompt(id, 'deny');
   }
+  privateWindowsMayHaveEnded(windowId);
 });
+
+/**
+ * "Allow until private windows close": when the last private window closes, the host forgets
+ * the private session (its grants, its server certificates; it closes what was still open
+ * from it) and so do we (the private windows' prompt budget). Asked of the browser on every
+ * window closed, as Chromium and Firefox both tell onRemoved but neither says "the last
+ * private one". No host running means no private session to forget: a new host starts afresh.
+ * @param {number} closedId
+ */
+async function privateWindowsMayHaveEnded(closedId) {
+  if (!native) return;
+  const windows = await api.windows.getAll().catch(() => null);
+  if (!windows || windows.some((w) => w.incognito && w.id !== closedId)) return;
+  for (const key of [...windowsOpened.keys()]) if (key.startsWith('private:')) windowsOpened.delete(key);
+  if (native) toHost({ type: 'private_ended' });
+}
 
 function fromPage(sender, page) {
   return sender.id === api.runtime.id && typeof sender.url === 'string' && sender.url.startsWith(api.runtime.getURL(page));

@@ -52,31 +52,41 @@ def test_queue_is_bounded() -> None:
 def test_cooldown_after_repeated_refusals_and_its_end() -> None:
     clock = Clock()
     broker = ConsentBroker(clock=clock, denials_before_cooldown=3, cooldown_seconds=300)
-    broker.answered("https://a.example", False)
-    broker.answered("https://a.example", False)
-    broker.answered("https://a.example", True)  # an allow resets the count
-    broker.answered("https://a.example", False)
-    broker.answered("https://a.example", False)
-    assert not broker.in_cooldown("https://a.example")
-    broker.answered("https://a.example", False)
-    assert broker.in_cooldown("https://a.example") and not broker.in_cooldown("https://b.example")
+    broker.answered(("https://a.example", False), False)
+    broker.answered(("https://a.example", False), False)
+    broker.answered(("https://a.example", False), True)  # an allow resets the count
+    broker.answered(("https://a.example", False), False)
+    broker.answered(("https://a.example", False), False)
+    assert not broker.in_cooldown(("https://a.example", False))
+    broker.answered(("https://a.example", False), False)
+    assert broker.in_cooldown(("https://a.example", False)) and not broker.in_cooldown(("https://b.example", False))
     clock.now += 299
-    assert broker.in_cooldown("https://a.example")
+    assert broker.in_cooldown(("https://a.example", False))
     clock.now += 2
-    assert not broker.in_cooldown("https://a.example")
+    assert not broker.in_cooldown(("https://a.example", False))
 
 
 def test_withdrawn_prompts_count_toward_the_origin_budget() -> None:
     clock = Clock()
     broker = ConsentBroker(clock=clock, prompts_per_origin=6, budget_seconds=60)
     for _ in range(5):
-        broker.answered("https://a.example", None)  # raised, then withdrawn by the page
+        broker.answered(("https://a.example", False), None)  # raised, then withdrawn by the page
         clock.now += 1
-    assert not broker.in_cooldown("https://a.example")
-    broker.answered("https://a.example", True)  # answered ones count too
-    assert broker.in_cooldown("https://a.example") and not broker.in_cooldown("https://b.example")
+    assert not broker.in_cooldown(("https://a.example", False))
+    broker.answered(("https://a.example", False), True)  # answered ones count too
+    assert broker.in_cooldown(("https://a.example", False)) and not broker.in_cooldown(("https://b.example", False))
     clock.now += 55
-    assert not broker.in_cooldown("https://a.example")  # the first ended more than a minute ago
+    assert not broker.in_cooldown(("https://a.example", False))  # the first ended more than a minute ago
+
+
+def test_private_windows_count_apart_and_are_forgotten_with_them() -> None:
+    broker = ConsentBroker(clock=Clock(), prompts_per_origin=2)
+    for _ in range(2):
+        broker.answered(("https://a.example", True), None)
+        broker.answered(("https://a.example", False), None)
+    assert broker.in_cooldown(("https://a.example", True)) and broker.in_cooldown(("https://a.example", False))
+    broker.forget_private()  # the last private window closed
+    assert not broker.in_cooldown(("https://a.example", True)) and broker.in_cooldown(("https://a.example", False))
 
 
 def test_a_tab_gets_its_budget_of_prompts_per_minute() -> None:
@@ -97,12 +107,13 @@ def test_rate_limit_per_origin() -> None:
 
     clock = Clock()
     limiter = RateLimiter(clock=clock, burst=5, per_second=2)
-    assert [limiter.allow("https://a.example") for _ in range(7)] == [True] * 5 + [False] * 2
-    assert limiter.allow("https://b.example")  # each origin has its own bucket
+    assert [limiter.allow(("https://a.example", False)) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow(("https://b.example", False))  # each origin has its own bucket
+    assert limiter.allow(("https://a.example", True))  # and its private windows another (2.14)
     clock.now += 1.0
-    assert [limiter.allow("https://a.example") for _ in range(3)] == [True, True, False]
+    assert [limiter.allow(("https://a.example", False)) for _ in range(3)] == [True, True, False]
     clock.now += 100
-    assert sum(limiter.allow("https://a.example") for _ in range(10)) == 5  # refills to the burst, no more
+    assert sum(limiter.allow(("https://a.example", False)) for _ in range(10)) == 5  # refills to the burst, no more
 
 
 def test_what_the_prompt_says_about_a_destination() -> None:
@@ -417,3 +428,46 @@ def test_a_burst_of_connection_attempts_is_cut_off(host: HostProcess, isolated_e
         outcomes[host.recv(10)["type"]] += 1
     # 64 at once, then 16 a second: a sweep of 200 ports is cut short.
     assert 64 <= outcomes["opened"] < 100 and outcomes["opened"] + outcomes["error"] == 200
+
+
+def test_private_grants_end_with_the_private_windows(host: HostProcess, echo_server: TcpServer) -> None:
+    """"Allow until private windows close": once the extension says the last one closed, the
+    grant is gone (the next private window is asked) and what was open from them is closed."""
+    host.hello()
+    tcp_open(host, 1, echo_server.port, incognito=True)
+    host.expect("prompt", id=1)
+    host.send({"type": "consent", "id": 1, "decision": "session"})
+    host.expect("opened", id=1)
+    tcp_open(host, 2, echo_server.port, incognito=True)
+    host.expect("opened", id=2)  # the grant holds while private windows are open
+    host.send({"type": "private_ended"})
+    ended = [host.recv(timeout=10) for _ in range(2)]
+    assert {(m["type"], m["id"], m["name"]) for m in ended} == {("error", 1, "NotAllowedError"), ("error", 2, "NotAllowedError")}
+    tcp_open(host, 3, echo_server.port, incognito=True)
+    assert host.expect("prompt", id=3)["incognito"] is True  # asked again
+    host.send({"type": "private_ended", "extra": 1})
+    host.expect("error", code=Code.SCHEMA_VIOLATION)  # a malformed one changes nothing...
+    host.send({"type": "ping", "seq": 1})
+    host.expect("pong", seq=1)  # ...and the prompt is still there, unanswered
+
+
+def test_normal_and_private_windows_keep_separate_prompt_budgets(host: HostProcess) -> None:
+    """A site spending its prompt budget in a normal window (ask, withdraw, six times) must not
+    get its private window refused unasked: a timing bit linking the two (questionnaire 2.14)."""
+    host.hello()
+
+    def ask(sid: int, origin: str, incognito: bool, tab: int) -> None:  # never dialled: asked or refused only
+        host.send({"type": "tcp_open", "id": sid, "origin": origin, "tabId": tab, "frameId": 0, "incognito": incognito,
+                   "remoteAddress": "192.0.2.1", "remotePort": 9, "options": {}})
+
+    # Each way round: the normal window spends, the private one is still asked; and back.
+    for base, origin, spender in ((0, "https://tracker.test", False), (100, "https://other.test", True)):
+        for sid in range(base + 1, base + 7):
+            ask(sid, origin, spender, base + 1)
+            host.expect("prompt", id=sid)
+            host.send({"type": "release", "id": sid})
+            host.expect("prompt_closed", id=sid)
+        ask(base + 7, origin, spender, base + 1)
+        host.expect("error", id=base + 7, name="NotAllowedError")  # the spender is out of prompts
+        ask(base + 8, origin, not spender, base + 2)
+        assert host.expect("prompt", id=base + 8)["incognito"] is (not spender)  # the other window is not

@@ -19,7 +19,7 @@ from direct_sockets.errors import Code
 from direct_sockets.permissions import Grant, PermissionStore
 from direct_sockets.server_certs import ServerCertificates
 from direct_sockets.tls import describe, spki_sha256
-from tests.conftest import cli
+from tests.conftest import cli, user_files, written_since
 from tests.support.hostproc import HostProcess
 from tests.support.pki import Issued, TestCA, TlsServer, read_to_close_notify, self_signed, sink_then_source, starttls_server, tls_echo
 from tests.support.servers import TcpServer
@@ -340,6 +340,51 @@ def test_tls_server_socket_serves_the_sites_certificate(host: HostProcess, isola
     assert certificate["sha256Fingerprint"] not in rotated and ORIGIN in rotated
     key_files = list((Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "server-certificates").glob("*.key"))
     assert len(key_files) == 1 and key_files[0].stat().st_mode & 0o777 == 0o600
+
+
+def tls_listen(host: HostProcess, sid: int, incognito: bool) -> dict:
+    """A TLS server socket of ORIGIN, allowed once; its `opened`."""
+    host.send({"type": "tcp_listen", "id": sid, "origin": ORIGIN, "tabId": sid, "frameId": 0, "incognito": incognito,
+               "localAddress": "127.0.0.1", "secureTransport": "on"})
+    host.expect("prompt", id=sid, timeout=30)
+    host.send({"type": "consent", "id": sid, "decision": "once"})
+    return host.expect("opened", id=sid, timeout=30)
+
+
+def served_fingerprint(host: HostProcess, listener: int, port: int, accepted_id: int) -> str:
+    host.send({"type": "accept", "id": listener, "socketId": accepted_id})
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port)) as raw, client.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+        host.expect("accepted", id=listener, socketId=accepted_id, timeout=30)
+    assert der is not None
+    return describe(der)["sha256Fingerprint"]
+
+
+def test_private_tls_server_certificate_is_in_memory_and_unlinkable(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    """Questionnaire 2.14: a private window's TLS server socket writes nothing (no file naming
+    the site), and its certificate is not the normal window's, so its fingerprint links
+    nothing; it lasts the private session (same one while it runs, a new one after)."""
+    host.hello()
+    before = user_files(isolated_env)
+    private = tls_listen(host, 1, incognito=True)
+    fingerprint = private["tls"]["certificate"]["sha256Fingerprint"]
+    assert served_fingerprint(host, 1, private["localPort"], 10) == fingerprint  # it is the one served
+    assert tls_listen(host, 2, incognito=True)["tls"]["certificate"]["sha256Fingerprint"] == fingerprint
+    host.send({"type": "ping", "seq": 1})
+    host.expect("pong", seq=1)
+    assert written_since(before, isolated_env) == {}
+    normal = tls_listen(host, 3, incognito=False)
+    assert normal["tls"]["certificate"]["sha256Fingerprint"] != fingerprint
+    # The last private window closed: its sockets end, and the next private session's
+    # certificate is new.
+    host.send({"type": "private_ended"})
+    ended = [host.recv(timeout=10) for _ in range(3)]
+    assert {(m["type"], m["id"], m.get("name")) for m in ended} == {("error", i, "NotAllowedError") for i in (1, 2, 10)}
+    again = tls_listen(host, 4, incognito=True)["tls"]["certificate"]["sha256Fingerprint"]
+    assert again not in (fingerprint, normal["tls"]["certificate"]["sha256Fingerprint"])
 
 
 def test_server_certificates_renew_before_expiry(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ The session asks the extension to show a prompt (in trusted extension UI, never 
 for a destination no grant covers. This module decides the order and the limits:
 
 - one prompt per tab at a time; later requests from that tab wait their turn, a few at most;
-- a budget of prompts per tab and per origin per minute, in which a prompt the page withdrew
+- a budget of prompts per tab and per site per minute, in which a prompt the page withdrew
   (it released the socket, or its frame went away) counts like an answered one: a page cannot
   flood the user with windows by asking and withdrawing, nor by re-creating frames that ask;
 - an origin refused several times in a row is refused without a prompt for a cool-down period,
@@ -45,6 +45,11 @@ PROMPT_BUDGET_SECONDS = 60.0
 PROMPTS_PER_ORIGIN = 6
 PROMPTS_PER_TAB = 10
 
+# What the budgets, cool-downs and rate limits count by: the origin and whether it asks from a
+# private window. A site's normal windows and private windows never share a counter, so one
+# cannot spend what the other sees refused (a timing bit linking the two; questionnaire 2.14).
+Site = tuple[str, bool]
+
 
 def service_name(port: int) -> str | None:
     return WELL_KNOWN_SERVICES.get(port)
@@ -73,23 +78,23 @@ class ConsentBroker:
     prompts_per_origin: int = PROMPTS_PER_ORIGIN
     prompts_per_tab: int = PROMPTS_PER_TAB
     budget_seconds: float = PROMPT_BUDGET_SECONDS
-    _origins: dict[str, _OriginRecord] = field(default_factory=dict)
+    _origins: dict[Site, _OriginRecord] = field(default_factory=dict)
     _showing: dict[object, int] = field(default_factory=dict)  # tab -> socket id of its prompt
     _waiting: dict[object, collections.deque[int]] = field(default_factory=dict)
     _tab_prompts: dict[object, collections.deque[float]] = field(default_factory=dict)  # when each was admitted
 
-    def in_cooldown(self, origin: str) -> bool:
-        """Whether the origin is refused unasked: refused too often lately, or out of prompts."""
-        record = self._origins.get(origin)
+    def in_cooldown(self, site: Site) -> bool:
+        """Whether the site is refused unasked: refused too often lately, or out of prompts."""
+        record = self._origins.get(site)
         if record is None:
             return False
         now = self.clock()
         return now < record.cooldown_until or _spent(record.prompts, now, self.budget_seconds, self.prompts_per_origin)
 
-    def answered(self, origin: str, allowed: bool | None) -> None:
+    def answered(self, site: Site, allowed: bool | None) -> None:
         """Counts a prompt that ended: the user's answer (or a timeout, or a closed window) for
         the cool-down, and every ending, a withdrawn prompt's too (`allowed` None), for the budget."""
-        record = self._origins.setdefault(origin, _OriginRecord())
+        record = self._origins.setdefault(site, _OriginRecord())
         record.prompts.append(self.clock())
         if len(record.prompts) > self.prompts_per_origin:
             record.prompts.popleft()  # only the last `budget` matter
@@ -139,26 +144,31 @@ class ConsentBroker:
             return following
         return None
 
+    def forget_private(self) -> None:
+        """The private session ended: its sites' counts go with it, so the next one starts afresh."""
+        for site in [s for s in self._origins if s[1]]:
+            del self._origins[site]
+
     def deadline(self) -> float:
         return self.clock() + self.timeout_seconds
 
 
 @dataclass
 class RateLimiter:
-    """A token bucket per origin: a page cannot use sockets to sweep a network, even with a
+    """A token bucket per site (origin, private window): a page cannot use sockets to sweep a network, even with a
     broad grant, faster than a person's apps plausibly need (security-model.md)."""
 
     clock: Callable[[], float] = time.monotonic
     burst: float = ATTEMPTS_BURST
     per_second: float = ATTEMPTS_PER_SECOND
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # origin -> (tokens, when)
+    _buckets: dict[Site, tuple[float, float]] = field(default_factory=dict)  # site -> (tokens, when)
 
-    def allow(self, origin: str) -> bool:
+    def allow(self, site: Site) -> bool:
         now = self.clock()
-        tokens, then = self._buckets.get(origin, (self.burst, now))
+        tokens, then = self._buckets.get(site, (self.burst, now))
         tokens = min(self.burst, tokens + (now - then) * self.per_second)
         if tokens < 1:
-            self._buckets[origin] = (tokens, now)
+            self._buckets[site] = (tokens, now)
             return False
-        self._buckets[origin] = (tokens - 1, now)
+        self._buckets[site] = (tokens - 1, now)
         return True

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from .connection import Connection, Emit
 from .errors import Code, ProtocolError
 from .listen_state import ListenState
-from .server_certs import SiteCertificate
+from .server_certs import ServedCertificate
 from .tcp import TcpConnection
 from .tls import TlsFailed, TlsLayer
 
@@ -35,7 +35,7 @@ class TcpListener(Connection):
         emit: Emit,
         on_gone: Callable[[int], None],
         new_connection: Callable[[int], TcpConnection],
-        certificate: SiteCertificate | None = None,
+        certificate: ServedCertificate | None = None,
     ) -> None:
         super().__init__(state, emit, on_gone)
         self._new_connection = new_connection

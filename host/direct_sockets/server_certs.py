@@ -5,6 +5,11 @@ directory as `<hash>.key` (0600), `<hash>.pem` and `<hash>.json` (which origin i
 client identifies the server by the certificate's fingerprint, which `opened` reports to the
 page; the page hands it to its clients out of band. A certificate is replaced when it is close
 to expiry, or when the user rotates it (`direct-sockets tls certs --rotate ORIGIN`).
+
+A private window's server sockets never use those (questionnaire 2.14): their certificate is
+made in memory for that private session and site (`PrivateCertificates`), is never written, and
+is forgotten when the last private window closes. Its fingerprint cannot link the private window
+to the normal one, nor one private session to the next.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,6 +54,15 @@ class SiteCertificate:
         return context
 
 
+class ServedCertificate(Protocol):
+    """What a TLS `TCPServerSocket` needs: the context it serves and what `opened` reports."""
+
+    @property
+    def details(self) -> dict[str, str]: ...
+
+    def context(self) -> ssl.SSLContext: ...
+
+
 def _stem(origin: str) -> str:
     return hashlib.sha256(origin.encode()).hexdigest()[:24]
 
@@ -67,6 +82,31 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _make(origin: str, now: _dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A fresh P-256 key and a self-signed certificate for the site's server sockets."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"direct-sockets server for {origin}"[:64])])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
 class ServerCertificates:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -84,26 +124,7 @@ class ServerCertificates:
     def rotate(self, origin: str, now: _dt.datetime | None = None) -> SiteCertificate:
         now = now or _dt.datetime.now(_dt.timezone.utc)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"direct-sockets server for {origin}"[:64])])
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        key, certificate = _make(origin, now)
         stem = self.directory / _stem(origin)
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         _write_private(stem.with_suffix(".key"), key_pem, 0o600)
@@ -149,3 +170,75 @@ class ServerCertificates:
         except (OSError, ValueError):
             return None  # missing or damaged: made anew
         return SiteCertificate(origin, cert_path, key_path, der)
+
+
+def _context_from_memory(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """A server context loaded without writing the key anywhere: `ssl` loads only from paths,
+    so each PEM goes through a pipe opened by its /dev/fd path (far below a pipe's buffer).
+    Windows has no /dev/fd: there the PEMs sit in a 0700 temporary directory for the moment of
+    loading, then are deleted (not in the user's data directories, named by no site)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not os.path.isdir("/dev/fd"):
+        with tempfile.TemporaryDirectory() as scratch:
+            cert_path, key_path = Path(scratch) / "c.pem", Path(scratch) / "k.pem"
+            _write_private(cert_path, cert_pem, 0o600)
+            _write_private(key_path, key_pem, 0o600)
+            context.load_cert_chain(cert_path, key_path)
+        return context
+    pipes = [os.pipe(), os.pipe()]
+    try:
+        for (_, write), data in zip(pipes, (cert_pem, key_pem)):
+            os.write(write, data)
+            os.close(write)
+        context.load_cert_chain(f"/dev/fd/{pipes[0][0]}", f"/dev/fd/{pipes[1][0]}")
+    finally:
+        for read, write in pipes:
+            for fd in (read, write):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass  # the write end is closed already
+    return context
+
+
+@dataclass(frozen=True)
+class PrivateCertificate:
+    """A private session's certificate for one site: in memory only."""
+
+    origin: str
+    der: bytes
+    _context: ssl.SSLContext
+
+    @property
+    def details(self) -> dict[str, str]:
+        return describe(self.der)
+
+    def context(self) -> ssl.SSLContext:
+        return self._context
+
+
+class PrivateCertificates:
+    """The private session's certificates, one per site, made on first use and kept only in
+    memory until `clear` (the last private window closed). At most `limit` sites are kept; a
+    site beyond that gets a new one (still never written)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._sites: dict[str, PrivateCertificate] = {}
+        self._limit = limit
+
+    def for_site(self, origin: str, now: _dt.datetime | None = None) -> PrivateCertificate:
+        current = self._sites.get(origin)
+        if current is not None:
+            return current
+        key, certificate = _make(origin, now or _dt.datetime.now(_dt.timezone.utc))
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        made = PrivateCertificate(origin, certificate.public_bytes(serialization.Encoding.DER),
+                                  _context_from_memory(certificate.public_bytes(serialization.Encoding.PEM), key_pem))
+        if len(self._sites) >= self._limit:
+            self._sites.pop(next(iter(self._sites)))
+        self._sites[origin] = made
+        return made
+
+    def clear(self) -> None:
+        self._sites.clear()

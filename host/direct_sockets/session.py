@@ -31,7 +31,7 @@ from .listener import TcpListener
 from .permissions import Grant, PermissionStore, StoreDamaged
 from .policy import PolicyFile
 from .bulk import BulkServer
-from .server_certs import ServerCertificates
+from .server_certs import PrivateCertificates, ServedCertificate, ServerCertificates
 from .tcp import BULK_CHUNK, TcpConnection
 from .tcp_state import TcpSocketState
 from .tls import ClientTls, describe, spki_sha256
@@ -122,6 +122,11 @@ class PendingOpen:
     outcome: Outcome | None = None
 
 
+def _site(requester: dict[str, Any]) -> tuple[str, bool]:
+    """What the consent budgets count by: normal and private windows of an origin apart."""
+    return (requester["origin"], requester["incognito"] is True)
+
+
 def prompt_timeout() -> float:
     try:
         return min(600.0, max(1.0, float(os.environ.get("DIRECT_SOCKETS_PROMPT_TIMEOUT", PROMPT_TIMEOUT_SECONDS))))
@@ -143,6 +148,8 @@ class Session:
         self._attempts = RateLimiter()
         # Grants made in private windows: kept here, in memory, never written (questionnaire 2.14).
         self._private_grants: set[Grant] = set()
+        # And the private session's TLS server certificates: made in memory, never written.
+        self._private_certificates = PrivateCertificates()
         # The addresses the decision core allowed each socket: STARTTLS and a certificate
         # prompt are decided on the address the socket is connected to.
         self._checked: dict[int, tuple[str, ...]] = {}
@@ -227,6 +234,9 @@ class Session:
         if kind in ("grants_list", "grants_revoke"):
             await self._grants_request(message)
             return
+        if kind == "private_ended":
+            await self._private_ended()
+            return
         openers = {"tcp_open": self._open_tcp, "udp_open": self._open_udp, "tcp_listen": self._listen}
         if kind in openers:
             await self._open(message, openers[kind])
@@ -283,7 +293,7 @@ class Session:
         if destination is None:
             await self._refuse(socket_id)
             return
-        if not self._attempts.allow(message["origin"]):
+        if not self._attempts.allow(_site(message)):
             log.info("refused %s -> %s: too many socket requests", message["origin"], destination)
             await self._refuse(socket_id)
             return
@@ -344,7 +354,7 @@ class Session:
             await outcome.refuse()
             return
         if isinstance(decision, Ask):
-            if self._consent.in_cooldown(request.origin):
+            if self._consent.in_cooldown((request.origin, request.incognito)):
                 log.info("refused %s -> %s %s:%s without asking: refused too often lately", request.origin, request.kind, request.host, request.port)
                 await outcome.refuse()
                 return
@@ -590,7 +600,7 @@ class Session:
             return
         if pending.timer is not None:
             pending.timer.cancel()
-        self._consent.answered(pending.message["origin"], allowed)  # a withdrawn one (None) counts toward the budget
+        self._consent.answered(_site(pending.message), allowed)  # a withdrawn one (None) counts toward the budget
         following = self._consent.finished(pending.tab, socket_id)
         if notify and pending.shown:
             await self._emit({"type": "prompt_closed", "id": socket_id})
@@ -604,7 +614,7 @@ class Session:
             self._mark_ended(socket_id)
         # Requests that waited their turn in the tab are refused unasked if their site has
         # meanwhile been refused too often.
-        while following is not None and self._consent.in_cooldown(self._pending[following].message["origin"]):
+        while following is not None and self._consent.in_cooldown(_site(self._pending[following].message)):
             refused = self._pending.pop(following)
             following = self._consent.finished(refused.tab, following)
             if refused.action is not None:
@@ -713,10 +723,13 @@ class Session:
             self.requesters[socket_id] = {**requester, "id": socket_id}
             return connection
 
-        certificate = None
+        certificate: ServedCertificate | None = None
         if message.get("secureTransport") == "on":
             try:
-                certificate = self._certificates.for_site(normalize_origin(message["origin"]))
+                site = normalize_origin(message["origin"])
+                # A private window's never touches the disk nor matches the normal window's.
+                certificates = self._private_certificates if message["incognito"] else self._certificates
+                certificate = certificates.for_site(site)
             except (OSError, ValueError) as exc:
                 log.warning("no server certificate for %s: %s", message["origin"], exc)
                 listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection)
@@ -921,6 +934,21 @@ class Session:
             grants, damaged = [], True
         items = [g.as_dict() for g in grants]
         await self._emit({"type": "grants", "req": message["req"], "grants": items, "damaged": damaged})
+
+    async def _private_ended(self) -> None:
+        """The last private window closed (the extension noticed): the private session's grants,
+        certificates and prompt counts go, and what private windows still had open or asked is
+        ended, so "until private windows close" means that (questionnaire 2.14)."""
+        self._private_grants.clear()
+        self._private_certificates.clear()
+        for socket_id in [i for i, p in self._pending.items() if i not in self.sockets and p.message.get("incognito") is True]:
+            await self._stop_asking(socket_id, allowed=None)
+        for socket_id, requester in list(self.requesters.items()):
+            connection = self.sockets.get(socket_id)
+            if connection is not None and requester.get("incognito") is True:
+                await connection.fail("the private windows closed", Code.NOT_ALLOWED, "NotAllowedError")
+        self._consent.forget_private()
+        log.info("the private windows closed: their grants, certificates and sockets are gone")
 
     # -- bookkeeping ------------------------------------------------------------------------------
 

@@ -150,6 +150,24 @@ def test_private_window_grants_are_never_written(browser: Browser, echo_server: 
     assert result["opened"]["error"]["name"] == "NotAllowedError"  # normal windows are still asked
 
 
+@pytest.mark.parametrize("browser", ["chromium"], indirect=True)
+def test_private_session_grant_ends_when_the_last_private_window_closes(browser: Browser, echo_server: TcpServer) -> None:
+    """"Allow until private windows close", every private window closed, a new one on the same
+    site: asked again, by the same host (the extension told it, it did not restart)."""
+    assert isinstance(browser, Chromium)
+    worker = browser.context.service_workers[0]
+    inbox, _ = browser.start_private("echo", port=echo_server.port, text="first")
+    assert browser.answer_prompt("session")["allow-always"] == "Allow until private windows close"
+    assert inbox.get(timeout=30)["value"]["got"] == "first"
+    pids = browser.host_pids()
+    worker.evaluate("chrome.windows.getAll().then(ws => Promise.all(ws.filter(w => w.incognito).map(w => chrome.windows.remove(w.id)))).then(() => true)")
+    browser.page.wait_for_timeout(1500)  # the background hears onRemoved, asks getAll, tells the host
+    inbox, _ = browser.start_private("echo", port=echo_server.port, text="second session")
+    browser.answer_prompt("once")  # asked again
+    assert inbox.get(timeout=30)["value"]["got"] == "second session"
+    assert browser.host_pids() == pids
+
+
 def test_refusals_are_identical_for_open_closed_and_missing_destinations(browser: Browser, echo_server: TcpServer) -> None:
     closed_port = free_port()  # nothing listens there
     seen = []
