@@ -3,6 +3,8 @@
 Decisions are `UdpSocketState`'s; policy (which destinations a bound socket may send to, which
 groups it may join) is the decision core's (`decision.py`), checked before anything reaches
 this module: a bound socket's datagram arrives here with the one socket address it may go to.
+Coming in, a bound socket drops a datagram whose sender the policy blocks (`peer_blocked`, the
+core's `decision.peer_blocked`).
 """
 
 from __future__ import annotations
@@ -51,8 +53,13 @@ class UdpConnection(Connection):
     kind = "udp socket"
     state: UdpSocketState
 
-    def __init__(self, state: UdpSocketState, emit: Emit, on_gone: Callable[[int], None]) -> None:
+    def __init__(
+        self, state: UdpSocketState, emit: Emit, on_gone: Callable[[int], None],
+        peer_blocked: Callable[[str, int], bool] = lambda address, port: False,
+    ) -> None:
         super().__init__(state, emit, on_gone)
+        self._peer_blocked = peer_blocked
+        self.dropped = 0  # datagrams from senders the policy blocks, never shown to the page
         self._credit_changed = asyncio.Event()
         self._outbox: asyncio.Queue[tuple[bytes, tuple[Any, ...] | None] | object] = asyncio.Queue()
         self._bound_address = ""
@@ -212,6 +219,11 @@ class UdpConnection(Connection):
                 return
             if not self.state.reading:
                 return
+            if bound and self._peer_blocked(address[0], address[1]):
+                # Dropped before it costs the page any credit; a flood of them costs a loop each.
+                self.dropped += 1
+                log.debug("udp socket %d: dropped a datagram from %s:%d (policy), %d so far", self.id, address[0], address[1], self.dropped)
+                continue
             self.state.received()
             message: dict[str, Any] = {"type": "datagram", "id": self.id, "data": base64.b64encode(data).decode("ascii")}
             if bound:
