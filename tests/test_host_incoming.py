@@ -115,3 +115,30 @@ def test_a_bound_socket_drops_datagrams_from_a_blocked_network(host: HostProcess
         got = host.expect("datagram", id=1)
         assert (base64.b64decode(got["data"]), got["remoteAddress"]) == (b"from loopback", "127.0.0.1")
 
+
+# -- multicast: only the groups the page joined -------------------------------------------------------
+
+
+def test_a_bound_socket_hears_a_group_only_after_joining_it(host: HostProcess, isolated_env: dict[str, str], private_network: Any) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as service, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        # A local service (an mDNS stand-in) joined the group on the port; the page did not.
+        service.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        service.bind(("0.0.0.0", 0))
+        port = service.getsockname()[1]
+        service.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1"))
+        service.settimeout(5)
+        sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        host.hello()
+        allowed(host, {"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "0.0.0.0", "localPort": port,
+                       "options": {"multicastAllowAddressSharing": True}}, "local")
+        host.send({"type": "udp_read", "id": 1, "datagrams": 8})
+        sender.sendto(b"not joined", (GROUP, port))
+        assert service.recv(100) == b"not joined"  # it was sent, and the service that joined got it
+        nothing_for(host, 1)
+        host.send({"type": "join", "id": 1, "req": 1, "groupAddress": GROUP})
+        host.expect("prompt", id=1, kind="multicast", host=GROUP)
+        host.send({"type": "consent", "id": 1, "decision": "once"})
+        host.expect("done", id=1, req=1)
+        sender.sendto(b"joined", (GROUP, port))
+        got = host.expect("datagram", id=1)
+        assert base64.b64decode(got["data"]) == b"joined"
