@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from direct_sockets.decision import (
-    UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, address_scope, decide, most_sensitive, trustworthy_origin,
+    UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, address_scope, decide, most_sensitive, peer_blocked, trustworthy_origin,
 )
 from direct_sockets.destinations import InvalidDestination, normalize_host
 from direct_sockets.permissions import Grant
@@ -109,7 +109,7 @@ CASES = [
     ("bind needs an address", req("udp-bind", "localhost", 0), Facts(), Refuse),
     ("bind 0.0.0.0 with loopback blocked", req("udp-bind", "0.0.0.0", 0, consent=Consent("loopback")), Facts(LOOPBACK_BLOCKED), Refuse),
     ("listen on mapped loopback with loopback blocked", req("tcp-listen", "::ffff:127.0.0.1", 40000, consent=Consent("loopback")), Facts(LOOPBACK_BLOCKED), Refuse),
-    ("bind, granted *", req("udp-bind", "0.0.0.0", 0), Facts(None, (Grant(O, "udp-bind", "0.0.0.0", "*"),)), Allow(("0.0.0.0",), "loopback")),
+    ("bind, granted *", req("udp-bind", "0.0.0.0", 0), Facts(None, (Grant(O, "udp-bind", "0.0.0.0", "*"),)), Allow(("0.0.0.0",), "local")),
     ("multicast, ask", req("multicast", "239.1.1.1", 0), Facts(), Ask("239.1.1.1", ("239.1.1.1",), "local")),
     ("multicast, granted", req("multicast", "239.1.1.1", 0), Facts(None, (Grant(O, "multicast", "239.1.1.1", "*"),)), Allow(("239.1.1.1",), "local")),
     ("start-tls on the checked address", req("start-tls", "far.test", addresses=(PUBLIC,)), Facts(), Allow((PUBLIC,), "internet")),
@@ -176,6 +176,19 @@ def test_scopes() -> None:
     assert address_scope(PUBLIC) == "internet" and address_scope("2606:2800:220:1::1") == "internet"
     assert most_sensitive([PUBLIC, PRIVATE]) == "local" and most_sensitive([PRIVATE, PUBLIC, "::1"]) == "loopback"
     assert most_sensitive([]) == UNKNOWN
+    # Listening or binding on every interface is reachable from the network; connecting there is this device.
+    assert [address_scope(a, k) for a in ("0.0.0.0", "::", "::ffff:0.0.0.0") for k in ("tcp-listen", "udp-bind")] == ["local"] * 6
+    assert [address_scope(a, k) for a in ("0.0.0.0", "::") for k in ("tcp", "udp", "udp-send")] == ["loopback"] * 6
+    assert address_scope("127.0.0.1", "tcp-listen") == "loopback"
+
+
+def test_peers_coming_in_meet_the_blocks_for_exchanging_data_with_them() -> None:
+    blocks = policy(block=[{"host": "10.0.0.0/8"}, {"kind": "udp", "host": "192.168.0.0/16"}, {"kind": "tcp", "host": "fd00::/8"}])
+    assert peer_blocked(blocks, O, "tcp-listen", "10.1.2.3", 5000) and peer_blocked(blocks, O, "udp-bind", "::ffff:10.1.2.3", 5000)
+    assert peer_blocked(blocks, O, "udp-bind", "192.168.1.1", 53) and not peer_blocked(blocks, O, "tcp-listen", "192.168.1.1", 53)
+    assert peer_blocked(blocks, O, "tcp-listen", "fd00::1%lo", 1) and not peer_blocked(blocks, O, "udp-bind", "fd00::1", 1)
+    assert not peer_blocked(blocks, O, "tcp-listen", "127.0.0.1", 1) and not peer_blocked(None, O, "udp-bind", "10.1.2.3", 1)
+    assert peer_blocked(policy(disabled=True), O, "tcp-listen", "127.0.0.1", 1)  # a disabling or damaged policy keeps everyone out
 
 
 # -- the state machine ---------------------------------------------------------------------------
@@ -213,7 +226,9 @@ def on_the_wire(address: str, reach: bool = True) -> set[ipaddress.IPv4Address |
 SENS = {"internet": 0, "local": 1, "loopback": 2}
 
 
-def true_scope(address: str) -> str:
+def true_scope(address: str, kind: str = "") -> str:
+    if kind in ("udp-bind", "tcp-listen") and ipaddress.ip_address(address.split("%")[0]).is_unspecified:
+        return "local"  # listening there: every interface, so whoever reaches this device on the network
     forms = on_the_wire(address)
     if any(f.is_loopback for f in forms):
         return "loopback"
@@ -288,7 +303,7 @@ class DecisionMachine(RuleBasedStateMachine):
                 continue
             if isinstance(decision, Ask):
                 if decision.addresses:
-                    assert decision.scope == max((true_scope(a) for a in decision.addresses), key=SENS.__getitem__)  # finding 2
+                    assert decision.scope == max((true_scope(a, kind) for a in decision.addresses), key=SENS.__getitem__)  # finding 2
                 else:
                     assert decision.scope == UNKNOWN and request.addresses is None
                 if not answers or answers[0] == "deny":
@@ -338,7 +353,7 @@ class DecisionMachine(RuleBasedStateMachine):
                     assert not on_the_wire(address) & on_the_wire(normalize_host(host), reach=False), f"{address} is blocked by {host}"
                 else:
                     assert normalize_host(host) != name, f"{name} is blocked"
-            scope = true_scope(address)
+            scope = true_scope(address, kind)
             by_policy = any(
                 g["origin"] == origin and g["kind"] == kind and g["port"] in ("*", request.port)
                 and (normalize_host(str(g["host"])) == name or (_is_literal(str(g["host"])) and on_the_wire(address, reach=False) & on_the_wire(normalize_host(str(g["host"])), reach=False)))

@@ -38,6 +38,10 @@ Kind = Literal["tcp", "udp", "udp-send", "udp-bind", "tcp-listen", "multicast", 
 KINDS: tuple[str, ...] = ("tcp", "udp", "udp-send", "udp-bind", "tcp-listen", "multicast", "certificate", "start-tls")
 REMOTE_KINDS = ("tcp", "udp", "udp-send")  # a destination the host resolves and reaches
 LOCAL_KINDS = ("udp-bind", "tcp-listen", "multicast")  # an IP literal on this device (or a group)
+BOUND_KINDS = ("udp-bind", "tcp-listen")  # a socket others reach: bound to an address of this device
+# What a page does with a peer that reaches its bound socket: the kind a policy rule names for
+# exchanging data with that address (the same rule that keeps the page from reaching it).
+PEER_KINDS = {"tcp-listen": "tcp", "udp-bind": "udp"}
 Scope = Literal["loopback", "local", "internet"]
 # How sensitive a scope is: what a grant or an answer seen at one scope covers is that scope
 # and every less sensitive one.
@@ -53,11 +57,15 @@ def grant_kind(kind: str) -> str:
     return {"udp-send": "udp", "start-tls": "tcp"}.get(kind, kind)
 
 
-def address_scope(text: str) -> Scope:
-    """'loopback' (this device, including `0.0.0.0` and `::`, which reach it), 'internet'
-    (globally routable unicast) or 'local' (anything else: private, link-local, unique-local,
-    shared, documentation, multicast)."""
+def address_scope(text: str, kind: str = "") -> Scope:
+    """'loopback' (this device, including `0.0.0.0` and `::` when connecting, which reaches
+    it), 'internet' (globally routable unicast) or 'local' (anything else: private,
+    link-local, unique-local, shared, documentation, multicast). Listening or binding on
+    `0.0.0.0` or `::` (a `BOUND_KINDS` kind) is 'local': every interface, so whoever can reach
+    this device on the network reaches the page's socket, and the prompt must say so."""
     address = canonical_ip(text.split("%")[0])
+    if address.is_unspecified and kind in BOUND_KINDS:
+        return "local"
     if address.is_loopback or address.is_unspecified:
         return "loopback"
     if address.is_global and not address.is_multicast:
@@ -65,10 +73,11 @@ def address_scope(text: str) -> Scope:
     return "local"
 
 
-def most_sensitive(addresses: Iterable[str]) -> str:
-    """The scope a prompt shows for these addresses: the most sensitive of them (a name that
-    answers with a public address and 127.0.0.1 is shown as this device); 'unknown' for none."""
-    scopes = [address_scope(a) for a in addresses]
+def most_sensitive(addresses: Iterable[str], kind: str = "") -> str:
+    """The scope a prompt shows for these addresses, for a request of `kind`: the most
+    sensitive of them (a name that answers with a public address and 127.0.0.1 is shown as
+    this device); 'unknown' for none."""
+    scopes = [address_scope(a, kind) for a in addresses]
     return max(scopes, key=SENSITIVITY.__getitem__) if scopes else UNKNOWN
 
 
@@ -100,6 +109,23 @@ def trustworthy_origin(origin: str) -> str | None:
     except ValueError:
         return None
     return normalized if address.is_loopback else None
+
+
+def peer_blocked(policy: Policy | None, origin: str, kind: str, address: str, port: int) -> bool:
+    """Whether a peer that reached a page's socket of `kind` (an accepted connection for
+    tcp-listen, a datagram's sender for udp-bind) from `address`:`port` must be kept from the
+    page: the administrator's blocks for exchanging data with that address (`PEER_KINDS`: a
+    rule for tcp, udp or every kind, in any spelling of the address, an IPv4-mapped peer as its
+    IPv4 address) hold for peers coming in as they do for destinations going out. A damaged or
+    disabling policy keeps every peer out; no policy, none."""
+    if policy is None:
+        return False
+    literal = _literal(address)
+    try:
+        origin = normalize_origin(origin)
+    except InvalidDestination:
+        return True
+    return literal is None or policy.blocks(origin, PEER_KINDS.get(kind, kind), literal, port)
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -226,10 +252,10 @@ def decide(request: Request, facts: Facts) -> Decision:
                 continue
             if name != host and policy.blocks(origin, kind, name, port):
                 return Refuse(f"the administrator's policy blocks {kind} {name}:{port} ({host} resolved as {name})")
-    scope = most_sensitive(checked)
+    scope = most_sensitive(checked, request.kind)
 
     def covered(address: str) -> bool:
-        at = address_scope(address)
+        at = address_scope(address, request.kind)
         if policy is not None and policy.grants(origin, kind, address, port):
             return True
         # The administrator's grant of a name follows it anywhere but onto this device: a

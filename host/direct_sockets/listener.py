@@ -1,5 +1,7 @@
 """A listening TCP socket on behalf of a page: accepts only as many connections as the page asked
-for, each becoming an ordinary `TcpConnection` under the id the page chose for it."""
+for, each becoming an ordinary `TcpConnection` under the id the page chose for it. A peer the
+administrator's policy blocks (`decision.peer_blocked`, asked through `peer_blocked`) is closed
+as soon as it is accepted: the page never hears of it."""
 
 from __future__ import annotations
 
@@ -36,9 +38,11 @@ class TcpListener(Connection):
         on_gone: Callable[[int], None],
         new_connection: Callable[[int], TcpConnection],
         certificate: ServedCertificate | None = None,
+        peer_blocked: Callable[[str, int], bool] = lambda address, port: False,
     ) -> None:
         super().__init__(state, emit, on_gone)
         self._new_connection = new_connection
+        self._peer_blocked = peer_blocked
         self._accept_wanted = asyncio.Event()
         self._certificate = certificate
         self._context = certificate.context() if certificate is not None else None
@@ -110,6 +114,11 @@ class TcpListener(Connection):
                 peer, local = conn.getpeername(), conn.getsockname()
             except OSError as exc:  # gone before we looked: it never uses one of the page's ids
                 log.info("tcp server %d: accepted connection vanished: %s", self.id, exc)
+                conn.close()
+                continue
+            if self._peer_blocked(peer[0], peer[1]):
+                # Before any TLS or any id: a blocked network gets nothing from the page.
+                log.info("tcp server %d: closed a connection from %s:%d: the administrator's policy blocks it", self.id, peer[0], peer[1])
                 conn.close()
                 continue
             if self._context is None:

@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 from . import PROTOCOL_VERSION, __version__, limits, tasks
 from .connection import Connection, family_for
 from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, service_name
-from .decision import REMOTE_KINDS, UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide, grant_kind
+from .decision import REMOTE_KINDS, UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide, grant_kind, peer_blocked
 from .destinations import InvalidDestination, canonical_ip, is_ip, normalize_host, normalize_origin
 from .errors import PAGE_MESSAGE, Code, ProtocolError
 from .framing import Event, FrameError
@@ -708,8 +708,20 @@ class Session:
         log.info("socket %d continues as %d over TLS", connection.id, new_id)
         upgraded.upgrade(connection.hand_over(), connection.destination, connection.description, tls)
 
+    def _peer_check(self, message: dict[str, Any], kind: str) -> Callable[[str, int], bool]:
+        """For a listener or bound socket: whether a peer coming in is blocked, by the policy as
+        it is when the peer arrives (an administrator's new block holds for open sockets)."""
+        origin = message["origin"]
+
+        def blocked(address: str, port: int) -> bool:
+            return peer_blocked(self._policy.current() if self._policy is not None else None, origin, kind, address, port)
+
+        return blocked
+
     def _open_udp(self, message: dict[str, Any], infos: list[Any]) -> Connection:
-        connection = UdpConnection(UdpSocketState(message["id"], UdpMode(message["mode"]), UDP_SEND_WINDOW), self._emit, self._gone)
+        connection = UdpConnection(
+            UdpSocketState(message["id"], UdpMode(message["mode"]), UDP_SEND_WINDOW), self._emit, self._gone, self._peer_check(message, "udp-bind"),
+        )
         connection.start(message, infos)
         return connection
 
@@ -735,7 +747,7 @@ class Session:
                 listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection)
                 self._spawn(listener.fail(f"making the site's server certificate: {exc}"))
                 return listener
-        listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection, certificate)
+        listener = TcpListener(ListenState(message["id"]), self._emit, self._gone, new_connection, certificate, self._peer_check(message, "tcp-listen"))
         listener.start(message)
         return listener
 

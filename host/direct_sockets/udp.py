@@ -3,6 +3,8 @@
 Decisions are `UdpSocketState`'s; policy (which destinations a bound socket may send to, which
 groups it may join) is the decision core's (`decision.py`), checked before anything reaches
 this module: a bound socket's datagram arrives here with the one socket address it may go to.
+Coming in, a bound socket drops a datagram whose sender the policy blocks (`peer_blocked`, the
+core's `decision.peer_blocked`), and hears a multicast group only if it joined it itself.
 """
 
 from __future__ import annotations
@@ -30,6 +32,24 @@ IP_ADD_SOURCE_MEMBERSHIP = getattr(socket, "IP_ADD_SOURCE_MEMBERSHIP", 39)
 IP_DROP_SOURCE_MEMBERSHIP = getattr(socket, "IP_DROP_SOURCE_MEMBERSHIP", 40)
 MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
 MCAST_LEAVE_SOURCE_GROUP = getattr(socket, "MCAST_LEAVE_SOURCE_GROUP", 47)
+# Linux delivers to a socket bound to a wildcard address every group ANY socket on the machine
+# joined on its port, unless these are off: then only the socket's own joins (`join`, which
+# asks the user and checks the policy) deliver. IPV6_MULTICAST_ALL came with Linux 4.20.
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
+
+
+def _own_groups_only(sock: socket.socket) -> None:
+    """Turns off IP_MULTICAST_ALL (and IPV6_MULTICAST_ALL on an IPv6 socket, which also hears
+    IPv4 groups through IPv4-mapped addresses). A kernel without the IPv6 option (ENOPROTOOPT)
+    is left as it is; any other failure fails the bind."""
+    sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    if sock.family == socket.AF_INET6:
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        except OSError as exc:
+            if exc.errno != errno.ENOPROTOOPT:
+                raise
 
 
 def _interface_index(address: str) -> int:
@@ -51,8 +71,13 @@ class UdpConnection(Connection):
     kind = "udp socket"
     state: UdpSocketState
 
-    def __init__(self, state: UdpSocketState, emit: Emit, on_gone: Callable[[int], None]) -> None:
+    def __init__(
+        self, state: UdpSocketState, emit: Emit, on_gone: Callable[[int], None],
+        peer_blocked: Callable[[str, int], bool] = lambda address, port: False,
+    ) -> None:
         super().__init__(state, emit, on_gone)
+        self._peer_blocked = peer_blocked
+        self.dropped = 0  # datagrams from senders the policy blocks, never shown to the page
         self._credit_changed = asyncio.Event()
         self._outbox: asyncio.Queue[tuple[bytes, tuple[Any, ...] | None] | object] = asyncio.Queue()
         self._bound_address = ""
@@ -108,6 +133,7 @@ class UdpConnection(Connection):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             set_buffer_sizes(sock, options)
             self._apply_multicast_options(sock, options)
+            _own_groups_only(sock)
             sock.bind((address, port))
             # Multicast leaves through the interface of the bound address, not the default
             # route: a page bound to loopback never sends a packet anywhere else.
@@ -212,6 +238,11 @@ class UdpConnection(Connection):
                 return
             if not self.state.reading:
                 return
+            if bound and self._peer_blocked(address[0], address[1]):
+                # Dropped before it costs the page any credit; a flood of them costs a loop each.
+                self.dropped += 1
+                log.debug("udp socket %d: dropped a datagram from %s:%d (policy), %d so far", self.id, address[0], address[1], self.dropped)
+                continue
             self.state.received()
             message: dict[str, Any] = {"type": "datagram", "id": self.id, "data": base64.b64encode(data).decode("ascii")}
             if bound:
