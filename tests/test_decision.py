@@ -180,6 +180,18 @@ def test_scopes() -> None:
     assert [address_scope(a, k) for a in ("0.0.0.0", "::", "::ffff:0.0.0.0") for k in ("tcp-listen", "udp-bind")] == ["local"] * 6
     assert [address_scope(a, k) for a in ("0.0.0.0", "::") for k in ("tcp", "udp", "udp-send")] == ["loopback"] * 6
     assert address_scope("127.0.0.1", "tcp-listen") == "loopback"
+    # Translated IPv6 (NAT64, SIIT) is judged as the IPv4 address a translator sends it to;
+    # local-use NAT64 and site-local as the local network (Python calls all of them global).
+    assert [address_scope(a) for a in ("64:ff9b::c0a8:101", "::ffff:0:c0a8:101", "64:ff9b:1::c0a8:101", "fec0::1")] == ["local"] * 4
+    assert address_scope("64:ff9b::7f00:1") == "loopback" and address_scope("64:ff9b::5db8:d822") == "internet"
+
+
+def test_a_block_on_an_ipv4_network_holds_for_its_translated_spellings() -> None:
+    blocks = policy(block=[{"host": "192.168.0.0/16"}])
+    assert blocks.blocks(O, "tcp", "64:ff9b::c0a8:101", 7) and blocks.blocks(O, "tcp", "::ffff:0:c0a8:101", 7)
+    assert not blocks.blocks(O, "tcp", "64:ff9b::a00:1", 7)
+    granted = decide(req(host="far.test", addresses=("64:ff9b::c0a8:101",)), Facts(None, (NAME_INTERNET,)))
+    assert isinstance(granted, Ask) and granted.scope == "local"  # an internet grant does not follow it there
 
 
 def test_peers_coming_in_meet_the_blocks_for_exchanging_data_with_them() -> None:

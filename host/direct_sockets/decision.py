@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal, Sequence
 from urllib.parse import urlsplit
 
-from .destinations import InvalidDestination, canonical_ip, is_localhost_name, normalize_host, normalize_origin
+from .destinations import InvalidDestination, canonical_ip, is_localhost_name, network_defined, translated_ipv4, normalize_host, normalize_origin
 from .permissions import Grant
 from .policy import Policy
 
@@ -64,6 +64,10 @@ def address_scope(text: str, kind: str = "") -> Scope:
     `0.0.0.0` or `::` (a `BOUND_KINDS` kind) is 'local': every interface, so whoever can reach
     this device on the network reaches the page's socket, and the prompt must say so."""
     address = canonical_ip(text.split("%")[0])
+    if (inner := translated_ipv4(address)) is not None:
+        return address_scope(str(inner), kind)  # judged as where a translator sends it
+    if network_defined(address):
+        return "local"
     if address.is_unspecified and kind in BOUND_KINDS:
         return "local"
     if address.is_loopback or address.is_unspecified:

@@ -63,6 +63,26 @@ def canonical_ip(text: str) -> IPAddress:
     return address
 
 
+# IPv6 prefixes a translator on the network turns into IPv4 (RFC 6052's well-known NAT64
+# prefix, RFC 6145's IPv4-translated addresses): the IPv4 address is the last 32 bits, and that
+# is where the packet ends up. The local-use NAT64 prefix (RFC 8215) embeds it at a position its
+# network chooses, and site-local addresses (deprecated) are whatever a site made of them.
+TRANSLATED = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
+UNKNOWN_LOCAL = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
+
+
+def translated_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 or SIIT translator sends a packet for `address` to, if any."""
+    if isinstance(address, ipaddress.IPv6Address) and any(address in net for net in TRANSLATED):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def network_defined(address: IPAddress) -> bool:
+    """Whether where `address` leads is up to the local network (local-use NAT64, site-local)."""
+    return isinstance(address, ipaddress.IPv6Address) and any(address in net for net in UNKNOWN_LOCAL)
+
+
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
 

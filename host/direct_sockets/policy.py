@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from .destinations import IPAddress, InvalidDestination, canonical_ip, normalize_host, normalize_origin
+from .destinations import IPAddress, InvalidDestination, canonical_ip, normalize_host, normalize_origin, translated_ipv4
 from .validation import DocumentInvalid, load_document
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def address_forms(host: str, reach: bool = True) -> frozenset[IPAddress] | None:
     except ValueError:
         return None
     forms: set[IPAddress] = {address}
+    if reach and (inner := translated_ipv4(address)) is not None:
+        forms.add(inner)  # a block on the IPv4 network holds for its NAT64/SIIT spelling
     if address.is_unspecified and reach:
         forms |= {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"), ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")}
     forms |= {ipaddress.IPv6Address(f"::ffff:{a}") for a in forms if isinstance(a, ipaddress.IPv4Address)}
