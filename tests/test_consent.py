@@ -328,7 +328,6 @@ def test_a_private_windows_sites_and_destinations_stay_out_of_the_log(host: Host
     host.expect("prompt", id=1)  # the name turned out to be this device: asked again, seeing it
     host.send({"type": "consent", "id": 1, "decision": "session"})
     host.expect("opened", id=1)
-    host.send({"type": "release", "id": 1})
     # A socket that fails logs its reason: still without the site or the destination.
     host.send({"type": "tcp_open", "id": 2, "origin": secret_origin, "tabId": 7, "frameId": 0, "incognito": True,
                "remoteAddress": "private-destination.test", "remotePort": free_port(), "options": {}})
@@ -341,9 +340,13 @@ def test_a_private_windows_sites_and_destinations_stay_out_of_the_log(host: Host
     host.send({"type": "tcp_open", "id": 3, "origin": "https://normal-site.example", "tabId": 8, "frameId": 0, "incognito": False,
                "remoteAddress": "normal-destination.test", "remotePort": echo_server.port, "options": {}})
     host.expect("prompt", id=3)
+    # The private windows close: the socket still open ends, and its end is logged alike.
+    host.send({"type": "private_ended"})
+    host.expect("error", id=1, name="NotAllowedError")
     host.send({"type": "ping", "seq": 1})
     host.expect("pong", seq=1)
     log = (Path(isolated_env["XDG_STATE_HOME"]) / "direct-sockets" / "log" / "host.log").read_text()
+    assert "the private windows closed" in log
     assert "normal-site.example" in log and "normal-destination.test" in log
     assert "[private window]" in log  # the private socket's lines are there, without their values
     assert "private-site" not in log and "private-destination" not in log

@@ -29,6 +29,7 @@ from .framing import Event, FrameError
 from .listen_state import ListenState
 from .listener import TcpListener
 from .permissions import Grant, PermissionStore, StoreDamaged
+from .private_log import PRIVATE
 from .policy import PolicyFile
 from .bulk import BulkServer
 from .server_certs import PrivateCertificates, ServedCertificate, ServerCertificates
@@ -953,12 +954,16 @@ class Session:
         ended, so "until private windows close" means that (questionnaire 2.14)."""
         self._private_grants.clear()
         self._private_certificates.clear()
-        for socket_id in [i for i, p in self._pending.items() if i not in self.sockets and p.message.get("incognito") is True]:
-            await self._stop_asking(socket_id, allowed=None)
-        for socket_id, requester in list(self.requesters.items()):
-            connection = self.sockets.get(socket_id)
-            if connection is not None and requester.get("incognito") is True:
-                await connection.fail("the private windows closed", Code.NOT_ALLOWED, "NotAllowedError")
+        marked = PRIVATE.set(True)  # ending them logs their sockets: without sites or destinations
+        try:
+            for socket_id in [i for i, p in self._pending.items() if i not in self.sockets and p.message.get("incognito") is True]:
+                await self._stop_asking(socket_id, allowed=None)
+            for socket_id, requester in list(self.requesters.items()):
+                connection = self.sockets.get(socket_id)
+                if connection is not None and requester.get("incognito") is True:
+                    await connection.fail("the private windows closed", Code.NOT_ALLOWED, "NotAllowedError")
+        finally:
+            PRIVATE.reset(marked)
         self._consent.forget_private()
         log.info("the private windows closed: their grants, certificates and sockets are gone")
 
