@@ -396,7 +396,7 @@ async def raw_round_trip(port: int, count: int) -> dict[str, float]:
 def host_only(base: Path, echo_port: int, total: int, sockets: int) -> dict[str, float]:
     import base64
 
-    from direct_sockets.install import extension_ids
+    from direct_sockets.install.installer import extension_ids
     from websockets.sync.client import connect
 
     env = browser_env(base)

@@ -57,7 +57,7 @@ arch=$(dpkg --print-architecture)  # cryptography's wheel is built for one machi
 "$venv/bin/python" -I - "$stage" "$prefix" <<'PY'
 import json, sys
 from pathlib import Path
-from direct_sockets import browsers, install
+from direct_sockets.install import browsers, installer as install
 
 stage, prefix = Path(sys.argv[1]), sys.argv[2]
 ids = install.extension_ids()

@@ -13,7 +13,7 @@ from tests.support import netns
 # Before anything starts a thread: see tests/support/netns.py.
 PRIVATE_NETWORK = netns.enter()
 
-from direct_sockets.install import extension_ids
+from direct_sockets.install.installer import extension_ids
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer, echo
 

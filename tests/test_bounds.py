@@ -17,17 +17,17 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from direct_sockets import limits
-from direct_sockets.bulk import CLAIM_TIMEOUT, MAX_UNCLAIMED
-from direct_sockets.errors import Code, ProtocolError
-from direct_sockets.install import extension_ids
-from direct_sockets.listen_state import ListenState
-from direct_sockets.permissions import PermissionStore
-from direct_sockets.session import Session
-from direct_sockets.tcp import JOIN_BELOW, Outbox, TcpConnection
-from direct_sockets.tcp_state import TcpSocketState
-from direct_sockets.udp_state import UdpMode, UdpSocketState
-from direct_sockets.framing import Message
+from direct_sockets.session import limits
+from direct_sockets.sockets.bulk import CLAIM_TIMEOUT, MAX_UNCLAIMED
+from direct_sockets.protocol.errors import Code, ProtocolError
+from direct_sockets.install.installer import extension_ids
+from direct_sockets.protocol.listen_state import ListenState
+from direct_sockets.trust.permissions import PermissionStore
+from direct_sockets.session.router import Session
+from direct_sockets.sockets.tcp import JOIN_BELOW, Outbox, TcpConnection
+from direct_sockets.protocol.tcp_state import TcpSocketState
+from direct_sockets.protocol.udp_state import UdpMode, UdpSocketState
+from direct_sockets.protocol.framing import Message
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from direct_sockets.consent import ConsentBroker, service_name
-from direct_sockets.decision import most_sensitive as scope_of
-from direct_sockets.errors import Code
+from direct_sockets.trust.consent import ConsentBroker, service_name
+from direct_sockets.trust.decision import most_sensitive as scope_of
+from direct_sockets.protocol.errors import Code
 from tests.conftest import cli, user_files, written_since
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer, free_port
@@ -103,7 +103,7 @@ def test_a_tab_gets_its_budget_of_prompts_per_minute() -> None:
 
 
 def test_rate_limit_per_origin() -> None:
-    from direct_sockets.consent import RateLimiter
+    from direct_sockets.trust.consent import RateLimiter
 
     clock = Clock()
     limiter = RateLimiter(clock=clock, burst=5, per_second=2)
@@ -193,7 +193,7 @@ def test_the_user_corrects_the_address(host: HostProcess, isolated_env: dict[str
 
 
 def test_deny_and_timeout_refuse_alike(isolated_env: dict[str, str], chromium_manifest: Path, echo_server: TcpServer) -> None:
-    from direct_sockets.install import extension_ids
+    from direct_sockets.install.installer import extension_ids
 
     env = {**isolated_env, "DIRECT_SOCKETS_PROMPT_TIMEOUT": "1"}
     host = HostProcess(chromium_manifest, f"chrome-extension://{extension_ids().chrome}/", env)
@@ -413,7 +413,7 @@ def test_an_unscoped_grant_for_a_name_follows_it(host: HostProcess, isolated_env
 
 
 def test_consent_scope_is_recorded(tmp_path: Path) -> None:
-    from direct_sockets.permissions import Grant, PermissionStore
+    from direct_sockets.trust.permissions import Grant, PermissionStore
 
     store = PermissionStore(tmp_path / "permissions.json")
     store.grant(Grant("https://a.example", "tcp", "far.test", 443, "internet"))

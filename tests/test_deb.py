@@ -12,9 +12,9 @@ from typing import Iterator
 
 import pytest
 
-from direct_sockets import browsers
-from direct_sockets.doctor import ping
-from direct_sockets.install import extension_ids
+from direct_sockets.install import browsers
+from direct_sockets.install.doctor import ping
+from direct_sockets.install.installer import extension_ids
 from tests.conftest import ROOT
 from tests.support.installed import offline_pip_env
 

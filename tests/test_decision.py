@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from direct_sockets.decision import (
+from direct_sockets.trust.decision import (
     UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, address_scope, decide, most_sensitive, peer_blocked, trustworthy_origin,
 )
-from direct_sockets.destinations import InvalidDestination, normalize_host
-from direct_sockets.permissions import Grant
-from direct_sockets.policy import Policy, parse
+from direct_sockets.trust.destinations import InvalidDestination, normalize_host
+from direct_sockets.trust.permissions import Grant
+from direct_sockets.trust.policy import Policy, parse
 
 O = "https://app.example"
 

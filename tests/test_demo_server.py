@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from direct_sockets.permissions import PermissionStore
+from direct_sockets.trust.permissions import PermissionStore
 from tests.support.servers import free_port
 
 ANNOUNCEMENT = "The demo is at"

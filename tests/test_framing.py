@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from direct_sockets.errors import Code
-from direct_sockets.framing import HEADER, FrameDecoder, FrameError, FrameTooLarge, Message, encode, parse_body
+from direct_sockets.protocol.errors import Code
+from direct_sockets.protocol.framing import HEADER, FrameDecoder, FrameError, FrameTooLarge, Message, encode, parse_body
 
 
 def frame(obj: object) -> bytes:
@@ -81,8 +81,8 @@ def test_encode_refuses_oversized_outgoing_message() -> None:
 def test_largest_data_chunk_fits_the_browser_limit() -> None:
     import base64
 
-    from direct_sockets.framing import MAX_OUTBOUND_FRAME
-    from direct_sockets.session import MAX_DATA_CHUNK
+    from direct_sockets.protocol.framing import MAX_OUTBOUND_FRAME
+    from direct_sockets.session.router import MAX_DATA_CHUNK
 
     message = {"type": "data", "id": 2**53 - 1, "data": base64.b64encode(b"\xff" * MAX_DATA_CHUNK).decode()}
     assert len(encode(message)) - HEADER.size <= MAX_OUTBOUND_FRAME

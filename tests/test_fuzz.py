@@ -18,11 +18,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from direct_sockets.errors import Code
-from direct_sockets.framing import HEADER, FrameDecoder, FrameError, Message
-from direct_sockets.permissions import PermissionStore
-from direct_sockets.session import Session
-from direct_sockets.validation import check_inbound, check_outbound, inbound_types
+from direct_sockets.protocol.errors import Code
+from direct_sockets.protocol.framing import HEADER, FrameDecoder, FrameError, Message
+from direct_sockets.trust.permissions import PermissionStore
+from direct_sockets.session.router import Session
+from direct_sockets.protocol.validation import check_inbound, check_outbound, inbound_types
 
 EXAMPLES = int(os.environ.get("DIRECT_SOCKETS_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -118,11 +118,11 @@ def test_any_messages_get_schema_valid_answers_and_never_crash_the_session(tmp_p
 
 # -- the decision core, directly ------------------------------------------------------------------
 
-from direct_sockets.decision import KINDS as DECISION_KINDS  # noqa: E402
-from direct_sockets.decision import Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide  # noqa: E402
-from direct_sockets.destinations import canonical_ip  # noqa: E402
-from direct_sockets.permissions import Grant  # noqa: E402
-from direct_sockets.policy import Policy, Rule  # noqa: E402
+from direct_sockets.trust.decision import KINDS as DECISION_KINDS  # noqa: E402
+from direct_sockets.trust.decision import Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide  # noqa: E402
+from direct_sockets.trust.destinations import canonical_ip  # noqa: E402
+from direct_sockets.trust.permissions import Grant  # noqa: E402
+from direct_sockets.trust.policy import Policy, Rule  # noqa: E402
 
 hosts = st.one_of(st.sampled_from(["far.test", "localhost", "ｆａｒ.test", "far.test.", "", "a b", "[::1]", "0.0.0.0", "::", "::ffff:127.0.0.1"]),
                   st.ip_addresses().map(str), st.text(max_size=30))
@@ -158,7 +158,7 @@ def test_the_decision_core_answers_anything_with_a_decision(request: Request, kn
 
 
 def _same_literal(address: str, host: str) -> bool:
-    from direct_sockets.destinations import normalize_host
+    from direct_sockets.trust.destinations import normalize_host
 
     try:
         return normalize_host(host) == address
@@ -181,7 +181,7 @@ socket_types = ["send", "read", "shutdown", "cancel", "release", "udp_send", "ud
 
 
 def _schema_fields(kind: str) -> tuple[list[str], list[str]]:
-    schema = json.loads((Path(__file__).resolve().parents[1] / "host/direct_sockets/schemas/in" / f"{kind}.json").read_text())
+    schema = json.loads((Path(__file__).resolve().parents[1] / "host/direct_sockets/protocol/schemas/in" / f"{kind}.json").read_text())
     required = [f for f in schema["required"] if f not in ("type", "id")]
     return required, [f for f in schema["properties"] if f not in ("type", "id", *required)]
 
@@ -205,7 +205,7 @@ def test_open_sockets_and_consent_answers_take_any_messages(tmp_path_factory: An
     """Unlike the fuzzer above, every example reaches the per-socket handlers and `_answer`:
     a TCP socket (1) and a bound UDP socket (2) are open and granted, and a prompt is waiting
     (for a send of socket 2) before the fuzzed messages come."""
-    from direct_sockets.connection import Connection
+    from direct_sockets.sockets.connection import Connection
     from tests.support.servers import TcpServer, echo
 
     replies: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from direct_sockets.errors import Code
+from direct_sockets.protocol.errors import Code
 from tests.conftest import cli
 from tests.support.hostproc import HEADER, HostProcess
 from tests.support.servers import Handler, TcpServer, free_port, hashing_sink, make_source, reset_after_greeting, slow_sink
@@ -126,7 +126,7 @@ def test_firefox_style_arguments_are_checked_against_allowed_extensions(isolated
     wrapper = json.loads(manifest.read_text())["path"]
     import subprocess
 
-    from direct_sockets.framing import encode
+    from direct_sockets.protocol.framing import encode
 
     good = subprocess.run([wrapper, str(manifest), "direct-sockets@direct-sockets.invalid"], input=encode({"type": "hello", "version": 1}),
                           capture_output=True, env=isolated_env, timeout=20)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from direct_sockets.errors import Code
+from direct_sockets.protocol.errors import Code
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
 from tests.support.netns import IPV6_MULTICAST_ADDRESS

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from direct_sockets import caller
-from direct_sockets.install import chrome_extension_id, extension_ids
+from direct_sockets.native import caller
+from direct_sockets.install.installer import chrome_extension_id, extension_ids
 from tests.conftest import ROOT, cli
 
 
@@ -96,7 +96,7 @@ def test_caller_check_against_manifest(tmp_path: Path) -> None:
 def test_stdout_is_reserved_for_the_protocol() -> None:
     code = (
         "import os, sys\n"
-        "from direct_sockets import stdio\n"
+        "from direct_sockets.native import stdio\n"
         "i, o = stdio.reserve()\n"
         "print('stray print')\n"
         "os.write(1, b'stray write to fd 1\\n')\n"
@@ -125,8 +125,8 @@ def test_native_host_mode_never_writes_stray_bytes_to_stdout(isolated_env: dict[
 
 # -- every browser family, against fake homes --------------------------------------------------
 
-from direct_sockets import browsers as browser_table  # noqa: E402
-from direct_sockets import install as installer  # noqa: E402
+from direct_sockets.install import browsers as browser_table  # noqa: E402
+from direct_sockets.install import installer as installer  # noqa: E402
 
 # Where each browser looks, written out here independently of browsers.py (per user, Linux).
 LINUX_USER = {
@@ -226,7 +226,7 @@ def test_windows_registry_install_and_uninstall(name: str, isolated_env: dict[st
     assert where.manifest == Path(isolated_env["XDG_DATA_HOME"]) / "direct-sockets" / "manifests" / f"{name}.json"
     wrapper = Path(json.loads(where.manifest.read_text())["path"])
     assert wrapper.suffix == ".bat" and wrapper.read_bytes().startswith(b"@echo off\r\n") and b"%*\r\n" in wrapper.read_bytes()
-    assert [line for line, good in __import__("direct_sockets.doctor", fromlist=["check"]).check(name, None, ctx)][0].startswith("registry ")
+    assert [line for line, good in __import__("direct_sockets.install.doctor", fromlist=["check"]).check(name, None, ctx)][0].startswith("registry ")
     assert installer.uninstall(name, ctx=ctx)[0] == "\\".join(key)
     assert registry.values == {} and not where.manifest.exists() and not wrapper.exists()
     system = installer.Context(platform="win32", env={"PROGRAMDATA": "C:/ProgramData"}, system=True, registry=registry)
@@ -297,7 +297,7 @@ def test_doctor_reports_each_broken_case_with_its_fix(isolated_env: dict[str, st
 def test_pack_builds_a_zip_and_an_xpi_with_trimmed_manifests(tmp_path: Path) -> None:
     import zipfile
 
-    from direct_sockets import pack
+    from direct_sockets.install import pack
 
     first = pack.pack(tmp_path / "a")
     second = pack.pack(tmp_path / "b")

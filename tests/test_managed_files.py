@@ -20,8 +20,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from direct_sockets import managed, pack
-from direct_sockets.install import extension_ids
+from direct_sockets.install import managed
+from direct_sockets.install import pack
+from direct_sockets.install.installer import extension_ids
 from tests.browser.harness import CHROMIUM_BINARY
 from tests.conftest import cli
 

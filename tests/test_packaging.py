@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from direct_sockets.install import extension_ids
+from direct_sockets.install.installer import extension_ids
 from tests.conftest import ROOT, cli
 from tests.support.installed import InstalledVenv
 
@@ -55,7 +55,7 @@ def test_install_doctor_pack_and_extension_path_from_the_wheel(installed_wheel: 
 
 
 def test_pack_archives_the_folder_it_is_given(tmp_path: Path) -> None:
-    from direct_sockets import pack
+    from direct_sockets.install import pack
 
     other = tmp_path / "other-extension"
     other.mkdir()
@@ -137,7 +137,7 @@ def test_system_install_refuses_a_pth_file_others_can_change(isolated_env: dict[
 
 
 def test_a_root_owned_path_is_safe_and_a_group_writable_one_is_not(tmp_path: Path) -> None:
-    from direct_sockets.install import writable_by_others
+    from direct_sockets.install.installer import writable_by_others
 
     if os.geteuid() != 0:
         pytest.skip("the files must be root's")
@@ -250,7 +250,8 @@ def test_grants_the_host_always_refuses_are_refused_with_the_reason(flag: str, v
 
 
 def test_the_limits_are_the_hosts_own() -> None:
-    from direct_sockets import cli as cli_module, session
+    from direct_sockets import cli as cli_module
+    from direct_sockets.session import router as session
 
     assert "BOUND_UDP_MIN_PORT" in cli_module._always_refused.__code__.co_names
     assert cli_module._always_refused("udp-bind", session.BOUND_UDP_MIN_PORT - 1) and not cli_module._always_refused("udp-bind", session.BOUND_UDP_MIN_PORT)
@@ -265,7 +266,7 @@ def test_demo_refuses_a_port_that_is_not_one(flag: str, value: str, isolated_env
 
 
 def test_extension_ids_come_from_the_packaged_extension() -> None:
-    from direct_sockets import resources
+    from direct_sockets.install import resources
 
     assert resources.extension_dir() == (ROOT / "extension")  # editable install: the checkout's own folder
     assert extension_ids().gecko == json.loads((ROOT / "extension/manifest.json").read_text())["browser_specific_settings"]["gecko"]["id"]
@@ -295,7 +296,7 @@ def test_what_a_system_host_runs_includes_every_dependency_down_the_tree() -> No
     brings (jsonschema -> referencing -> rpds), is checked without anyone listing it."""
     import importlib
 
-    from direct_sockets.install import runtime_paths
+    from direct_sockets.install.installer import runtime_paths
 
     found = runtime_paths()
     for module in ("cryptography", "idna", "jsonschema", "platformdirs", "websockets", "referencing", "rpds", "cffi"):

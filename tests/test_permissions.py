@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from direct_sockets.destinations import InvalidDestination, normalize_host, normalize_origin, parse_host_port
-from direct_sockets.permissions import Grant, PermissionStore, StoreDamaged
+from direct_sockets.trust.destinations import InvalidDestination, normalize_host, normalize_origin, parse_host_port
+from direct_sockets.trust.permissions import Grant, PermissionStore, StoreDamaged
 from tests.conftest import cli
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from direct_sockets.policy import PolicyDamaged, PolicyFile, parse
+from direct_sockets.trust.policy import PolicyDamaged, PolicyFile, parse
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer
@@ -110,7 +110,7 @@ def test_every_config_dir_is_read_the_policy_in_the_second_is_not_ignored(isolat
                                                                         echo_server: TcpServer, tmp_path: Path) -> None:
     """Ubuntu puts /etc/xdg/xdg-ubuntu first in XDG_CONFIG_DIRS: a policy in the next folder
     must still be in force (the real host process, its environment as a session gives it)."""
-    from direct_sockets.install import extension_ids
+    from direct_sockets.install.installer import extension_ids
 
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()

@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from direct_sockets.permissions import PermissionStore
+from direct_sockets.trust.permissions import PermissionStore
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
 from tests.support.servers import echo_server_process
@@ -177,7 +177,7 @@ def test_permission_store_survives_being_killed_mid_write(isolated_env: dict[str
     # Each writer goes on where the store stands, so each grant it finishes (and reports) is new.
     writer = (
         "import sys\n"
-        "from direct_sockets.permissions import Grant, PermissionStore\n"
+        "from direct_sockets.trust.permissions import Grant, PermissionStore\n"
         "from pathlib import Path\n"
         "store = PermissionStore(Path(sys.argv[1]))\n"
         "i = len(store.load())\n"

@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from direct_sockets import pack
+from direct_sockets.install import pack
 from tests.support.node import node_tool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from direct_sockets.errors import Code, ProtocolError
-from direct_sockets.tcp_state import MAX_CREDIT, Phase, ReadSide, TcpSocketState, WriteSide
+from direct_sockets.protocol.errors import Code, ProtocolError
+from direct_sockets.protocol.tcp_state import MAX_CREDIT, Phase, ReadSide, TcpSocketState, WriteSide
 
 
 def opened(window: int = 100, chunk: int = 10) -> TcpSocketState:

@@ -15,10 +15,10 @@ from typing import Iterator
 
 import pytest
 
-from direct_sockets.errors import Code
-from direct_sockets.permissions import Grant, PermissionStore
-from direct_sockets.server_certs import ServerCertificates
-from direct_sockets.tls import describe, spki_sha256
+from direct_sockets.protocol.errors import Code
+from direct_sockets.trust.permissions import Grant, PermissionStore
+from direct_sockets.sockets.server_certs import ServerCertificates
+from direct_sockets.sockets.tls import describe, spki_sha256
 from tests.conftest import cli, user_files, written_since
 from tests.support.hostproc import HostProcess
 from tests.support.pki import Issued, TestCA, TlsServer, read_to_close_notify, self_signed, sink_then_source, starttls_server, tls_echo

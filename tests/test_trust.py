@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from direct_sockets.connection import Connection
-from direct_sockets.errors import Code
-from direct_sockets.framing import Message
-from direct_sockets.permissions import PermissionStore
-from direct_sockets.session import MAX_WAITING_SEND_BYTES, UDP_SEND_WINDOW, Session
-from direct_sockets.validation import check_outbound
+from direct_sockets.sockets.connection import Connection
+from direct_sockets.protocol.errors import Code
+from direct_sockets.protocol.framing import Message
+from direct_sockets.trust.permissions import PermissionStore
+from direct_sockets.session.router import MAX_WAITING_SEND_BYTES, UDP_SEND_WINDOW, Session
+from direct_sockets.protocol.validation import check_outbound
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer
@@ -404,7 +404,7 @@ def test_a_mixed_answer_connects_only_where_the_user_agreed(tmp_path: Path, monk
 
 def test_pending_sends_are_bounded_in_count_and_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path, monkeypatch)
-    from direct_sockets.permissions import Grant
+    from direct_sockets.trust.permissions import Grant
 
     h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
 

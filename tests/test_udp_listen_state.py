@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from direct_sockets.errors import Code, ProtocolError
-from direct_sockets.listen_state import MAX_PENDING_ACCEPTS, ListenState
-from direct_sockets.tcp_state import Phase
-from direct_sockets.udp_state import MAX_CREDIT, UdpMode, UdpSocketState, UdpWriteSide
+from direct_sockets.protocol.errors import Code, ProtocolError
+from direct_sockets.protocol.listen_state import MAX_PENDING_ACCEPTS, ListenState
+from direct_sockets.protocol.tcp_state import Phase
+from direct_sockets.protocol.udp_state import MAX_CREDIT, UdpMode, UdpSocketState, UdpWriteSide
 
 
 def udp(mode: UdpMode = UdpMode.BOUND, window: int = 2) -> UdpSocketState:

@@ -8,9 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__, browsers, install, paths, stdio
-from .destinations import InvalidDestination, format_host_port, is_ip, normalize_host, normalize_origin, parse_host_port
-from .permissions import Grant, PermissionStore, StoreDamaged
+from . import __version__, paths
+from .install import browsers, installer as install
+from .native import stdio
+from .trust.destinations import InvalidDestination, format_host_port, is_ip, normalize_host, normalize_origin, parse_host_port
+from .trust.permissions import Grant, PermissionStore, StoreDamaged
 
 
 def _store() -> PermissionStore:
@@ -21,7 +23,7 @@ _PROTOCOL_FDS: list[int] = []
 
 
 def cmd_native_host(args: argparse.Namespace) -> int:
-    from . import native_host
+    from .native import host as native_host
 
     fd_in, fd_out = _PROTOCOL_FDS
     return native_host.run(fd_in, fd_out, args.browser_args, args.manifest)
@@ -51,7 +53,7 @@ def _chosen(args: argparse.Namespace, ctx: "install.Context") -> list[str]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from . import managed
+    from .install import managed
 
     ctx = _context(args)
     if args.crx_key and not ctx.system:
@@ -96,7 +98,7 @@ def _remove(path: Path) -> None:
 
 
 def cmd_managed(args: argparse.Namespace) -> int:
-    from . import managed
+    from .install import managed
 
     if args.family == "firefox":
         policy_dir = args.policies_dir or managed.firefox_policy_dir(args.browser)
@@ -130,7 +132,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         if removed or args.browser:
             print(f"{browser}: " + (", ".join(removed) if removed else "nothing installed"))
     if ctx.system and ctx.platform == "linux":  # what install --system forced by policy
-        from . import managed
+        from .install import managed
 
         for path in managed.remove_for_system(list(args.browser or every), ctx.root, install.extension_ids().gecko):
             print(f"removed the policy install: {path}")
@@ -159,7 +161,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import doctor
+    from .install import doctor
 
     ctx = _context(args)
     chosen = _chosen(args, ctx)
@@ -175,20 +177,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_extension_path(args: argparse.Namespace) -> int:
-    from . import resources
+    from .install import resources
 
     print(resources.extension_dir())
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo_server
+    from .demo import server as demo_server
 
     return demo_server.run(args.http_port, args.echo_port, args.grant, paths.permissions_file())
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from . import pack
+    from .install import pack
 
     for path in pack.pack(args.out, args.extension_dir):
         print(f"wrote {path}")
@@ -222,7 +224,7 @@ def _destination(args: argparse.Namespace) -> tuple[str, str, int | str] | None:
 def _always_refused(kind: str, port: int | str) -> str | None:
     """Why the host would refuse every use of this grant, or None. The limits are the host's
     own (session.py), so the two cannot drift apart."""
-    from .session import BOUND_UDP_MIN_PORT, LISTEN_MIN_PORT
+    from .session.router import BOUND_UDP_MIN_PORT, LISTEN_MIN_PORT
 
     if port == "*" or port == 0:
         return None
@@ -309,7 +311,7 @@ def cmd_permissions(args: argparse.Namespace) -> int:
 def _tls_fetch(destination: str, server_name: str | None, as_json: bool) -> int:
     """The chain as the server sends it, unverified, with the fingerprints to compare and the
     pins a page can put in `pinnedCertificates`."""
-    from . import tls
+    from .sockets import tls
 
     host, port = parse_host_port(destination)
     if port == "*":
@@ -334,7 +336,7 @@ def _tls_fetch(destination: str, server_name: str | None, as_json: bool) -> int:
 
 
 def cmd_tls(args: argparse.Namespace) -> int:
-    from .server_certs import ServerCertificates
+    from .sockets.server_certs import ServerCertificates
 
     if args.action == "fetch":
         return _tls_fetch(args.destination, args.server_name, args.json)
@@ -456,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         # Before anything else can print: from here on only the protocol reaches the browser.
         _PROTOCOL_FDS.extend(stdio.reserve())
     args = build_parser().parse_args(argv)
-    from .resources import ResourceMissing
+    from .install.resources import ResourceMissing
 
     try:
         return args.func(args)

@@ -261,7 +261,7 @@ class Chromium(Browser):
         self.manifest = profile / "NativeMessagingHosts" / "direct_sockets.json"
         # Allowed in incognito, as a user would allow it on chrome://extensions (for the
         # private-window tests).
-        from direct_sockets.install import extension_ids
+        from direct_sockets.install.installer import extension_ids
 
         (profile / "Default").mkdir(parents=True, exist_ok=True)
         (profile / "Default" / "Preferences").write_text(
@@ -276,7 +276,7 @@ class Chromium(Browser):
             ],
         )
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
-        from direct_sockets.install import extension_ids
+        from direct_sockets.install.installer import extension_ids
 
         self.extension_id = extension_ids().chrome
 
@@ -454,7 +454,7 @@ class Firefox(Browser):
         m = self.marionette
         with m.using_context(m.CONTEXT_CHROME):
             uuids = json.loads(m.execute_script("return Services.prefs.getStringPref('extensions.webextensions.uuids')"))
-        from direct_sockets.install import extension_ids
+        from direct_sockets.install.installer import extension_ids
 
         return f"moz-extension://{uuids[extension_ids().gecko]}/{path}"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from direct_sockets.install import extension_ids
+from direct_sockets.install.installer import extension_ids
 from tests.browser.conftest import IN_CI
 from tests.browser.harness import CHROMIUM_BINARY, CHROMIUM_FLAGS, FIREFOX_BINARY, FIREFOX_PREFS, ScenarioSite, browser_env, cli
 from tests.conftest import PRIVATE_NETWORK

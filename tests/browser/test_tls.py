@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from direct_sockets.tls import describe
+from direct_sockets.sockets.tls import describe
 from tests.browser.harness import Browser, wait_for
 from tests.support.pki import TestCA, TlsServer, self_signed, sink_then_source, starttls_server, tls_echo
 from tests.support.servers import TcpServer

@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from direct_sockets.framing import encode
-from direct_sockets.validation import check_outbound
+from direct_sockets.protocol.framing import encode
+from direct_sockets.protocol.validation import check_outbound
 
 HEADER = struct.Struct("=I")
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from direct_sockets.tls import fingerprint, spki_sha256
+from direct_sockets.sockets.tls import fingerprint, spki_sha256
 from tests.support.servers import Handler, TcpServer
 
 NOW = dt.datetime.now(dt.timezone.utc)

@@ -19,9 +19,9 @@ from typing import Any, Awaitable, Callable
 
 from .bulk import BulkChannel, BulkServer, ChannelClosed, event_text
 from .connection import Connection, Emit, set_buffer_sizes
-from .errors import Code, ProtocolError
-from .validation import check_inbound
-from .tcp_state import TcpSocketState
+from ..protocol.errors import Code, ProtocolError
+from ..protocol.validation import check_inbound
+from ..protocol.tcp_state import TcpSocketState
 from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 
 log = logging.getLogger(__name__)

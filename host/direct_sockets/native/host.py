@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from . import caller as caller_mod
-from . import limits, paths
-from . import session as session_mod
-from .errors import Code
-from .framing import FrameDecoder, encode
-from .permissions import PermissionStore
-from .policy import PolicyFile
-from .private_log import PRIVATE, RedactPrivate
-from .server_certs import ServerCertificates
-from .session import Session
+from ..session import limits
+from .. import paths
+from ..session import router as session_mod
+from ..protocol.errors import Code
+from ..protocol.framing import FrameDecoder, encode
+from ..trust.permissions import PermissionStore
+from ..trust.policy import PolicyFile
+from ..session.private_log import PRIVATE, RedactPrivate
+from ..sockets.server_certs import ServerCertificates
+from ..session.router import Session
 
 log = logging.getLogger("direct_sockets")
 

@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from .permissions import Grant, PermissionStore
+from ..trust.permissions import Grant, PermissionStore
 
-DEMO_FILES = resources.files(__package__) / "demo"
+DEMO_FILES = resources.files(__package__)
 
 
 class _Echo(asyncio.DatagramProtocol):

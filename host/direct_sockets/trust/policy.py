@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from .destinations import IPAddress, InvalidDestination, canonical_ip, normalize_host, normalize_origin, translated_ipv4
-from .validation import DocumentInvalid, load_document
+from ..protocol.validation import DocumentInvalid, load_document
 
 log = logging.getLogger(__name__)
 

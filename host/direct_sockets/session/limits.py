@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import resource
 
-from .bulk import MAX_UNCLAIMED
+from ..sockets.bulk import MAX_UNCLAIMED
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import struct
 from typing import Any, Callable
 
 from .connection import Connection, Emit, set_buffer_sizes
-from .errors import Code
-from .udp_state import UdpMode, UdpSocketState
+from ..protocol.errors import Code
+from ..protocol.udp_state import UdpMode, UdpSocketState
 
 log = logging.getLogger(__name__)
 

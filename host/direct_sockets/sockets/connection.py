@@ -9,8 +9,8 @@ import socket
 from typing import Any, Awaitable, Callable, Protocol
 
 from . import tasks
-from .errors import PAGE_MESSAGE, Code, ProtocolError
-from .tcp_state import Phase
+from ..protocol.errors import PAGE_MESSAGE, Code, ProtocolError
+from ..protocol.tcp_state import Phase
 
 log = logging.getLogger(__name__)
 

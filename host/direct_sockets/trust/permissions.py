@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .destinations import normalize_host, normalize_origin
-from .validation import DocumentInvalid, load_document
+from ..protocol.validation import DocumentInvalid, load_document
 
 # What a grant can allow. Each names its destination as host and port:
 #   tcp         connect to host:port

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from . import HOST_NAME, PROTOCOL_VERSION, paths
-from .framing import HEADER, encode
-from .install import Context, extension_ids, target, writable_by_others
+from .. import HOST_NAME, PROTOCOL_VERSION, paths
+from ..protocol.framing import HEADER, encode
+from .installer import Context, extension_ids, target, writable_by_others
 
 PING_TIMEOUT = 10.0
 
@@ -84,7 +84,7 @@ def others_cannot_reach(path: Path, executable: bool = False) -> str | None:
 
 def _runtime_of(interpreter: str) -> list[Path]:
     """The interpreter's own answer to: which folders does the host run from?"""
-    code = "import json; from direct_sockets.install import runtime_paths; print(json.dumps([str(p) for p in runtime_paths()]))"
+    code = "import json; from direct_sockets.install.installer import runtime_paths; print(json.dumps([str(p) for p in runtime_paths()]))"
     proc = subprocess.run([interpreter, "-I", "-c", code], capture_output=True, text=True, timeout=PING_TIMEOUT)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip()[-300:] or f"exit {proc.returncode}")
@@ -108,7 +108,7 @@ def _for_every_user(manifest_path: Path, wrapper: Path, interpreter: str) -> Ite
 
 def policy_report() -> tuple[str, bool]:
     """Which administrator's policy files are in force (every one found is read: policy.py)."""
-    from .policy import PolicyFile
+    from ..trust.policy import PolicyFile
 
     policy = PolicyFile(paths.policy_files())
     found = policy.existing()

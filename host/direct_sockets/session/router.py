@@ -19,26 +19,28 @@ import socket
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
-from . import PROTOCOL_VERSION, __version__, limits, tasks
-from .connection import Connection, family_for
-from .consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, service_name
-from .decision import REMOTE_KINDS, UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide, grant_kind, peer_blocked
-from .destinations import InvalidDestination, canonical_ip, is_ip, normalize_host, normalize_origin
-from .errors import PAGE_MESSAGE, Code, ProtocolError
-from .framing import Event, FrameError
-from .listen_state import ListenState
-from .listener import TcpListener
-from .permissions import Grant, PermissionStore, StoreDamaged
+from .. import PROTOCOL_VERSION, __version__
+from . import limits
+from ..sockets import tasks
+from ..sockets.connection import Connection, family_for
+from ..trust.consent import PROMPT_TIMEOUT_SECONDS, ConsentBroker, RateLimiter, service_name
+from ..trust.decision import REMOTE_KINDS, UNKNOWN, Allow, Ask, Consent, Facts, Refuse, Request, Resolve, decide, grant_kind, peer_blocked
+from ..trust.destinations import InvalidDestination, canonical_ip, is_ip, normalize_host, normalize_origin
+from ..protocol.errors import PAGE_MESSAGE, Code, ProtocolError
+from ..protocol.framing import Event, FrameError
+from ..protocol.listen_state import ListenState
+from ..sockets.listener import TcpListener
+from ..trust.permissions import Grant, PermissionStore, StoreDamaged
 from .private_log import PRIVATE
-from .policy import PolicyFile
-from .bulk import BulkServer
-from .server_certs import PrivateCertificates, ServedCertificate, ServerCertificates
-from .tcp import BULK_CHUNK, TcpConnection
-from .tcp_state import TcpSocketState
-from .tls import ClientTls, describe, spki_sha256
-from .udp import MAX_DATAGRAM, UdpConnection
-from .udp_state import UdpMode, UdpSocketState
-from .validation import check_inbound
+from ..trust.policy import PolicyFile
+from ..sockets.bulk import BulkServer
+from ..sockets.server_certs import PrivateCertificates, ServedCertificate, ServerCertificates
+from ..sockets.tcp import BULK_CHUNK, TcpConnection
+from ..protocol.tcp_state import TcpSocketState
+from ..sockets.tls import ClientTls, describe, spki_sha256
+from ..sockets.udp import MAX_DATAGRAM, UdpConnection
+from ..protocol.udp_state import UdpMode, UdpSocketState
+from ..protocol.validation import check_inbound
 
 log = logging.getLogger(__name__)
 

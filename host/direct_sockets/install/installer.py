@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import HOST_NAME, browsers, paths, resources
+from .. import HOST_NAME, paths
+from . import browsers, resources
 
 # Where `--system` puts the wrappers on Linux and macOS (under Context.root, if one is given).
 SYSTEM_HOST_DIR = Path("/usr/local/lib/direct-sockets")
@@ -272,7 +273,7 @@ def runtime_paths() -> list[Path]:
     every package it needs at run time, and what Python runs from site-packages at start."""
     import site
 
-    found = [Path(sys.executable), Path(__file__).resolve().parent, *_dependency_dirs()]
+    found = [Path(sys.executable), Path(__file__).resolve().parents[1], *_dependency_dirs()]
     # .pth files run at every start, even with -I (and the editable install's finder they import).
     sites = dict.fromkeys([*(Path(p) for p in site.getsitepackages()), *(path.parent for path in found[1:])])
     found += sorted(p for folder in sites for pattern in ("*.pth", "__editable__*.py") for p in folder.glob(pattern))

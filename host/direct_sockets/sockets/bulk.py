@@ -34,8 +34,8 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any, Callable
 
-from .destinations import InvalidDestination, normalize_origin
-from .errors import Code, ProtocolError
+from ..trust.destinations import InvalidDestination, normalize_origin
+from ..protocol.errors import Code, ProtocolError
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request

@@ -12,8 +12,8 @@ import socket
 from typing import Any, Callable
 
 from .connection import Connection, Emit
-from .errors import Code, ProtocolError
-from .listen_state import ListenState
+from ..protocol.errors import Code, ProtocolError
+from ..protocol.listen_state import ListenState
 from .server_certs import ServedCertificate
 from .tcp import TcpConnection
 from .tls import TlsFailed, TlsLayer
