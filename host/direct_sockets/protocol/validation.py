@@ -1,7 +1,8 @@
 """Checks messages against the JSON Schemas in `schemas/`, the single source of truth.
 
 `schemas/in/<type>.json` describes what the extension may send, `schemas/out/<type>.json` what
-the host sends back (the tests check every outgoing message against it).
+the host sends back (the tests check every outgoing message against it); `schemas/bulk/` the
+same for the text messages on a socket's bulk WebSocket, and the secret that opens one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ SCHEMA_BASE = "https://direct-sockets.invalid/schemas/"
 def _schema_files() -> dict[str, dict[str, Any]]:
     root = resources.files(__package__) / "schemas"
     found: dict[str, dict[str, Any]] = {}
-    for entry in [root, root / "in", root / "out"]:
+    for entry in [root, root / "in", root / "out", root / "bulk", root / "bulk" / "in", root / "bulk" / "out"]:
         for item in entry.iterdir():
             if item.name.endswith(".json"):
                 schema = json.loads(item.read_text("utf-8"))
@@ -36,10 +37,10 @@ def _validators() -> dict[str, dict[str, jsonschema.protocols.Validator]]:
     registry: Registry = Registry().with_resources(
         (uri, Resource.from_contents(schema)) for uri, schema in schemas.items()
     )
-    result: dict[str, dict[str, jsonschema.protocols.Validator]] = {"in": {}, "out": {}}
+    result: dict[str, dict[str, jsonschema.protocols.Validator]] = {"in": {}, "out": {}, "bulk/in": {}, "bulk/out": {}}
     for uri, schema in schemas.items():
         relative = uri.removeprefix(SCHEMA_BASE)
-        direction, _, name = relative.partition("/")
+        direction, _, name = relative.rpartition("/")
         if direction in result:
             cls = jsonschema.validators.validator_for(schema)
             cls.check_schema(schema)
@@ -86,6 +87,20 @@ def check_inbound(message: dict[str, Any]) -> str:
 
 def check_outbound(message: dict[str, Any]) -> str:
     return _check("out", message)
+
+
+def check_bulk_inbound(message: dict[str, Any]) -> str:
+    """A text message the page sent on its socket's bulk WebSocket; as `check_inbound`."""
+    return _check("bulk/in", message)
+
+
+def check_bulk_outbound(message: dict[str, Any]) -> str:
+    return _check("bulk/out", message)
+
+
+def is_bulk_secret(text: str) -> bool:
+    """Whether the first message on a bulk WebSocket has the form of a secret (bulk/secret.json)."""
+    return _document_validator("bulk/secret.json").is_valid(text)
 
 
 class DocumentInvalid(ValueError):

@@ -1,0 +1,45 @@
+"""The bulk WebSocket's control messages, without I/O: decoding what the page sends, encoding
+what the host sends.
+
+On a socket's bulk WebSocket, binary messages are the socket's bytes and text messages are
+control: first the socket's secret (bare text, `schemas/bulk/secret.json`), then JSON objects
+described by `schemas/bulk/in/` (page to host: `read`, `shutdown`, `cancel`) and
+`schemas/bulk/out/` (host to page: `attached`, `ack`, `eof`, `fin_sent`, `closed`, `error`).
+A control message names no socket: the WebSocket speaks for the one its secret named.
+
+A message that is not one of those gets the same codes as on native messaging (PROTOCOL.md,
+"The bulk path"), raised as `ProtocolError`; the socket it arrived for then ends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import Code, ProtocolError
+from .framing import FrameError, parse_body
+from .validation import check_bulk_inbound
+
+# The most bytes one control message may hold. The page's are under 60; this bounds what a
+# hostile one costs to parse (JSON nesting included) long before the 1 MiB a frame may carry.
+MAX_CONTROL = 1024
+
+
+def decode_control(text: bytes) -> dict[str, Any]:
+    """A text message from the page, checked against its schema; raises `ProtocolError` with
+    FRAME_TOO_LARGE, INVALID_UTF8, INVALID_JSON, NOT_AN_OBJECT, UNKNOWN_TYPE or
+    SCHEMA_VIOLATION."""
+    if len(text) > MAX_CONTROL:
+        raise ProtocolError(Code.FRAME_TOO_LARGE, f"bulk path: a control message of {len(text)} bytes exceeds {MAX_CONTROL}")
+    event = parse_body(text)
+    if isinstance(event, FrameError):
+        raise ProtocolError(event.code, f"bulk path: {event.detail}")
+    try:
+        check_bulk_inbound(event.body)
+    except ProtocolError as exc:
+        raise ProtocolError(exc.code, f"bulk path: {exc.detail}") from exc
+    return event.body
+
+
+def encode_control(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
