@@ -24,7 +24,8 @@ from direct_sockets.install.installer import extension_ids
 from direct_sockets.protocol.listen_state import ListenState
 from direct_sockets.trust.permissions import PermissionStore
 from direct_sockets.session.router import Session
-from direct_sockets.sockets.tcp import JOIN_BELOW, Outbox, TcpConnection
+from direct_sockets.sockets.tcp import TcpConnection
+from direct_sockets.sockets.tcp_io import JOIN_BELOW, Outbox
 from direct_sockets.protocol.tcp_state import TcpSocketState
 from direct_sockets.protocol.udp_state import UdpMode, UdpSocketState
 from direct_sockets.protocol.framing import Message

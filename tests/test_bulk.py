@@ -17,6 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from direct_sockets.protocol.validation import check_bulk_outbound, is_bulk_secret
 from tests.support.hostproc import HostProcess
 from tests.support.servers import TcpServer, hashing_sink, make_source, slow_sink
 from tests.test_host_process import b64, grant, read_until
@@ -36,8 +37,21 @@ def open_bulk(host: HostProcess, env: dict[str, str], port: int, sid: int = 1, *
     return opened["bulk"]
 
 
+class CheckedClient(ClientConnection):
+    """A page's WebSocket that holds the host to the bulk control protocol: every text message
+    the host sends on it must match its schema in schemas/bulk/out/ (as HostProcess does for
+    native messaging)."""
+
+    def recv(self, *args: Any, **kwargs: Any) -> Any:
+        message = super().recv(*args, **kwargs)
+        if isinstance(message, str):
+            check_bulk_outbound(json.loads(message))
+        return message
+
+
 def attach(offer: dict[str, Any]) -> ClientConnection:
-    ws = connect(offer["url"], origin=ORIGIN, compression=None, max_size=None).__enter__()
+    assert is_bulk_secret(offer["token"]), offer
+    ws = connect(offer["url"], origin=ORIGIN, compression=None, max_size=None, create_connection=CheckedClient).__enter__()
     ws.send(offer["token"])
     assert json.loads(ws.recv(timeout=10)) == {"type": "attached", "id": ws_id(offer, ws)}
     return ws
@@ -157,7 +171,7 @@ def test_text_that_is_not_utf8_is_a_fault(host: HostProcess, isolated_env: dict[
         error = json.loads(ws.recv(timeout=10))
         assert error == {"type": "error", "id": 1, "name": "NetworkError", "message": "Network error."}
     told = host.expect("error", id=1)
-    assert told["bulk"] is True and told["code"] == 100, told  # INVALID_JSON
+    assert told["bulk"] is True and told["code"] == 103, told  # INVALID_UTF8, as on native messaging
 
 
 def test_cancel_reading_stops_delivery_and_writing_goes_on(host: HostProcess, isolated_env: dict[str, str]) -> None:
@@ -311,7 +325,7 @@ def test_faults_on_the_bulk_path_end_the_socket(host: HostProcess, isolated_env:
         # The WebSocket may be the page's own: the reason is not on it, only on native messaging.
         assert error == {"type": "error", "id": 1, "name": "NetworkError", "message": "Network error."}
     told = host.expect("error", id=1)
-    assert told["bulk"] is True and "only read" in told["detail"]
+    assert told["bulk"] is True and told["code"] == 110 and "tcp_open" in told["detail"], told  # UNKNOWN_TYPE
     offer = open_bulk(host, isolated_env, echo_server.port, sid=2)
     offer["id"] = 2
     with attach(offer) as ws:

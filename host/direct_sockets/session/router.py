@@ -760,7 +760,7 @@ class Session:
         connection.send(_decode(message["data"], "send", connection.id, MAX_DATA_CHUNK, allow_empty=False))
 
     async def _read(self, connection: TcpConnection, message: dict[str, Any]) -> None:
-        connection.grant(message["bytes"])
+        connection.credit(message["bytes"])
 
     async def _shutdown(self, connection: TcpConnection | UdpConnection, message: dict[str, Any]) -> None:
         if isinstance(connection, TcpConnection):
@@ -854,7 +854,7 @@ class Session:
         connection.send(data, infos[0][4])
 
     async def _udp_read(self, connection: UdpConnection, message: dict[str, Any]) -> None:
-        connection.grant(message["datagrams"])
+        connection.credit(message["datagrams"])
 
     async def _membership(self, connection: UdpConnection, message: dict[str, Any]) -> None:
         join = message["type"] == "join"
@@ -902,7 +902,7 @@ class Session:
         socket_id = message["socketId"]
         if self._id_taken(socket_id):
             raise ProtocolError(Code.SOCKET_ID_IN_USE, f"socket id {socket_id} was used before", connection.id)
-        connection.grant(socket_id)
+        connection.credit(socket_id)
         if socket_id in connection.state.accept_ids:
             self._reserved[socket_id] = connection.id
 

@@ -80,7 +80,7 @@ class TcpListener(Connection):
         self._spawn(self._emit(opened))
         self._spawn(self._accept_loop())
 
-    def grant(self, socket_id: int) -> None:
+    def credit(self, socket_id: int) -> None:
         self.state.page_accept(socket_id)
         self._accept_wanted.set()
 

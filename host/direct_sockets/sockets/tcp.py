@@ -10,111 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
-import functools
-import json
 import logging
 import socket
 from typing import Any, Awaitable, Callable
 
-from .bulk import BulkChannel, BulkServer, ChannelClosed, event_text
-from .connection import Connection, Emit, set_buffer_sizes
+from .bulk_link import ChannelClosed, Offers, PageLink
+from .bulk_stream import BULK_CHUNK, BulkStream
+from .connection import Connection, Emit
 from ..protocol.errors import Code, ProtocolError
-from ..protocol.validation import check_inbound
-from ..protocol.tcp_state import TcpSocketState
+from ..protocol.tcp_state import Phase, ReadSide, TcpSocketState, WriteSide
+from .tcp_io import PLAIN, Outbox, apply_options
 from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = object()
-BULK_CHUNK = 1024 * 1024  # the most bytes in one message on the bulk path, both ways (bulk.MAX_FRAME)
-STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
-
-
-@functools.cache
-def read_buffer() -> memoryview:
-    """Where plain sockets on the bulk path read into, one for the whole host: each read is
-    framed (copied) for its WebSocket before the next one, in the same callback. A fresh buffer
-    per read cost a map, a remap and an unmap of up to 1 MiB for every few bytes read
-    (docs/BULK.md)."""
-    return memoryview(bytearray(BULK_CHUNK))
-
-
-class PlainIO:
-    """A plain socket's reads and writes, with the same calls as `TlsLayer`: the loops below
-    do not care which one they drive."""
-
-    ragged_eof = False
-
-    async def recv(self, sock: socket.socket, budget: int) -> bytes:
-        return await asyncio.get_running_loop().sock_recv(sock, budget)
-
-    async def sendall(self, sock: socket.socket, data: bytes) -> None:
-        await asyncio.get_running_loop().sock_sendall(sock, data)
-
-    async def close_write(self, sock: socket.socket) -> None:
-        """Nothing before FIN in plain TCP (TLS sends its close_notify here)."""
-
-
-PLAIN = PlainIO()
-
-# Writes smaller than this join the one queued before them (see `Outbox`).
-JOIN_BELOW = 64 * 1024
-
-
-class Outbox:
-    """What the page sent and the kernel has not taken yet, in order, perhaps ending with the
-    shutdown. The send window bounds its bytes; joining small writes bounds its entries too: a
-    page may send a window's worth of tiny messages (measured: a 4 MiB window of two-byte
-    writes as 2 million queued objects took 113 MiB). Entries: at most
-    2 * window / JOIN_BELOW + 2."""
-
-    def __init__(self) -> None:
-        self._items: collections.deque[bytes | bytearray | object] = collections.deque()
-        self._ready = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def put(self, item: bytes | object) -> None:
-        tail = self._items[-1] if self._items else None
-        if isinstance(item, bytes) and len(item) < JOIN_BELOW and isinstance(tail, (bytes, bytearray)) and len(tail) < JOIN_BELOW:
-            if isinstance(tail, bytes):
-                tail = self._items[-1] = bytearray(tail)
-            tail += item
-        else:
-            self._items.append(item)
-        self._ready.set()
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    async def get(self) -> bytes | bytearray | object:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
 
 # Asks the user whether to trust a certificate no authority vouches for (DER, why it failed);
 # answers the pin to connect with, or None.
 AskTrust = Callable[["TcpConnection", bytes, str], Awaitable["str | None"]]
-
-
-def apply_options(sock: socket.socket, options: dict[str, Any]) -> None:
-    """The draft's TCPSocketOptions, set before connecting (buffer sizes must be)."""
-    if options.get("noDelay"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if "keepAliveDelay" in options:
-        seconds = max(1, options["keepAliveDelay"] // 1000)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, min(seconds, 32767))
-        elif hasattr(socket, "TCP_KEEPALIVE"):  # macOS
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPALIVE, min(seconds, 32767))
-    set_buffer_sizes(sock, options)
 
 
 class TcpConnection(Connection):
@@ -122,30 +36,33 @@ class TcpConnection(Connection):
     state: TcpSocketState
 
     def __init__(
-        self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None], bulk: BulkServer | None = None,
+        self, state: TcpSocketState, emit: Emit, on_gone: Callable[[int], None], bulk: Offers | None = None,
         bulk_message_size: int = BULK_CHUNK,
     ) -> None:
         super().__init__(state, emit, on_gone)
-        # The bulk path (bulk.py): offered at `opened` when the extension asks for it. Until the
-        # WebSocket attaches or is declined, the stream waits, so that it never travels two ways.
-        self._bulk_server = bulk
-        self._bulk_message_size = bulk_message_size
-        self._ws: BulkChannel | None = None
-        self._ending_ws: BulkChannel | None = None  # after the socket ended: told of the end, then closed
-        self._stream_ready = asyncio.Event()
-        self._stream_ready.set()
+        # The bulk path (bulk_stream.py): offered at `opened` when the extension asks for it.
+        self._bulk = BulkStream(self, bulk, bulk_message_size, self._spawn, self._emit) if bulk is not None else None
         self._credit_changed = asyncio.Event()
-        # While the page reads a plain socket over its WebSocket: how to wake that reading when
-        # credit comes, and how to stop it (`_pump_to_page`).
-        self._pump: tuple[Callable[[], None], Callable[[], None]] | None = None
         self._writing = False  # the write loop is handing bytes to the kernel
-        self._unreported = 0  # bytes written on the bulk path and not yet acknowledged
-        self._ack_handle: asyncio.Handle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # known once on the bulk path
         self._outbox = Outbox()
         self.tls: TlsLayer | None = None
         self.starttls_allowed = False  # opened with secureTransport "starttls", not yet upgraded
         self.destination: tuple[str, int] | None = None  # host and port as the page named them
+
+    @property
+    def has_os_socket(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def _link(self) -> PageLink | None:
+        """Where the stream goes while it is on the bulk path; None on native messaging."""
+        return self._bulk.link if self._bulk is not None else None
+
+    async def _stream_decided(self) -> None:
+        """Until the bulk path attaches or is declined, the stream waits: it never travels two
+        ways at once."""
+        if self._bulk is not None:
+            await self._bulk.decided.wait()
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -231,11 +148,10 @@ class TcpConnection(Connection):
         }
         if self.tls is not None:
             opened["tls"] = self.tls.summary()
-        if self._bulk_server is not None:
-            offer = await self._bulk_server.offer(self)
+        if self._bulk is not None:
+            offer = await self._bulk.offer(self.state.send_window)
             if offer is not None:
-                self._stream_ready.clear()
-                opened["bulk"] = {**offer, "window": self.state.send_window}
+                opened["bulk"] = offer
         await self._emit(opened)
         self._spawn(self._read_loop())
         self._spawn(self._write_loop())
@@ -257,7 +173,7 @@ class TcpConnection(Connection):
         """Why this socket cannot be upgraded now; None when it can."""
         if not self.starttls_allowed:
             return "the socket was not opened with secureTransport \"starttls\""
-        if self.state.phase.value != "open" or self.state.write_side.value != "open" or self.state.read_side.value != "open":
+        if self.state.phase is not Phase.OPEN or self.state.write_side is not WriteSide.OPEN or self.state.read_side is not ReadSide.OPEN:
             return f"the socket is {self.state.phase.value}, reading {self.state.read_side.value}, writing {self.state.write_side.value}"
         if self.state.unacked or not self._outbox.empty():
             return "writes are still in flight"
@@ -272,7 +188,8 @@ class TcpConnection(Connection):
         self.starttls_allowed = False
         self.state.failed()
         self._teardown()
-        self._close_ending_ws(1000, "continues under TLS")
+        if self._bulk is not None:
+            self._bulk.close_ending("continues under TLS")
         return sock
 
     def upgrade(self, sock: socket.socket, destination: tuple[str, int] | None, description: str, tls: ClientTls) -> None:
@@ -291,145 +208,64 @@ class TcpConnection(Connection):
             return
         await self._opened()
 
-    # -- the bulk path ------------------------------------------------------------------------
+
+    # -- the bulk path: what the connection tells it, or asks of it ---------------------------
 
     def decline_bulk(self, reason: str) -> None:
         """The stream stays on native messaging (the extension could not connect, or never did)."""
-        if self._bulk_server is not None:
-            self._bulk_server.withdraw(self)
-        if not self._stream_ready.is_set() and self._ws is None:
-            log.info("socket %d stays on native messaging: %s", self.id, reason)
-            self._stream_ready.set()
-
-    def attach(self, ws: BulkChannel) -> bool:
-        """The socket's WebSocket is here: the stream moves to it, and for as long as the socket
-        lives what the page sends on it comes to `from_page`. False
-        when it came too late (the stream stayed on native messaging, or the socket is gone)."""
-        if self._stream_ready.is_set() or self._sock is None:
-            return False
-        self._ws = ws
-        self._loop = asyncio.get_running_loop()
-        # A WebSocket has no 1 MiB message limit to keep under: larger reads, fewer messages, up
-        # to the size the extension says suits its browser (Firefox: 64 KiB, docs/BULK.md).
-        self.state.max_chunk = self._bulk_message_size
-        ws.send_text(event_text({"type": "attached", "id": self.id}))
-        self._stream_ready.set()
-        self._spawn(self._report_bytes())
-        log.info("socket %d: its stream moved to the bulk path", self.id)
-        return True
-
-    def from_page(self, data: bytes, text: bool) -> bool:
-        """A message the page sent on its WebSocket: bytes it wrote, or JSON text (credit, the
-        end of writing or of reading). False once a fault ended the socket: nothing more is
-        taken from that WebSocket."""
-        try:
-            if text:
-                self._page_message(data)
-            else:
-                self.send(data)
-        except ProtocolError as exc:
-            self._spawn(self.fail(exc.detail, exc.code))
-            return False
-        return True
-
-    def channel_lost(self, ws: BulkChannel) -> None:
-        if self._ending_ws is ws:
-            self._ending_ws = None
-        if self._ws is ws and self.state.phase.value not in ("closed", "failed"):
-            # The page (or the frame's content script) went away without a word: as a release.
-            log.info("socket %d: its WebSocket closed; releasing it", self.id)
-            self.release()
-
-    async def _report_bytes(self) -> None:
-        """The background no longer sees this socket's bytes pass: the popup's counters come
-        from here, about once a second while they change."""
-        reported = (0, 0)
-        while self._ws is not None:
-            await asyncio.sleep(STATS_INTERVAL)
-            counts = (self.state.bytes_sent, self.state.bytes_received)
-            if counts != reported and self._ws is not None:
-                reported = counts
-                await self._emit({"type": "stats", "id": self.id, "sent": counts[0], "received": counts[1]})
-
-    def _page_message(self, text: bytes) -> None:
-        try:
-            message = json.loads(text)
-        except ValueError as exc:
-            raise ProtocolError(Code.INVALID_JSON, f"bulk path: {exc}", self.id) from exc
-        if not isinstance(message, dict) or message.get("type") not in ("read", "shutdown", "cancel"):
-            raise ProtocolError(Code.SCHEMA_VIOLATION, "bulk path: only read, shutdown and cancel travel here", self.id)
-        message["id"] = self.id  # a socket's WebSocket speaks for that socket only
-        check_inbound(message)
-        if message["type"] == "read":
-            self.grant(message["bytes"])
-        elif message["type"] == "shutdown":
-            self.shutdown(bool(message.get("abort")))
-        else:
-            self._stop_reading()
-            self._spawn(self._maybe_finish())
+        if self._bulk is not None:
+            self._bulk.decline(reason)
 
     async def _stream(self, message: dict[str, Any]) -> None:
-        if self._ws is not None:
-            self._ws.send_text(event_text(message))
-            await self._ws.drain()
+        link = self._link
+        if link is not None:
+            link.send_control(message)
+            await link.drain()
         else:
             await self._emit(message)
 
     async def _stream_data(self, data: bytes) -> None:
-        if self._ws is not None:
-            self._ws.send_bytes(data)
-            await self._ws.drain()
+        link = self._link
+        if link is not None:
+            link.send_bytes(data)
+            await link.drain()
         else:
             await self._emit({"type": "data", "id": self.id, "data": base64.b64encode(data).decode("ascii")})
 
     async def _emit_end(self, message: dict[str, Any]) -> None:
-        # The page hears of the end on the WebSocket, after the last bytes; the background
-        # (its routes, the badge, the popup) on native messaging, as for every socket.
-        ws = self._ending_ws
-        if ws is not None:
-            # The WebSocket may be the page's own: it gets what a page may know, no reason.
-            told = {k: v for k, v in message.items() if k not in ("detail", "code")}
-            try:
-                ws.send_text(event_text(told))
-            except ChannelClosed:
-                pass
-            self._close_ending_ws(1000, "socket ended")
+        # The page hears of the end on its link, after the last bytes; the background (its
+        # routes, the badge, the popup) on native messaging, as for every socket.
+        if self._bulk is not None and self._bulk.tell_end(message):
             message = {**message, "bulk": True}
         await self._emit(message)
 
-    def _close_ending_ws(self, code: int, reason: str) -> None:
-        ws, self._ending_ws = self._ending_ws, None
-        if ws is not None:
-            ws.close(code, reason)
-
     def _teardown(self) -> None:
-        if self._pump is not None:
-            self._pump[1]()  # before the socket closes: its descriptor may be reused at once
-        if self._bulk_server is not None:
-            self._bulk_server.withdraw(self)
-        # Nothing more streams; the WebSocket stays open just long enough to say how it ended.
-        self._ending_ws, self._ws = self._ws, None
+        if self._bulk is not None:
+            self._bulk.teardown()
         super()._teardown()
 
     def release(self) -> None:
         super().release()
-        self._close_ending_ws(1000, "released")
+        if self._bulk is not None:
+            self._bulk.close_ending("released")
 
     # -- what the page asks (already checked by the state) -------------------------------------
 
-    def grant(self, size: int) -> None:
+    def credit(self, size: int) -> None:
+        """The page has room for `size` more bytes (`read`)."""
         self.state.page_read(size)
         self._wake_reading()
 
     def _wake_reading(self) -> None:
         """The page granted credit or stopped reading: whichever reader waits looks again."""
         self._credit_changed.set()
-        if self._pump is not None:
-            self._pump[0]()
+        if self._bulk is not None:
+            self._bulk.wake()
 
     def send(self, data: bytes) -> None:
         self.state.page_send(len(data))
-        if self._ws is not None and self.tls is None and self._sock is not None and not self._writing and self._outbox.empty():
+        bulk = self._bulk
+        if bulk is not None and bulk.link is not None and self.tls is None and self._sock is not None and not self._writing and self._outbox.empty():
             # A plain socket on the bulk path with nothing ahead of these bytes: straight to
             # the kernel, without waking the write loop (docs/BULK.md, measured). What the
             # kernel does not take now, and any error, is left to the loop.
@@ -438,33 +274,11 @@ class TcpConnection(Connection):
             except OSError:
                 sent = 0
             if sent:
-                self._wrote(sent)
+                bulk.wrote(sent, more_queued=False)
             if sent == len(data):
                 return
             data = data[sent:]
         self._outbox.put(data)
-
-    def _wrote(self, size: int) -> None:
-        """Bytes handed to the kernel on the bulk path. Acknowledgements only open the page's
-        send window, so they are gathered: the writes of one turn of the event loop share one,
-        and none waits for more than a quarter of the window."""
-        self.state.wrote(size)
-        self._unreported += size
-        if self._unreported >= self.state.send_window // 4:
-            self._ack()
-        elif self._ack_handle is None and self._outbox.empty():  # else the write loop's last write does it
-            self._ack_handle = (self._loop or asyncio.get_running_loop()).call_soon(self._ack)
-
-    def _ack(self) -> None:
-        if self._ack_handle is not None:
-            self._ack_handle.cancel()
-            self._ack_handle = None
-        if self._unreported and self._ws is not None:
-            try:
-                self._ws.send_text(event_text({"type": "ack", "id": self.id, "bytes": self._unreported}))
-            except ChannelClosed:
-                return  # the page is gone: the WebSocket's loss releases the socket
-            self._unreported = 0
 
     def shutdown(self, abort: bool) -> None:
         self.state.page_shutdown()
@@ -477,6 +291,11 @@ class TcpConnection(Connection):
         self._stop_reading()
         await self._maybe_finish()
 
+    def cancel(self) -> None:
+        """`cancel_reading` at once (the bulk path's `cancel`): a fault in it is the page's."""
+        self._stop_reading()
+        self._spawn(self._maybe_finish())
+
     def _stop_reading(self) -> None:
         self.state.page_cancel()
         self._wake_reading()
@@ -484,30 +303,29 @@ class TcpConnection(Connection):
     # -- moving bytes -------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        await self._stream_ready.wait()
+        await self._stream_decided()
         sock = self._os_socket()
         io = self.tls or PLAIN
-        if self._ws is not None and io is PLAIN:
-            await self._pump_to_page(sock, self._ws)
+        link = self._link
+        if self._bulk is not None and link is not None and io is PLAIN:
+            await self._pumped(await self._bulk.pump(sock, link))
             return
         try:
             while True:
                 budget = self.state.read_budget
                 if budget == 0:
-                    if self.state.read_side.value != "open":
+                    if self.state.read_side is not ReadSide.OPEN:
                         return
                     self._credit_changed.clear()
                     await self._credit_changed.wait()
                     continue
                 data = await io.recv(sock, budget)
-                if self.state.read_side.value != "open":
+                if self.state.read_side is not ReadSide.OPEN:
                     return  # cancelled while we waited: the page wants nothing more
                 if not data:
                     if io.ragged_eof:
                         log.info("socket %d: the peer ended TLS without close_notify", self.id)
-                    self.state.peer_eof()
-                    await self._stream({"type": "eof", "id": self.id})
-                    await self._maybe_finish()
+                    await self._peer_ended()
                     return
                 self.state.received(len(data))
                 await self._stream_data(data)
@@ -516,82 +334,8 @@ class TcpConnection(Connection):
         except OSError as exc:
             await self.fail(f"reading: {exc}")
 
-    async def _pump_to_page(self, sock: socket.socket, ws: BulkChannel) -> None:
-        """The read loop for a plain socket on the bulk path. The socket stays registered with
-        the event loop while the page has credit and keeps up, and each read goes to the
-        WebSocket in the callback that made it: no task switch and no registering anew for
-        each read (docs/BULK.md, measured)."""
-        loop = asyncio.get_running_loop()
-        fd = sock.fileno()
-        ended: asyncio.Future[object] = loop.create_future()
-        registered = False
-        buffer = read_buffer()
-
-        def finish(how: object) -> None:
-            stop()
-            if not ended.done():
-                ended.set_result(how)
-
-        def stop() -> None:
-            nonlocal registered
-            if registered:
-                registered = False
-                loop.remove_reader(fd)
-
-        def wake() -> None:
-            nonlocal registered
-            if ended.done():
-                return
-            if self.state.read_side.value != "open":
-                finish("cancelled")
-            elif not registered and self.state.read_budget and not ws.paused:
-                registered = True
-                loop.add_reader(fd, readable)
-
-        async def wake_when_drained() -> None:
-            try:
-                await ws.drain()
-            except ChannelClosed:
-                finish("gone")
-                return
-            wake()
-
-        def readable() -> None:
-            budget = self.state.read_budget
-            if budget == 0:  # the page has not granted more: its next `read` wakes us
-                stop()
-                wake()
-                return
-            try:
-                size = sock.recv_into(buffer, budget)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                finish(exc)
-                return
-            if not size:
-                finish("eof")
-                return
-            try:
-                self.state.received(size)
-                ws.send_bytes(buffer[:size])
-            except ChannelClosed:
-                finish("gone")
-                return
-            except ProtocolError as exc:  # a broken invariant: raised in the task, not here
-                finish(exc)
-                return
-            if ws.paused:  # the page is behind: read again once the WebSocket drained
-                stop()
-                self._spawn(wake_when_drained())
-
-        self._pump = (wake, stop)
-        try:
-            wake()
-            how = await ended
-        finally:
-            stop()
-            self._pump = None
+    async def _pumped(self, how: object) -> None:
+        """How reading a plain socket onto its link ended (`BulkStream.pump`)."""
         if isinstance(how, ProtocolError):
             raise how
         if isinstance(how, OSError):
@@ -599,16 +343,18 @@ class TcpConnection(Connection):
         elif how == "gone":
             self.release()
         elif how == "eof":
-            self.state.peer_eof()
             try:
-                await self._stream({"type": "eof", "id": self.id})
+                await self._peer_ended()
             except ChannelClosed:
                 self.release()
-                return
-            await self._maybe_finish()
+
+    async def _peer_ended(self) -> None:
+        self.state.peer_eof()
+        await self._stream({"type": "eof", "id": self.id})
+        await self._maybe_finish()
 
     async def _write_loop(self) -> None:
-        await self._stream_ready.wait()
+        await self._stream_decided()
         sock = self._os_socket()
         io = self.tls or PLAIN
         unreported = 0
@@ -616,7 +362,8 @@ class TcpConnection(Connection):
             while True:
                 item = await self._outbox.get()
                 if item is _SHUTDOWN:
-                    self._ack()
+                    if self._bulk is not None:
+                        self._bulk.ack()
                     if unreported:
                         await self._stream({"type": "ack", "id": self.id, "bytes": unreported})
                     await io.close_write(sock)
@@ -632,8 +379,8 @@ class TcpConnection(Connection):
                     await io.sendall(sock, item)
                 finally:
                     self._writing = False
-                if self._ws is not None:
-                    self._wrote(len(item))
+                if self._bulk is not None and self._link is not None:
+                    self._bulk.wrote(len(item), more_queued=not self._outbox.empty())
                     continue
                 self.state.wrote(len(item))
                 # Acknowledgements only open the page's send window: while more is queued they

@@ -160,7 +160,7 @@ class UdpConnection(Connection):
 
     # -- what the page asks -------------------------------------------------------------------
 
-    def grant(self, count: int) -> None:
+    def credit(self, count: int) -> None:
         self.state.page_read(count)
         self._credit_changed.set()
 
