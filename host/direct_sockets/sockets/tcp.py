@@ -208,7 +208,6 @@ class TcpConnection(Connection):
             return
         await self._opened()
 
-
     # -- the bulk path: what the connection tells it, or asks of it ---------------------------
 
     def decline_bulk(self, reason: str) -> None:
