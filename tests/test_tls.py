@@ -293,6 +293,13 @@ def test_start_tls_rules(host: HostProcess, isolated_env: dict[str, str], echo_s
     host.expect("opened", id=3)
     host.send({"type": "start_tls", "id": 3, "newId": 3, "options": {}})
     host.expect("error", code=Code.SOCKET_ID_IN_USE)
+    # Only a socket open both ways moves under TLS: not one whose page stopped reading.
+    open_tcp(host, 4, echo_server.port, secureTransport="starttls")
+    host.expect("opened", id=4)
+    host.send({"type": "cancel", "id": 4})
+    host.send({"type": "start_tls", "id": 4, "newId": 5, "options": {}})
+    fault = host.expect("error", id=4, code=Code.OUT_OF_ORDER)
+    assert "reading cancelled" in fault["detail"], fault
 
 
 # -- TLS servers ------------------------------------------------------------------------------
