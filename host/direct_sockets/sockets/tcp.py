@@ -22,12 +22,12 @@ from .connection import Connection, Emit, set_buffer_sizes
 from ..protocol.errors import Code, ProtocolError
 from ..protocol.validation import check_inbound
 from ..protocol.tcp_state import TcpSocketState
+from ..protocol.wire import BULK_CHUNK
 from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 
 log = logging.getLogger(__name__)
 
 _SHUTDOWN = object()
-BULK_CHUNK = 1024 * 1024  # the most bytes in one message on the bulk path, both ways (bulk.MAX_FRAME)
 STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
 
 
