@@ -18,7 +18,7 @@ from .. import PROTOCOL_VERSION, __version__
 from ..protocol.errors import Code, ProtocolError
 from ..protocol.framing import Event, FrameError
 from ..protocol.validation import check_inbound
-from ..protocol.wire import MAX_CHUNK, SEND_WINDOW, decode_data
+from ..protocol.wire import MAX_CHUNK, decode_data, limits
 from ..sockets.connection import Connection
 from ..sockets.listener import TcpListener
 from ..sockets.server_certs import ServerCertificates
@@ -163,7 +163,8 @@ class Session:
         if message["version"] != PROTOCOL_VERSION:
             raise ProtocolError(Code.VERSION_UNSUPPORTED, f"protocol version {message['version']} is not {PROTOCOL_VERSION}")
         self.greeted = True
-        await self._emit({"type": "hello", "version": PROTOCOL_VERSION, "host": f"direct-sockets {__version__}", "maxChunk": MAX_CHUNK, "sendWindow": SEND_WINDOW})
+        # The limits the host enforces, so the extension uses exactly these (docs/PROTOCOL.md).
+        await self._emit({"type": "hello", "version": PROTOCOL_VERSION, "host": f"direct-sockets {__version__}", "limits": limits()})
 
     async def _ping(self, message: dict[str, Any]) -> None:
         await self._emit({"type": "pong", **({"seq": message["seq"]} if "seq" in message else {})})
