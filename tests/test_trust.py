@@ -196,6 +196,21 @@ def test_a_bound_send_to_a_name_that_resolves_into_a_blocked_network_does_not_ar
     assert dns.queries.count("loop.test") <= 2  # looked up once (an A and an AAAA question at most)
 
 
+def test_a_policy_block_on_a_group_holds_against_the_users_grant(host: HostProcess, isolated_env: dict[str, str], private_network: object) -> None:
+    # A join goes through the same admission path as an open and a send: the administrator's
+    # block wins over the user's grant, and the user is not asked.
+    write_policy(isolated_env, {"block": [{"kind": "multicast", "host": "239.1.1.0/24"}]})
+    write_grants(isolated_env, [{"kind": "udp-bind", "host": "0.0.0.0", "port": "*"}, {"kind": "multicast", "host": "239.1.1.1", "port": "*"},
+                                {"kind": "multicast", "host": "239.2.2.2", "port": "*"}])
+    host.hello()
+    host.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "0.0.0.0", "options": {}})
+    host.expect("opened", id=1)
+    host.send({"type": "join", "id": 1, "req": 1, "groupAddress": "239.1.1.1"})
+    host.expect("request_failed", id=1, req=1, name="NotAllowedError")
+    host.send({"type": "join", "id": 1, "req": 2, "groupAddress": "239.2.2.2"})
+    host.expect("done", id=1, req=2)  # a group the policy does not name: the grant holds
+
+
 def test_a_bound_send_uses_the_address_it_checked(host: HostProcess, isolated_env: dict[str, str], dns) -> None:  # type: ignore[no-untyped-def]
     # Granted while on the internet; the name now points here: the user is asked again, and
     # no datagram goes anywhere before they answer.
