@@ -11,7 +11,7 @@ from ..protocol.errors import PAGE_MESSAGE, Code, ProtocolError
 from ..protocol.wire import MAX_DATAGRAM, UDP_SEND_WINDOW, decode_data, ip_literal
 from ..sockets.connection import family_for
 from ..sockets.udp import UdpConnection
-from ..trust.decision import Allow, Refuse, Resolve, Request
+from ..trust.decision import Allow, Request, Resolve
 from .admission import Admission, Outcome
 from .table import SocketTable
 
