@@ -330,11 +330,11 @@ def test_a_session_task_that_raises_fails_the_socket_it_served(tmp_path: Path, c
             await asyncio.sleep(0)
             raise RuntimeError("planted fault in a decision")
 
-        session._deciding.add(12)
-        session._spawn(deciding(12))
+        session.table.deciding.add(12)
+        session.table.spawn(deciding(12))
         while not any(m["type"] == "error" for m in messages):
             await asyncio.sleep(0.01)
-        assert 12 not in session._deciding
+        assert 12 not in session.table.deciding
         session.close_all()
 
     with caplog.at_level(logging.ERROR, logger="direct_sockets"):

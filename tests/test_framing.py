@@ -82,7 +82,7 @@ def test_largest_data_chunk_fits_the_browser_limit() -> None:
     import base64
 
     from direct_sockets.protocol.framing import MAX_OUTBOUND_FRAME
-    from direct_sockets.session.router import MAX_DATA_CHUNK
+    from direct_sockets.protocol.wire import MAX_CHUNK as MAX_DATA_CHUNK
 
     message = {"type": "data", "id": 2**53 - 1, "data": base64.b64encode(b"\xff" * MAX_DATA_CHUNK).decode()}
     assert len(encode(message)) - HEADER.size <= MAX_OUTBOUND_FRAME

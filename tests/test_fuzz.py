@@ -225,26 +225,26 @@ def test_open_sockets_and_consent_answers_take_any_messages(tmp_path_factory: An
         store.grant(Grant("http://127.0.0.1:8000", "tcp", "127.0.0.1", port))
         store.grant(Grant("http://127.0.0.1:8000", "udp-bind", "127.0.0.1", "*"))
         session = Session(emit, store)
-        spawn, conn_spawn = session._spawn, Connection._spawn
+        spawn, conn_spawn = session.table.spawn, Connection._spawn
 
         def spawn_watched(coro: Any) -> None:
-            before = set(session._tasks)
+            before = set(session.table.tasks)
             spawn(coro)
-            for task in set(session._tasks) - before:
+            for task in set(session.table.tasks) - before:
                 task.add_done_callback(watch)
 
-        session._spawn = spawn_watched  # type: ignore[method-assign]
+        session.table.spawn = spawn_watched  # type: ignore[method-assign]
         for kind, (accepted, handler) in list(session._handlers.items()):
             async def traced(connection: Any, message: dict[str, Any], _h: Any = handler, _k: str = kind) -> None:
                 reached.add(_k)
                 await _h(connection, message)
             session._handlers[kind] = (accepted, traced)
-        answer = session._answer
+        answer = session._session_handlers["consent"]
 
         async def traced_answer(message: dict[str, Any]) -> None:
             reached.add("consent")
             await answer(message)
-        session._answer = traced_answer  # type: ignore[method-assign]
+        session._session_handlers["consent"] = traced_answer
         who = {"origin": "http://127.0.0.1:8000", "tabId": 1, "frameId": 0, "incognito": False}
         for message in [{"type": "hello", "version": 1},
                         {"type": "tcp_open", "id": 1, **who, "remoteAddress": "127.0.0.1", "remotePort": port, "options": {}},
@@ -264,7 +264,7 @@ def test_open_sockets_and_consent_answers_take_any_messages(tmp_path_factory: An
             except Exception:
                 valid = False
             target = session.sockets.get(message["id"])
-            expected = valid and (message["type"] == "consent" or (target is not None and message["id"] not in session._pending and isinstance(target, session._handlers[message["type"]][0])))
+            expected = valid and (message["type"] == "consent" or (target is not None and message["id"] not in session.table.pending and isinstance(target, session._handlers[message["type"]][0])))
             await session.handle_event(Message(message))  # raises only on a bug
             assert not expected or message["type"] in reached, f"{message} did not reach its handler"
             for _ in range(3):

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import pytest
 
+from direct_sockets.protocol import wire
 from direct_sockets.protocol.errors import Code
 from tests.conftest import cli
 from tests.support.hostproc import HEADER, HostProcess
@@ -95,7 +96,38 @@ def send_all(host: HostProcess, sid: int, payload: bytes, window: int = 1 << 20,
 
 def test_hello_announces_version_and_limits(host: HostProcess) -> None:
     reply = host.hello()
-    assert reply["version"] == 1 and reply["maxChunk"] == CHUNK and reply["sendWindow"] == 1 << 20
+    assert reply["version"] == 1 and reply["limits"] == wire.limits()
+    assert reply["limits"]["maxChunk"] == CHUNK and reply["limits"]["sendWindow"] == 1 << 20  # what these tests send by
+
+
+def test_hellos_limits_are_the_ones_the_host_enforces(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    """The extension sizes its messages and windows by hello's limits: each is exactly where the
+    host draws the line (a page at the limit is served, one byte over is a fault)."""
+    sink = TcpServer(slow_sink(delay=2.0))
+    try:
+        grant(isolated_env, f"127.0.0.1:{echo_server.port}")
+        grant(isolated_env, f"127.0.0.1:{sink.port}")
+        limits = host.hello()["limits"]
+        open_tcp(host, 1, echo_server.port)
+        host.expect("opened", id=1)
+        host.send({"type": "send", "id": 1, "data": b64(b"m" * limits["maxChunk"])})
+        host.expect("ack", id=1, bytes=limits["maxChunk"])
+        host.send({"type": "send", "id": 1, "data": b64(b"m" * (limits["maxChunk"] + 1))})
+        failed = host.expect("error", id=1)
+        assert failed["code"] == Code.SCHEMA_VIOLATION and f"over {limits['maxChunk']} bytes" in failed["detail"]
+        # sendWindow: a window's worth unacknowledged is the most; one byte more ends the socket.
+        open_tcp(host, 2, sink.port, sendBufferSize=4096)
+        host.expect("opened", id=2)
+        whole, rest = divmod(limits["sendWindow"], limits["maxChunk"])
+        for _ in range(whole):
+            host.send({"type": "send", "id": 2, "data": b64(b"w" * limits["maxChunk"])})
+        host.send({"type": "send", "id": 2, "data": b64(b"w" * (rest + 1))})
+        seen = []
+        while (msg := host.recv(10)) is not None and msg["type"] != "error":
+            seen.append(msg)
+        assert msg is not None and msg["code"] == Code.WINDOW_EXCEEDED and msg["id"] == 2, seen
+    finally:
+        sink.close()
 
 
 def test_messages_before_hello_are_refused_and_session_continues(host: HostProcess) -> None:

@@ -71,6 +71,27 @@ def test_connected_udp_echo_exact_boundaries(host: HostProcess, isolated_env: di
     peer.close()
 
 
+def test_a_datagram_over_hellos_max_datagram_is_refused(host: HostProcess, isolated_env: dict[str, str]) -> None:
+    """hello's maxDatagram is where the host draws the line: that many bytes are sent, one more
+    is a fault that ends the socket (and reaches no peer)."""
+    peer = udp_peer()
+    port = peer.getsockname()[1]
+    grant(isolated_env, "udp", f"127.0.0.1:{port}")
+    most = host.hello()["limits"]["maxDatagram"]
+    host.send({"type": "udp_open", "id": 1, **who(), "mode": "connected", "remoteAddress": "127.0.0.1", "remotePort": port, "options": {}})
+    host.expect("opened", id=1)
+    host.send({"type": "udp_send", "id": 1, "data": b64(b"d" * most)})
+    host.expect("udp_ack", id=1, datagrams=1)
+    assert len(peer.recv(70000)) == most
+    host.send({"type": "udp_send", "id": 1, "data": b64(b"d" * (most + 1))})
+    failed = host.expect("error", id=1)
+    assert failed["code"] == Code.SCHEMA_VIOLATION and f"over {most} bytes" in failed["detail"]
+    peer.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        peer.recv(70000)
+    peer.close()
+
+
 def test_bound_udp_reports_the_true_sender(host: HostProcess, isolated_env: dict[str, str]) -> None:
     peer_a, peer_b = udp_peer(), udp_peer()
     grant(isolated_env, "udp-bind", "127.0.0.1:*")

@@ -23,7 +23,10 @@ from direct_sockets.sockets.connection import Connection
 from direct_sockets.protocol.errors import Code
 from direct_sockets.protocol.framing import Message
 from direct_sockets.trust.permissions import PermissionStore
-from direct_sockets.session.router import MAX_WAITING_SEND_BYTES, UDP_SEND_WINDOW, Session
+from direct_sockets.protocol.wire import UDP_SEND_WINDOW
+from direct_sockets.session.admission import Admission
+from direct_sockets.session.router import Session
+from direct_sockets.session.udp_requests import MAX_WAITING_SEND_BYTES
 from direct_sockets.protocol.validation import check_outbound
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
@@ -193,6 +196,21 @@ def test_a_bound_send_to_a_name_that_resolves_into_a_blocked_network_does_not_ar
     assert dns.queries.count("loop.test") <= 2  # looked up once (an A and an AAAA question at most)
 
 
+def test_a_policy_block_on_a_group_holds_against_the_users_grant(host: HostProcess, isolated_env: dict[str, str], private_network: object) -> None:
+    # A join goes through the same admission path as an open and a send: the administrator's
+    # block wins over the user's grant, and the user is not asked.
+    write_policy(isolated_env, {"block": [{"kind": "multicast", "host": "239.1.1.0/24"}]})
+    write_grants(isolated_env, [{"kind": "udp-bind", "host": "0.0.0.0", "port": "*"}, {"kind": "multicast", "host": "239.1.1.1", "port": "*"},
+                                {"kind": "multicast", "host": "239.2.2.2", "port": "*"}])
+    host.hello()
+    host.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "0.0.0.0", "options": {}})
+    host.expect("opened", id=1)
+    host.send({"type": "join", "id": 1, "req": 1, "groupAddress": "239.1.1.1"})
+    host.expect("request_failed", id=1, req=1, name="NotAllowedError")
+    host.send({"type": "join", "id": 1, "req": 2, "groupAddress": "239.2.2.2"})
+    host.expect("done", id=1, req=2)  # a group the policy does not name: the grant holds
+
+
 def test_a_bound_send_uses_the_address_it_checked(host: HostProcess, isolated_env: dict[str, str], dns) -> None:  # type: ignore[no-untyped-def]
     # Granted while on the internet; the name now points here: the user is asked again, and
     # no datagram goes anywhere before they answer.
@@ -322,7 +340,7 @@ class Harness:
             check_outbound(message)
             self.replies.append(message)
 
-        async def getaddrinfo(_session: Session, host: str, port: int, *, family: int, type: int, flags: int) -> list[Any]:
+        async def getaddrinfo(_admission: Admission, host: str, port: int, *, family: int, type: int, flags: int) -> list[Any]:
             self.lookups.append(host)
             if host not in self.records:
                 raise socket.gaierror(socket.EAI_NONAME, "no such name")
@@ -333,7 +351,7 @@ class Harness:
             await connection.fail(f"connecting to {what}: recorded, not dialled")
             return False
 
-        monkeypatch.setattr(Session, "_getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(Admission, "_getaddrinfo", getaddrinfo)
         monkeypatch.setattr(Connection, "_connect_first", connect_first)
         self.session = Session(emit, self.store)
 
@@ -417,7 +435,7 @@ def test_pending_sends_are_bounded_in_count_and_bytes(tmp_path: Path, monkeypatc
         small = b64(b"x")
         for _ in range(UDP_SEND_WINDOW + 5):
             await h.send({"type": "udp_send", "id": 1, "data": small, "remoteAddress": "127.0.0.1", "remotePort": 9})
-        waiting = h.session._waiting_sends.get(1, [0, 0])
+        waiting = h.session.table.waiting_sends.get(1, [0, 0])
         assert waiting[0] <= UDP_SEND_WINDOW and 1 not in h.session.sockets  # the socket failed at the window
         assert h.last("error")["code"] == Code.WINDOW_EXCEEDED
         await h.send({"type": "udp_open", "id": 2, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})

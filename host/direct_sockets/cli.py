@@ -223,8 +223,8 @@ def _destination(args: argparse.Namespace) -> tuple[str, str, int | str] | None:
 
 def _always_refused(kind: str, port: int | str) -> str | None:
     """Why the host would refuse every use of this grant, or None. The limits are the host's
-    own (session.py), so the two cannot drift apart."""
-    from .session.router import BOUND_UDP_MIN_PORT, LISTEN_MIN_PORT
+    own (session/opening.py), so the two cannot drift apart."""
+    from .session.opening import BOUND_UDP_MIN_PORT, LISTEN_MIN_PORT
 
     if port == "*" or port == 0:
         return None

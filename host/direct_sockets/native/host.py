@@ -14,7 +14,7 @@ from typing import Any
 from . import caller as caller_mod
 from ..session import limits
 from .. import paths
-from ..session import router as session_mod
+from ..session import table as session_table
 from ..protocol.errors import Code
 from ..protocol.framing import FrameDecoder, encode
 from ..trust.permissions import PermissionStore
@@ -177,8 +177,8 @@ def run(fd_in: int, fd_out: int, argv: list[str], manifest: Path | None) -> int:
     log.info("started by %s (%s) for %s", who.extension, who.browser, manifest)
     descriptors = limits.raise_descriptor_limit()
     # The cap assumed the limit could be raised; where it could not, it follows what we got.
-    session_mod.MAX_SOCKETS = min(session_mod.MAX_SOCKETS, limits.socket_cap(descriptors))
-    log.info("up to %d descriptors; at most %d sockets for pages", descriptors, session_mod.MAX_SOCKETS)
+    session_table.MAX_SOCKETS = min(session_table.MAX_SOCKETS, limits.socket_cap(descriptors))
+    log.info("up to %d descriptors; at most %d sockets for pages", descriptors, session_table.MAX_SOCKETS)
     store = PermissionStore(paths.permissions_file())
     policy = PolicyFile(paths.policy_files())
     if policy.current() is not None:

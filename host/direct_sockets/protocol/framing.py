@@ -19,7 +19,7 @@ from .errors import Code
 HEADER = struct.Struct("=I")  # native byte order, as both browsers write it
 
 # Browser to host: our extension never sends a frame above ~1 MiB (data travels in chunks of at
-# most MAX_DATA_CHUNK bytes, base64-encoded). A little headroom, and nothing near Chrome's 64 MiB.
+# most wire.MAX_CHUNK bytes, base64-encoded). A little headroom, and nothing near Chrome's 64 MiB.
 MAX_INBOUND_FRAME = 4 * 1024 * 1024
 # Host to browser: both browsers drop the port on a message over 1 MiB.
 MAX_OUTBOUND_FRAME = 1024 * 1024

@@ -2,7 +2,7 @@
 
 A descriptor table that fills up does not fail loudly: `socket()` and `accept()` raise EMFILE
 wherever they happen to be called. So the host raises its soft limit to the hard one when it
-starts, and keeps its socket cap (`session.MAX_SOCKETS`) under that limit with room to spare for
+starts, and keeps its socket cap (`table.MAX_SOCKETS`) under that limit with room to spare for
 what is not a page's socket: stdio, the log file, the event loop's own descriptors, the name
 lookups' threads, the bulk server and its connections that have not claimed a socket yet.
 """

@@ -17,12 +17,12 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from ..protocol.errors import Code, ProtocolError
 from ..protocol.tcp_state import Phase, ReadSide, TcpSocketState
+from ..protocol.wire import BULK_CHUNK
 from .bulk_link import ChannelClosed, Offers, PageLink
 from .connection import Emit
 
 log = logging.getLogger(__name__)
 
-BULK_CHUNK = 1024 * 1024  # the most bytes in one message on the bulk path, both ways (bulk.MAX_FRAME)
 STATS_INTERVAL = 1.0  # seconds between byte counts of a bulk socket, for the popup
 
 

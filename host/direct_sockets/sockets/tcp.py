@@ -15,10 +15,11 @@ import socket
 from typing import Any, Awaitable, Callable
 
 from .bulk_link import ChannelClosed, Offers, PageLink
-from .bulk_stream import BULK_CHUNK, BulkStream
+from .bulk_stream import BulkStream
 from .connection import Connection, Emit
 from ..protocol.errors import Code, ProtocolError
 from ..protocol.tcp_state import Phase, ReadSide, TcpSocketState, WriteSide
+from ..protocol.wire import BULK_CHUNK
 from .tcp_io import PLAIN, Outbox, apply_options
 from .tls import ClientTls, TlsFailed, TlsLayer, probe_certificate, spki_sha256
 

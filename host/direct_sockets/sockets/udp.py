@@ -24,7 +24,7 @@ from ..protocol.udp_state import UdpMode, UdpSocketState
 
 log = logging.getLogger(__name__)
 
-MAX_DATAGRAM = 65535
+RECEIVE_BUFFER = 65535  # the most any datagram can carry: nothing that arrives is cut short
 _CLOSE = object()
 
 # Linux values missing from Python's socket module: source-specific joins (RFC 3678).
@@ -228,7 +228,7 @@ class UdpConnection(Connection):
                 await self._credit_changed.wait()
                 continue
             try:
-                data, address = await loop.sock_recvfrom(sock, MAX_DATAGRAM)
+                data, address = await loop.sock_recvfrom(sock, RECEIVE_BUFFER)
             except OSError as exc:
                 if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     # An ICMP error about an earlier send: UDP goes on, as Chrome's does.

@@ -149,9 +149,6 @@ class ConsentBroker:
         for site in [s for s in self._origins if s[1]]:
             del self._origins[site]
 
-    def deadline(self) -> float:
-        return self.clock() + self.timeout_seconds
-
 
 @dataclass
 class RateLimiter:
