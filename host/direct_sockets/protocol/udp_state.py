@@ -97,7 +97,7 @@ class UdpSocketState:
         self.reading = False
         self.credit = 0
 
-    def page_membership(self, join: bool, group: str, source: str | None) -> None:
+    def page_membership(self, join: bool) -> None:
         self._require_open("join" if join else "leave")
         if self.mode is not UdpMode.BOUND:
             raise ProtocolError(Code.OUT_OF_ORDER, "multicast needs a bound socket", self.id)

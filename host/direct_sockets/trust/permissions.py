@@ -30,7 +30,7 @@ from ..protocol.validation import DocumentInvalid, load_document
 #   multicast   join the group at host (port is always "*")
 #   certificate trust the TLS certificate whose key is `pin` when connecting to host:port (it
 #               allows no connection by itself: a device's self-signed certificate)
-KINDS = ("tcp", "udp", "udp-bind", "tcp-listen", "multicast", "certificate")
+# (protocol/schemas/permissions-store.json holds the list the store is checked against.)
 
 
 @dataclass(frozen=True, order=True)
