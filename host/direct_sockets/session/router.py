@@ -483,7 +483,7 @@ class Session:
         # socket it worked for fails with the generic NetworkError rather than wait forever.
         socket_id = tasks.socket_id_of(coro)
 
-        def crashed(exc: BaseException) -> None:
+        def crashed(exc: BaseException) -> Awaitable[None]:
             connection = self.sockets.get(socket_id) if socket_id is not None else None
             if connection is not None:
                 report = connection.fail(f"internal error: {exc!r}", Code.INTERNAL_ERROR)
@@ -492,7 +492,7 @@ class Session:
                 report = self._network_error(socket_id, f"internal error: {exc!r}")
             else:
                 report = self._emit({"type": "error", "code": int(Code.INTERNAL_ERROR), "message": "internal error"})
-            tasks.spawn(self._tasks, report, "reporting an internal error")
+            return report  # tasks.spawn runs it
 
         tasks.spawn(self._tasks, coro, f"the session (socket {socket_id})", crashed)
 
