@@ -250,7 +250,7 @@ def test_grants_the_host_always_refuses_are_refused_with_the_reason(flag: str, v
 
 
 def test_the_limits_are_the_hosts_own() -> None:
-    from direct_sockets import cli as cli_module
+    from direct_sockets import cli_permissions as cli_module
     from direct_sockets.session import opening as session
 
     assert "BOUND_UDP_MIN_PORT" in cli_module._always_refused.__code__.co_names

@@ -22,6 +22,17 @@ def write_policy(env: dict[str, str], policy: object | str) -> Path:
     return path
 
 
+def verdict(policy: PolicyFile, origin: str, kind: str, host: str, port: int) -> str | None:
+    """What the files in force say of a destination ('block', 'grant', or None: the user
+    decides); `origin` and `host` as written here are already normalized."""
+    current = policy.current()
+    if current is None:
+        return None
+    if current.blocks(origin, kind, host, port):
+        return "block"
+    return "grant" if current.grants(origin, kind, host, port) else None
+
+
 def tcp_open(host: HostProcess, sid: int, port: int, address: str = "127.0.0.1", origin: str = ORIGIN) -> None:
     host.send({"type": "tcp_open", "id": sid, "origin": origin, "tabId": 1, "frameId": 0, "incognito": False,
                "remoteAddress": address, "remotePort": port, "options": {}})
@@ -53,11 +64,11 @@ def test_damaged_policy_is_refused(text: str) -> None:
 def test_damaged_policy_file_turns_the_api_off(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     policy = PolicyFile(path)
-    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) is None  # no file: the user decides
+    assert verdict(policy, ORIGIN, "tcp", "h.example", 1) is None  # no file: the user decides
     path.write_text("{ not json")
-    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "block"
+    assert verdict(policy, ORIGIN, "tcp", "h.example", 1) == "block"
     path.write_text(json.dumps({"version": 1}))
-    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) is None  # fixed: back to normal
+    assert verdict(policy, ORIGIN, "tcp", "h.example", 1) is None  # fixed: back to normal
 
 
 def test_disabled_refuses_even_what_the_user_granted(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
@@ -132,13 +143,13 @@ def test_several_policy_files_merge_strictest_first(tmp_path: Path) -> None:
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     policy = PolicyFile([first, second])
     first.write_text(json.dumps({"version": 1, "grant": [{"origin": ORIGIN, "kind": "tcp", "host": "h.example", "port": 1}]}))
-    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "grant"
+    assert verdict(policy, ORIGIN, "tcp", "h.example", 1) == "grant"
     second.write_text(json.dumps({"version": 1, "block": [{"host": "h.example"}]}))
-    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "block"  # a block anywhere beats a grant anywhere
+    assert verdict(policy, ORIGIN, "tcp", "h.example", 1) == "block"  # a block anywhere beats a grant anywhere
     second.write_text(json.dumps({"version": 1, "disabled": True}))
-    assert policy.verdict(ORIGIN, "tcp", "other.example", 2) == "block"
+    assert verdict(policy, ORIGIN, "tcp", "other.example", 2) == "block"
     second.write_text("{ damaged")
-    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "block"  # a damaged one turns the API off
+    assert verdict(policy, ORIGIN, "tcp", "h.example", 1) == "block"  # a damaged one turns the API off
     assert policy.existing() == [first, second]
     second.unlink()
-    assert policy.verdict(ORIGIN, "tcp", "h.example", 1) == "grant"
+    assert verdict(policy, ORIGIN, "tcp", "h.example", 1) == "grant"

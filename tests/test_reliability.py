@@ -20,6 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from direct_sockets.files import leftovers
 from direct_sockets.trust.permissions import PermissionStore
 from tests.conftest import cli
 from tests.support.hostproc import HostProcess
@@ -201,9 +202,9 @@ def test_permission_store_survives_being_killed_mid_write(isolated_env: dict[str
         proc.stdout.close()
         kept = len(store.load())  # raises StoreDamaged if a write was torn
         assert finished <= kept <= finished + 1, (finished, kept)
-    leftovers = list(store.path.parent.glob(".permissions-*.tmp"))
+    left = leftovers(store.path)
     store.grant(store.load()[0])  # the next writer clears what killed ones left
-    assert not list(store.path.parent.glob(".permissions-*.tmp")), leftovers
+    assert not leftovers(store.path), left
 
 
 def test_a_browser_that_stops_reading_cannot_grow_the_host(host: HostProcess) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import HOST_NAME, paths
+from ..files import write_atomically
 from . import browsers, resources
 
 # Where `--system` puts the wrappers on Linux and macOS (under Context.root, if one is given).
@@ -301,19 +302,6 @@ def check_safe_for_every_user(runtime: list[Path] | None = None) -> None:
             )
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    # Folders we make are readable by everyone whatever the umask: another user's browser
-    # must reach a system-wide manifest and wrapper (a user's own live in their private home).
-    made = [p for p in reversed(path.parents) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for folder in made:
-        folder.chmod(0o755)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, "utf-8", newline="")
-    tmp.chmod(mode)
-    os.replace(tmp, path)
-
-
 def install(name: str, user_data_dir: Path | None = None, ctx: Context | None = None, chrome_ids: list[str] | None = None) -> Target:
     """Writes (or rewrites: it is idempotent) the manifest, its wrapper and, on Windows, the
     registry value. Returns where it went. `chrome_ids`: see render_manifest."""
@@ -323,8 +311,11 @@ def install(name: str, user_data_dir: Path | None = None, ctx: Context | None = 
     if ctx.system:
         check_safe_for_every_user()
     wrapper = wrapper_path(where, ctx)
-    _write(wrapper, render_wrapper(where.manifest, ctx.platform, isolated=ctx.system), 0o755)
-    _write(where.manifest, json.dumps(render_manifest(where.browser, wrapper, extension_ids(), chrome_ids), indent=2) + "\n", 0o644)
+    # Folders we make are readable by everyone whatever the umask: another user's browser
+    # must reach a system-wide manifest and wrapper (a user's own live in their private home).
+    write_atomically(wrapper, render_wrapper(where.manifest, ctx.platform, isolated=ctx.system), 0o755, folder_mode=0o755)
+    manifest = json.dumps(render_manifest(where.browser, wrapper, extension_ids(), chrome_ids), indent=2) + "\n"
+    write_atomically(where.manifest, manifest, 0o644, folder_mode=0o755)
     if where.registry_key:
         ctx.reg().set_default(where.registry_root, where.registry_key, str(where.manifest))
     return where

@@ -30,6 +30,8 @@ from xml.sax.saxutils import quoteattr
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..files import write_atomically
+
 # Where `install --system` keeps the packages the policies point at: root's, readable by all.
 SYSTEM_PACKAGES_DIR = Path("/usr/local/lib/direct-sockets/extension")
 
@@ -129,18 +131,9 @@ def update_manifest(ext_id: str, crx_url: str, version: str) -> str:
 # -- writing files ----------------------------------------------------------------------------
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def _write(path: Path, data: bytes) -> None:
     """Atomically, readable by every user's browser whatever the umask."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data, 0o644, folder_mode=0o755)
 
 
 def _manifest_of(archive: bytes) -> dict:  # type: ignore[type-arg]

@@ -38,12 +38,6 @@ class Code(enum.IntEnum):
     NETWORK_ERROR = 201
 
 
-# The DOMException name the page receives for each socket outcome.
-DOM_NAME: dict[Code, str] = {
-    Code.NOT_ALLOWED: "NotAllowedError",
-    Code.NETWORK_ERROR: "NetworkError",
-}
-
 # Messages shown to the page. They are deliberately generic: the page must not learn whether a
 # destination exists, is open or was refused (security-model.md, "What errors reveal"); details
 # go to the host log.

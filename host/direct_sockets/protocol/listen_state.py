@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import collections
 
+from .checks import Phase, require_open, require_within
 from .errors import Code, ProtocolError, invariant
-from .tcp_state import Phase
 
 MAX_PENDING_ACCEPTS = 64
 
@@ -26,19 +26,16 @@ class ListenState:
         self.cancelled = False
 
     def page_accept(self, socket_id: int) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, f"accept on a socket that is {self.phase.value}", self.id)
+        require_open(self.phase, "accept", self.id)
         if self.cancelled:
             return  # crossed the cancel on the way: nothing to do
-        if len(self.accept_ids) >= MAX_PENDING_ACCEPTS:
-            raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {MAX_PENDING_ACCEPTS} accepts pending", self.id)
+        require_within(len(self.accept_ids) + 1, MAX_PENDING_ACCEPTS, f"more than {MAX_PENDING_ACCEPTS} accepts pending", self.id)
         if socket_id in self.accept_ids:
             raise ProtocolError(Code.SOCKET_ID_IN_USE, f"socket id {socket_id} is already waiting", self.id)
         self.accept_ids.append(socket_id)
 
     def page_cancel(self) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, f"cancel on a socket that is {self.phase.value}", self.id)
+        require_open(self.phase, "cancel", self.id)
         self.cancelled = True  # ids still waiting stay listed, for the session to release
 
     def listening(self) -> None:

@@ -18,14 +18,8 @@ from __future__ import annotations
 
 import enum
 
-from .errors import Code, ProtocolError, invariant
-
-
-class Phase(enum.Enum):
-    CONNECTING = "connecting"
-    OPEN = "open"
-    CLOSED = "closed"  # both sides finished cleanly
-    FAILED = "failed"  # an OS error or a release; nothing more happens
+from .checks import Phase, require_open, require_order, require_within
+from .errors import invariant
 
 
 class ReadSide(enum.Enum):
@@ -59,38 +53,27 @@ class TcpSocketState:
 
     # -- what the page asks -------------------------------------------------------------------
 
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, f"{what} on a socket that is {self.phase.value}", self.id)
-
     def page_send(self, size: int) -> None:
-        self._require_open("send")
-        if self.write_side is not WriteSide.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, "send after shutdown", self.id)
-        if self.unacked + size > self.send_window:
-            raise ProtocolError(
-                Code.WINDOW_EXCEEDED,
-                f"{self.unacked + size} unacknowledged bytes exceed the window of {self.send_window}",
-                self.id,
-            )
-        self.unacked += size
+        require_open(self.phase, "send", self.id)
+        require_order(self.write_side is WriteSide.OPEN, "send after shutdown", self.id)
+        total = self.unacked + size
+        require_within(total, self.send_window, f"{total} unacknowledged bytes exceed the window of {self.send_window}", self.id)
+        self.unacked = total
 
     def page_read(self, size: int) -> None:
-        self._require_open("read")
+        require_open(self.phase, "read", self.id)
         if self.read_side is not ReadSide.OPEN:
             return  # the grant crossed an eof or a cancel on the way: nothing to do
-        if self.credit + size > MAX_CREDIT:
-            raise ProtocolError(Code.WINDOW_EXCEEDED, f"read credit above {MAX_CREDIT}", self.id)
+        require_within(self.credit + size, MAX_CREDIT, f"read credit above {MAX_CREDIT}", self.id)
         self.credit += size
 
     def page_shutdown(self) -> None:
-        self._require_open("shutdown")
-        if self.write_side is not WriteSide.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, "shutdown twice", self.id)
+        require_open(self.phase, "shutdown", self.id)
+        require_order(self.write_side is WriteSide.OPEN, "shutdown twice", self.id)
         self.write_side = WriteSide.SHUTTING
 
     def page_cancel(self) -> None:
-        self._require_open("cancel")
+        require_open(self.phase, "cancel", self.id)
         if self.read_side is ReadSide.OPEN:
             self.read_side = ReadSide.CANCELLED
             self.credit = 0

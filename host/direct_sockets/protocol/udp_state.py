@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from .checks import Phase, require_open, require_order, require_within
 from .errors import Code, ProtocolError, invariant
-from .tcp_state import Phase
 
 
 class UdpMode(enum.Enum):
@@ -44,20 +44,15 @@ class UdpSocketState:
         self.datagrams_sent = 0
         self.datagrams_received = 0
 
-    def _require_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, f"{what} on a socket that is {self.phase.value}", self.id)
-
     # -- what the page asks -------------------------------------------------------------------
 
     def can_send(self, has_destination: bool) -> bool:
         """Whether a datagram may be sent now, without counting it (raises for a page that
         breaks the protocol; False when the writing side already failed)."""
-        self._require_open("udp_send")
+        require_open(self.phase, "udp_send", self.id)
         if self.write_side is UdpWriteSide.FAILED:
             return False
-        if self.write_side is not UdpWriteSide.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, "udp_send after the writable closed", self.id)
+        require_order(self.write_side is UdpWriteSide.OPEN, "udp_send after the writable closed", self.id)
         if has_destination != (self.mode is UdpMode.BOUND):
             raise ProtocolError(
                 Code.SCHEMA_VIOLATION,
@@ -71,36 +66,32 @@ class UdpSocketState:
         already failed: the page's writable is errored and the datagram is dropped."""
         if not self.can_send(has_destination):
             return False
-        if self.unacked >= self.window:
-            raise ProtocolError(Code.WINDOW_EXCEEDED, f"more than {self.window} datagrams unacknowledged", self.id)
+        require_within(self.unacked + 1, self.window, f"more than {self.window} datagrams unacknowledged", self.id)
         self.unacked += 1
         return True
 
     def page_read(self, count: int) -> None:
-        self._require_open("udp_read")
+        require_open(self.phase, "udp_read", self.id)
         if not self.reading:
             return
-        if self.credit + count > MAX_CREDIT:
-            raise ProtocolError(Code.WINDOW_EXCEEDED, f"datagram credit above {MAX_CREDIT}", self.id)
+        require_within(self.credit + count, MAX_CREDIT, f"datagram credit above {MAX_CREDIT}", self.id)
         self.credit += count
 
     def page_shutdown(self) -> None:
-        self._require_open("shutdown")
+        require_open(self.phase, "shutdown", self.id)
         if self.write_side is UdpWriteSide.FAILED:
             return  # the failure already ended the writing side
-        if self.write_side is not UdpWriteSide.OPEN:
-            raise ProtocolError(Code.OUT_OF_ORDER, "shutdown twice", self.id)
+        require_order(self.write_side is UdpWriteSide.OPEN, "shutdown twice", self.id)
         self.write_side = UdpWriteSide.CLOSING
 
     def page_cancel(self) -> None:
-        self._require_open("cancel")
+        require_open(self.phase, "cancel", self.id)
         self.reading = False
         self.credit = 0
 
-    def page_membership(self, join: bool, group: str, source: str | None) -> None:
-        self._require_open("join" if join else "leave")
-        if self.mode is not UdpMode.BOUND:
-            raise ProtocolError(Code.OUT_OF_ORDER, "multicast needs a bound socket", self.id)
+    def page_membership(self, join: bool) -> None:
+        require_open(self.phase, "join" if join else "leave", self.id)
+        require_order(self.mode is UdpMode.BOUND, "multicast needs a bound socket", self.id)
 
     # -- what the OS did ----------------------------------------------------------------------
 

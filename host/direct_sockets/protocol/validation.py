@@ -52,10 +52,6 @@ def inbound_types() -> frozenset[str]:
     return frozenset(_validators()["in"])
 
 
-def outbound_types() -> frozenset[str]:
-    return frozenset(_validators()["out"])
-
-
 MAX_SOCKET_ID = 2**53 - 1
 
 

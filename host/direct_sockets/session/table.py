@@ -110,7 +110,7 @@ class SocketTable:
         # socket it worked for fails with the generic NetworkError rather than wait forever.
         socket_id = tasks.socket_id_of(coro)
 
-        def crashed(exc: BaseException) -> None:
+        def crashed(exc: BaseException) -> Awaitable[None]:
             connection = self.sockets.get(socket_id) if socket_id is not None else None
             if connection is not None:
                 report = connection.fail(f"internal error: {exc!r}", Code.INTERNAL_ERROR)
@@ -119,7 +119,7 @@ class SocketTable:
                 report = self.network_error(socket_id, f"internal error: {exc!r}")
             else:
                 report = self.emit({"type": "error", "code": int(Code.INTERNAL_ERROR), "message": "internal error"})
-            tasks.spawn(self.tasks, report, "reporting an internal error")
+            return report  # tasks.spawn runs it
 
         tasks.spawn(self.tasks, coro, f"the session (socket {socket_id})", crashed)
 

@@ -76,11 +76,11 @@ class Connection:
     def _spawn(self, coro: Awaitable[None]) -> None:
         tasks.spawn(self._tasks, coro, f"{self.kind} {self.id}", self._crashed)
 
-    def _crashed(self, exc: BaseException) -> None:
+    def _crashed(self, exc: BaseException) -> Awaitable[None]:
         """A task of this socket raised (a bug, or an invariant broken): the socket fails, the
         page gets the generic `NetworkError`, the log has the traceback (`tasks.spawn`)."""
         detail = exc.detail if isinstance(exc, ProtocolError) else f"internal error: {exc!r}"
-        tasks.spawn(self._tasks, self.fail(detail, Code.INTERNAL_ERROR), f"failing {self.kind} {self.id}")
+        return self.fail(detail, Code.INTERNAL_ERROR)
 
     def _os_socket(self) -> socket.socket:
         """The OS socket, which the caller's phase guarantees; a broken guarantee is an

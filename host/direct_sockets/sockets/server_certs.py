@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ..files import write_atomically
 from .tls import describe
 
 VALIDITY = _dt.timedelta(days=398)  # the most a browser accepts for a server certificate
@@ -65,21 +66,6 @@ class ServedCertificate(Protocol):
 
 def _stem(origin: str) -> str:
     return hashlib.sha256(origin.encode()).hexdigest()[:24]
-
-
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _make(origin: str, now: _dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -127,9 +113,9 @@ class ServerCertificates:
         key, certificate = _make(origin, now)
         stem = self.directory / _stem(origin)
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        _write_private(stem.with_suffix(".key"), key_pem, 0o600)
-        _write_private(stem.with_suffix(".pem"), certificate.public_bytes(serialization.Encoding.PEM), 0o644)
-        _write_private(stem.with_suffix(".json"), json.dumps({"origin": origin}).encode(), 0o644)
+        write_atomically(stem.with_suffix(".key"), key_pem, 0o600)
+        write_atomically(stem.with_suffix(".pem"), certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomically(stem.with_suffix(".json"), json.dumps({"origin": origin}).encode(), 0o644)
         loaded = self._load(origin)
         assert loaded is not None
         return loaded
@@ -182,8 +168,8 @@ def _context_from_memory(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     if not os.path.isdir("/dev/fd"):
         with tempfile.TemporaryDirectory() as scratch:
             cert_path, key_path = Path(scratch) / "c.pem", Path(scratch) / "k.pem"
-            _write_private(cert_path, cert_pem, 0o600)
-            _write_private(key_path, key_pem, 0o600)
+            write_atomically(cert_path, cert_pem, 0o600)
+            write_atomically(key_path, key_pem, 0o600)
             context.load_cert_chain(cert_path, key_path)
         return context
     pipes = [os.pipe(), os.pipe()]

@@ -3,7 +3,9 @@
 asyncio keeps a task's exception to itself until someone awaits the task, and nobody awaits the
 host's background tasks (a socket's read and write loops, a decision, a prompt). Without this,
 a bug there would end the task silently and leave the page waiting forever. `spawn` logs every
-such exception with its traceback and hands it to `on_crash`, which fails what the task served.
+such exception with its traceback and hands it to `on_crash`, which fails what the task served:
+the coroutine it returns (telling the page) runs as a task of the same set, watched the same way.
+A socket and the session spawn through this one function.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
-OnCrash = Callable[[BaseException], None]
+# Given the exception, it returns the coroutine that reports the failure (or None: nothing to run).
+OnCrash = Callable[[BaseException], Awaitable[None] | None]
 
 
 def spawn(tasks: set[asyncio.Task[None]], coro: Awaitable[None], what: str, on_crash: OnCrash | None = None) -> asyncio.Task[None]:
     """Runs `coro` as a task kept in `tasks` until it ends. If it raises (anything but being
-    cancelled), the exception goes to the log, with `what` it served, and to `on_crash`."""
+    cancelled), the exception goes to the log, with `what` it served, and to `on_crash`, whose
+    report then runs here too."""
     task: asyncio.Task[None] = asyncio.ensure_future(coro)
     tasks.add(task)
 
@@ -34,9 +38,12 @@ def spawn(tasks: set[asyncio.Task[None]], coro: Awaitable[None], what: str, on_c
         log.error("internal error in %s: %r", what, exc, exc_info=(type(exc), exc, exc.__traceback__))
         if on_crash is not None:
             try:
-                on_crash(exc)
+                report = on_crash(exc)
             except Exception:  # the report of a crash must not itself vanish
                 log.exception("internal error while reporting the failure of %s", what)
+                return
+            if report is not None:
+                spawn(tasks, report, f"reporting the failure of {what}")
 
     task.add_done_callback(done)
     return task

@@ -192,7 +192,7 @@ class UdpConnection(Connection):
 
     def membership(self, join: bool, group: str, source: str | None) -> None:
         """Joins or leaves; raises OSError as the kernel does."""
-        self.state.page_membership(join, group, source)
+        self.state.page_membership(join)
         sock = self._os_socket()
         interface = self._bound_address
         if ":" not in group:

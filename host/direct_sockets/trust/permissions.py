@@ -14,12 +14,12 @@ import datetime as _dt
 import fcntl
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from .destinations import normalize_host, normalize_origin
+from ..files import sweep, write_atomically
 from ..protocol.validation import DocumentInvalid, load_document
 
 # What a grant can allow. Each names its destination as host and port:
@@ -30,7 +30,7 @@ from ..protocol.validation import DocumentInvalid, load_document
 #   multicast   join the group at host (port is always "*")
 #   certificate trust the TLS certificate whose key is `pin` when connecting to host:port (it
 #               allows no connection by itself: a device's self-signed certificate)
-KINDS = ("tcp", "udp", "udp-bind", "tcp-listen", "multicast", "certificate")
+# (protocol/schemas/permissions-store.json holds the list the store is checked against.)
 
 
 @dataclass(frozen=True, order=True)
@@ -143,31 +143,13 @@ class PermissionStore:
     def _write(self, grants: list[Grant]) -> None:
         # Writers hold the lock while they write, so a temporary file seen here is what a
         # writer killed mid-write left: it never replaced the store, and goes now.
-        for stale in self.path.parent.glob(".permissions-*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
+        sweep(self.path)
         items: list[dict[str, Any]] = [
             g.as_dict() for g in sorted(set(grants), key=_sort_key)
         ]
         raw = (json.dumps({"version": 1, "grants": items}, indent=2) + "\n").encode()
         _parse(raw)  # never write what we would refuse to read
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".permissions-", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, raw, 0o600)
 
     def grant(self, grant: Grant) -> Path | None:
         """Adds a grant; returns where a damaged store was moved, if it was."""

@@ -14,14 +14,13 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 from .destinations import IPAddress, InvalidDestination, canonical_ip, normalize_host, normalize_origin, translated_ipv4
 from ..protocol.validation import DocumentInvalid, load_document
 
 log = logging.getLogger(__name__)
 
-Verdict = Literal["block", "grant"] | None
 
 
 def address_forms(host: str, reach: bool = True) -> frozenset[IPAddress] | None:
@@ -196,17 +195,3 @@ class PolicyFile:
             tuple(rule for p in policies for rule in p.block),
             tuple(rule for p in policies for rule in p.grant),
         )
-
-    def verdict(self, origin: str, kind: str, host: str, port: int) -> Verdict:
-        """'block' (refuse, unasked), 'grant' (allow, unasked) or None (the user decides), by
-        the host as named; the decision core (`decision.py`) also checks resolved addresses."""
-        policy = self.current()
-        if policy is None:
-            return None
-        try:
-            origin, host = normalize_origin(origin), normalize_host(host)
-        except InvalidDestination:
-            return "block"
-        if policy.blocks(origin, kind, host, port):
-            return "block"
-        return "grant" if policy.grants(origin, kind, host, port) else None
