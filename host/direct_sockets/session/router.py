@@ -50,6 +50,13 @@ MAX_DATA_CHUNK = 512 * 1024  # bytes of TCP data in one message, both ways (see 
 SEND_WINDOW = 1024 * 1024  # unacknowledged TCP bytes a page may have in flight per socket
 BULK_SEND_WINDOW = 4 * 1024 * 1024  # the same, for a socket whose stream is on the bulk path
 UDP_SEND_WINDOW = 32  # unacknowledged datagrams a page may have in flight per socket
+# Interim (the extension's branch, until the session's protocol/wire.py lands): the limits the
+# extension's page API takes from the hello, the values it used to copy by hand.
+HELLO_LIMITS = {
+    "maxChunk": MAX_DATA_CHUNK, "bulkChunk": BULK_CHUNK, "sendWindow": SEND_WINDOW, "receiveWindow": 1024 * 1024,
+    "bulkReceiveWindow": 4 * 1024 * 1024, "maxBulkSendWindow": 16 * 1024 * 1024, "udpSendWindow": UDP_SEND_WINDOW,
+    "udpReceiveWindow": 64, "maxDatagram": 65507, "acceptWindow": 4,
+}
 MAX_SOCKETS = limits.socket_cap()  # under the descriptor limit, with headroom (limits.py)
 RESOLVE_TIMEOUT = 10.0
 MAX_QUESTIONS_PER_SOCKET = 32  # what an open socket may have waiting for the user (sends, joins)
@@ -275,7 +282,7 @@ class Session:
             raise ProtocolError(Code.VERSION_UNSUPPORTED, f"protocol version {message['version']} is not {PROTOCOL_VERSION}")
         self.greeted = True
         await self._emit(
-            {"type": "hello", "version": PROTOCOL_VERSION, "host": f"direct-sockets {__version__}", "maxChunk": MAX_DATA_CHUNK, "sendWindow": SEND_WINDOW}
+            {"type": "hello", "version": PROTOCOL_VERSION, "host": f"direct-sockets {__version__}", "maxChunk": MAX_DATA_CHUNK, "sendWindow": SEND_WINDOW, "limits": HELLO_LIMITS}
         )
 
     # -- opening: policy first, before any name is resolved or packet sent ----------------------
