@@ -11,7 +11,7 @@ CHANGE is JSON: {"drop": true} removes `limits`; {"set": {name: value}} changes 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import struct
 import subprocess
 import sys
@@ -47,9 +47,11 @@ def main() -> None:
     assert host.stdin is not None and host.stdout is not None
     host_in, host_out = host.stdin, host.stdout
 
-    def to_host() -> None:  # the browser's bytes, as they are
+    def to_host() -> None:  # the browser's bytes, as they come
         try:
-            shutil.copyfileobj(sys.stdin.buffer, host_in, 65536)
+            while chunk := os.read(0, 65536):
+                host_in.write(chunk)
+                host_in.flush()
         finally:
             host_in.close()
 
