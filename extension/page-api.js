@@ -390,7 +390,7 @@
   }
 
   /** Whether this document's Permissions-Policy forbids the API: known at once when the
-   * extension marked the response (a Server-Timing entry, see background.js), else from the
+   * extension marked the response (a Server-Timing entry, see background/policy.js), else from the
    * extension's answer to the first attempt. */
   let policyForbidden = !!worker?.policyForbidden;
   if (!worker) try {
@@ -1758,7 +1758,7 @@
 
   const querySelectorAll = worker ? null : Document.prototype.querySelectorAll;
   const getAttribute = worker ? null : Element.prototype.getAttribute;
-  // The page's CSP headers, as the extension marked the response (background.js): Firefox's
+  // The page's CSP headers, as the extension marked the response (background/policy.js): Firefox's
   // whole, Chromium's as a verdict ("refused").
   const headerPolicies = [];
   if (!worker) try {
