@@ -201,38 +201,43 @@
   const DNS_QUERY_TYPES = ['ipv4', 'ipv6'];
   const U32 = 4294967295;
 
-  /** TCPSocketOptions, members read once each in lexicographic order, as WebIDL does. */
+  /**
+   * Reads a dictionary's members, each once, in the order asked (WebIDL: lexicographic), into
+   * `out`: `read(name, convert)`; an absent member stays absent.
+   * @returns {(name: string, convert: (value: any, name: string) => any) => void}
+   */
+  function memberReader(dict, out) {
+    return (name, convert) => {
+      const member = dict[name];
+      if (member !== undefined) out[name] = convert(member, name);
+    };
+  }
+
+  /** TCPSocketOptions. */
   function convertTcpOptions(value) {
     const what = "Failed to construct 'TCPSocket'";
     const dict = toDictionary(value, `${what}: options`);
     const out = {};
-    readTlsMember(dict, 'alpn', what, out);
-    readTlsMember(dict, 'caCertificates', what, out);
-    const dnsQueryType = dict.dnsQueryType;
-    if (dnsQueryType !== undefined) out.dnsQueryType = toEnum(dnsQueryType, ['ipv4', 'ipv6'], 'SocketDnsQueryType');
-    const keepAliveDelay = dict.keepAliveDelay;
-    if (keepAliveDelay !== undefined) out.keepAliveDelay = enforceRange(keepAliveDelay, 4294967295, 'keepAliveDelay');
-    const noDelay = dict.noDelay;
-    out.noDelay = noDelay === undefined ? false : !!noDelay;
-    readTlsMember(dict, 'pinnedCertificates', what, out);
-    const receiveBufferSize = dict.receiveBufferSize;
-    if (receiveBufferSize !== undefined) out.receiveBufferSize = enforceRange(receiveBufferSize, 4294967295, 'receiveBufferSize');
-    const secureTransport = dict.secureTransport;
-    if (secureTransport !== undefined) out.secureTransport = toEnum(secureTransport, ['off', 'on', 'starttls'], 'SecureTransport');
-    const sendBufferSize = dict.sendBufferSize;
-    if (sendBufferSize !== undefined) out.sendBufferSize = enforceRange(sendBufferSize, 4294967295, 'sendBufferSize');
-    readTlsMember(dict, 'serverName', what, out);
+    const read = memberReader(dict, out);
+    const tls = (name) => readTlsMember(dict, name, what, out);
+    tls('alpn');
+    tls('caCertificates');
+    read('dnsQueryType', (v) => toEnum(v, DNS_QUERY_TYPES, 'SocketDnsQueryType'));
+    read('keepAliveDelay', (v, n) => enforceRange(v, U32, n));
+    out.noDelay = !!dict.noDelay; // (absent: false)
+    tls('pinnedCertificates');
+    read('receiveBufferSize', (v, n) => enforceRange(v, U32, n));
+    read('secureTransport', (v) => toEnum(v, ['off', 'on', 'starttls'], 'SecureTransport'));
+    read('sendBufferSize', (v, n) => enforceRange(v, U32, n));
+    tls('serverName');
     return out;
   }
 
-  /** UDPSocketOptions, members in lexicographic order. Absent members stay absent. */
+  /** UDPSocketOptions. */
   function convertUdpOptions(value) {
     const dict = toDictionary(value, "Failed to construct 'UDPSocket': options");
     const out = {};
-    const read = (name, convert) => {
-      const member = dict[name];
-      if (member !== undefined) out[name] = convert(member, name);
-    };
+    const read = memberReader(dict, out);
     read('dnsQueryType', (v, n) => toEnum(v, DNS_QUERY_TYPES, n));
     read('ipv6Only', (v) => !!v);
     read('localAddress', toDOMString);
@@ -247,18 +252,15 @@
     return out;
   }
 
-  /** TCPServerSocketOptions, members in lexicographic order. */
+  /** TCPServerSocketOptions. */
   function convertServerOptions(value) {
     const dict = toDictionary(value, "Failed to construct 'TCPServerSocket': options");
     const out = {};
-    const backlog = dict.backlog;
-    if (backlog !== undefined) out.backlog = enforceRange(backlog, U32, 'backlog');
-    const ipv6Only = dict.ipv6Only;
-    if (ipv6Only !== undefined) out.ipv6Only = !!ipv6Only;
-    const localPort = dict.localPort;
-    if (localPort !== undefined) out.localPort = enforceRange(localPort, 65535, 'localPort');
-    const secureTransport = dict.secureTransport;
-    if (secureTransport !== undefined) out.secureTransport = toEnum(secureTransport, ['off', 'on'], 'SecureTransport');
+    const read = memberReader(dict, out);
+    read('backlog', (v, n) => enforceRange(v, U32, n));
+    read('ipv6Only', (v) => !!v);
+    read('localPort', (v, n) => enforceRange(v, 65535, n));
+    read('secureTransport', (v) => toEnum(v, ['off', 'on'], 'SecureTransport'));
     return out;
   }
 
