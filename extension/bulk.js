@@ -102,9 +102,11 @@ function serve(port) {
         if (!(message.buf instanceof ArrayBuffer)) return;
         ws.send(message.buf);
         return;
-      case 'read': ws.send(JSON.stringify({ type: 'read', bytes: message.bytes })); return;
-      case 'shutdown': ws.send(JSON.stringify({ type: 'shutdown', abort: !!message.abort })); return;
-      case 'cancel': ws.send(JSON.stringify({ type: 'cancel' })); return;
+      case 'control':
+        // A read, shutdown or cancel, as the page's API encoded it (page-api.js `bulkControl`):
+        // the same text the page could send on its own WebSocket; the host checks it.
+        if (typeof message.text === 'string' && message.text.length <= 256) ws.send(message.text);
+        return;
       case 'release':
         channel.ended = true;
         ws.close();

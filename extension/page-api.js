@@ -9,6 +9,7 @@
   'use strict';
   if (!globalThis.isSecureContext || typeof globalThis.TCPSocket !== 'undefined') return;
 
+  // -- built-ins -------------------------------------------------------------------------------------
   // Built-ins are captured before any page script runs, so a page that replaces them later
   // cannot change how the API behaves for it.
   const {
@@ -68,232 +69,43 @@
   // What a worker's API says first to the realm that started it, with its port (see below).
   const WORKER_HELLO = 'direct-sockets:worker';
 
-  const MAX_CHUNK = 512 * 1024; // bytes per message to the host (PROTOCOL.md)
-  const BULK_CHUNK = 1024 * 1024; // the same on the bulk path, a WebSocket (docs/BULK.md)
-  const SEND_WINDOW = 1024 * 1024; // unacknowledged bytes in flight per socket
-  const RECEIVE_WINDOW = 1024 * 1024; // bytes the host may deliver ahead of the reader
-  // On the bulk path both windows are larger: a WebSocket has no 1 MiB message limit, and the
-  // credit's round trip would otherwise cap the rate (docs/BULK.md).
-  const BULK_RECEIVE_WINDOW = 4 * 1024 * 1024;
-  const MAX_BULK_SEND_WINDOW = 16 * 1024 * 1024;
-  const UDP_SEND_WINDOW = 32; // unacknowledged datagrams in flight per socket
-  const UDP_RECEIVE_WINDOW = 64; // datagrams the host may deliver ahead of the reader
-  const MAX_DATAGRAM = 65507; // the most an IPv4 UDP datagram can carry
-  const ACCEPT_WINDOW = 4; // connections a server may accept ahead of the reader
+  // -- the host's limits ------------------------------------------------------------------------
+  // Every size and window on the wire is the host's: its hello says them (`limits`,
+  // docs/PROTOCOL.md), and the background hands them to this API before anything the host
+  // answers (a worker gets them from the realm that started it). Until they come, or when one
+  // is out of its sane range below, no socket opens: the API refuses rather than guesses.
+  // (maxChunk: bytes per native message; bulkChunk: the same on the bulk WebSocket; sendWindow,
+  // receiveWindow: unacknowledged bytes each way; bulkReceiveWindow, maxBulkSendWindow: the
+  // larger windows of the bulk path; udpSendWindow, udpReceiveWindow: datagrams; maxDatagram:
+  // bytes in one; acceptWindow: connections a server accepts ahead of its reader.)
+  const KiB = 1024;
+  const MiB = 1024 * KiB;
+  /** [least, most] of each limit: what this API can work with whatever the host says. */
+  const LIMIT_RANGES = [
+    ['maxChunk', 4 * KiB, MiB], ['bulkChunk', 4 * KiB, 16 * MiB],
+    ['sendWindow', 4 * KiB, 64 * MiB], ['receiveWindow', 4 * KiB, 64 * MiB],
+    ['bulkReceiveWindow', 4 * KiB, 64 * MiB], ['maxBulkSendWindow', 4 * KiB, 64 * MiB],
+    ['udpSendWindow', 1, 1024], ['udpReceiveWindow', 1, 1024], ['maxDatagram', 1, 65535], ['acceptWindow', 1, 1024],
+  ];
+  /** @type {Readonly<Record<string, number>> | null} the host's limits, checked */
+  let limits = null;
 
-  // -- the private channel -------------------------------------------------------------------
-
-  const channel = new MessageChannelCtor();
-  const port = channel.port1;
-  let bridged = false;
-
-  function handOver() {
-    if (worker) return (bridged = workerHandOver(channel.port2));
-    // Synchronous DOM events: the bridge (isolated world) takes the port inside dispatch and
-    // cancels the event to say so. Both scripts run before any page script can listen.
-    const event = new MessageEventCtor(EVT_PORT, { ports: [channel.port2], cancelable: true });
-    bridged = !apply(dispatch, window, [event]);
-    return bridged;
-  }
-  if (!handOver()) {
-    const onReady = () => {
-      if (handOver()) apply(removeListener, window, [EVT_READY, onReady, true]);
-    };
-    apply(addListener, window, [EVT_READY, onReady, true]);
-  }
-
-  /** @type {Map<number, SocketCore>} */
-  const sockets = new MapCtor();
-  let nextSid = 1;
-
-  function post(message, transfer) {
-    apply(portPost, port, [message, transfer || []]);
-  }
-
-  /** Whether this document's Permissions-Policy forbids the API: known at once when the
-   * extension marked the response (a Server-Timing entry, see background.js), else from the
-   * extension's answer to the first attempt. */
-  let policyForbidden = !!worker?.policyForbidden;
-  if (!worker) try {
-    const navigation = performance.getEntriesByType('navigation')[0];
-    policyForbidden = !!navigation && navigation.serverTiming.some((entry) => entry.name === 'direct-sockets-forbidden');
-  } catch { /* no timing: the first attempt tells */ }
-
-  port.onmessage = (event) => {
-    const message = apply(getEventData, event, []); // (the page may have redefined `data`)
-    if (worker && message.op === 'frame-port') {
-      framePortArrived(apply(getEventPorts, event, [])[0]);
-      return;
+  /** The limits as the host sent them, if every one is there and in its range; else null. */
+  function checkedLimits(value) {
+    if (value === null || typeof value !== 'object') return null;
+    const out = {};
+    for (let i = 0; i < LIMIT_RANGES.length; i++) {
+      const [name, least, most] = LIMIT_RANGES[i];
+      const number = value[name];
+      if (!NumberCtor.isSafeInteger(number) || number < least || number > most) return null;
+      out[name] = number;
     }
-    if (message.op === 'config') {
-      bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
-      bulkDirectFirst = message.bulkDirectFirst === true;
-      const size = message.bulkMessageSize;
-      if (NumberCtor.isSafeInteger(size) && size >= 16384 && size <= BULK_CHUNK) bulkMessageSize = size;
-      forwardConfig(); // to our workers, which never learn the frame's URL
-      return;
-    }
-    if (message.policy) policyForbidden = true;
-    const socket = apply(mapGet, sockets, [message.sid]);
-    if (!socket) return;
-    if (message.bulk && (socket.channel === 'frame' || socket.channel === 'direct')) {
-      // The host told the page of this end on the socket's WebSocket, after its last bytes;
-      // this copy counts only if the frame never delivers it.
-      setTimer(() => socket.onMessage({ ...message, bulk: false }), 2000);
-      return;
-    }
-    socket.onMessage(message);
-  };
-
-  // -- the bulk path (docs/BULK.md) ----------------------------------------------------------
-  // A TCP socket the host offers a WebSocket carries its stream through the extension's bulk
-  // frame, embedded here hidden, over a MessagePort: native messaging keeps every decision, and
-  // whatever cannot attach falls back to it.
-
-  const BULK_ATTACH_MS = 3000;
-  /** @type {string | null} */
-  let bulkFrameUrl = null;
-  // Whether to try this page's own WebSocket first (the fastest way, measured): not where the
-  // browser would hold it for a Local Network Access prompt (see bridge.js).
-  let bulkDirectFirst = false;
-  // The most bytes in one WebSocket message, as suits this browser (bridge.js, docs/BULK.md).
-  let bulkMessageSize = BULK_CHUNK;
-  /** @type {MessagePort | null} */
-  let framePort = null;
-  let frameState = 'none'; // none -> loading -> ready, or failed
-  /** @type {Array<() => void>} */
-  let frameWaiters = [];
-  /** The frame's window and origin once loaded: more ports to it, one per worker. */
-  let frameWindow = null;
-  let frameWindowOrigin = '';
-
-  // After the current task: a message to ourselves on a private channel (no timer clamping).
-  const taskChannel = new MessageChannelCtor();
-  /** @type {Array<() => void>} */
-  let afterTaskQueue = [];
-  taskChannel.port1.onmessage = () => {
-    const run = afterTaskQueue;
-    afterTaskQueue = [];
-    for (const callback of run) callback();
-  };
-  function afterTask(callback) {
-    apply(arrayPush, afterTaskQueue, [callback]);
-    if (afterTaskQueue.length === 1) apply(portPost, taskChannel.port2, [null]);
+    return freeze(out);
   }
 
-  function framePost(message, transfer) {
-    if (framePort) apply(portPost, framePort, [message, transfer || []]);
-  }
-
-  /** Runs `then` once the frame is ready; never, if it cannot load (the socket's timer decides). */
-  function whenFrameReady(then) {
-    if (frameState === 'ready') return then();
-    if (frameState === 'failed' || bulkFrameUrl === null) return undefined;
-    apply(arrayPush, frameWaiters, [then]);
-    if (frameState !== 'none') return undefined;
-    frameState = 'loading';
-    if (worker) {
-      // A worker's own port to the page's frame, so its bytes never wait for the page's thread.
-      newFramePort((framed) => {
-        framePort = framed;
-        framePort.onmessage = (event) => fromFrame(event.data);
-      });
-      return undefined;
-    }
-    const root = apply(getDocumentElement, document, []);
-    if (!root) {
-      frameState = 'failed';
-      return undefined;
-    }
-    const frame = apply(createElement, document, ['iframe']);
-    apply(setAttribute, frame, ['hidden', '']);
-    apply(setAttribute, frame, ['aria-hidden', 'true']);
-    apply(setAttribute, frame, ['style', 'display:none']);
-    apply(setAttribute, frame, ['src', bulkFrameUrl]);
-    const frameOrigin = apply(getOrigin, new URLCtor(bulkFrameUrl), []);
-    apply(addListener, frame, ['load', () => {
-      const bulkChannel = new MessageChannelCtor();
-      const target = apply(getContentWindow, frame, []);
-      if (!target) return;
-      frameWindow = target;
-      frameWindowOrigin = frameOrigin;
-      framePort = bulkChannel.port1;
-      framePort.onmessage = (event) => fromFrame(event.data);
-      apply(windowPost, target, ['direct-sockets-bulk', frameOrigin, [bulkChannel.port2]]);
-    }, { once: true }]);
-    apply(appendChild, root, [frame]);
-    return undefined;
-  }
-
-  /**
-   * The page's own WebSocket to the host: `attached(ws)` once the host took the secret,
-   * `failed()` if it cannot be had (a CSP refusal, a closed door). What arrives goes to `core`.
-   */
-  function openDirect(core, offer, attached, failed) {
-    let ws;
-    try {
-      ws = new WebSocketCtor(offer.url);
-    } catch {
-      failed();
-      return;
-    }
-    apply(setBinaryType, ws, ['arraybuffer']);
-    let isAttached = false;
-    let ended = false;
-    apply(addListener, ws, ['open', () => apply(wsSend, ws, [offer.token])]);
-    apply(addListener, ws, ['message', (event) => {
-      const data = apply(getEventData, event, []);
-      if (typeof data !== 'string') {
-        core.onMessage({ op: 'data', sid: core.sid, buf: data });
-        return;
-      }
-      let parsed;
-      try {
-        parsed = jsonParse(data);
-      } catch {
-        return;
-      }
-      if (parsed.type === 'attached') {
-        isAttached = true;
-        attached(ws);
-        return;
-      }
-      if (parsed.type === 'closed' || parsed.type === 'error') ended = true;
-      core.onMessage({ op: parsed.type, sid: core.sid, bytes: parsed.bytes, name: parsed.name, message: parsed.message });
-    }]);
-    apply(addListener, ws, ['close', () => {
-      if (!isAttached) failed();
-      else if (!ended) core.onMessage({ op: 'error', sid: core.sid, name: 'NetworkError', message: 'Network error.' });
-    }]);
-  }
-
-  function directPost(ws, message, transfer) {
-    switch (message.op) {
-      case 'send': apply(wsSend, ws, [message.buf]); return;
-      case 'read': apply(wsSend, ws, [jsonStringify({ type: 'read', bytes: message.bytes })]); return;
-      case 'shutdown': apply(wsSend, ws, [jsonStringify({ type: 'shutdown', abort: !!message.abort })]); return;
-      case 'cancel': apply(wsSend, ws, [jsonStringify({ type: 'cancel' })]); return;
-      default: post(message, transfer);
-    }
-  }
-
-  function fromFrame(message) {
-    if (!message || typeof message !== 'object') return;
-    if (message.op === 'frame-ready') {
-      frameState = 'ready';
-      const waiting = frameWaiters;
-      frameWaiters = [];
-      for (const then of waiting) then();
-      return;
-    }
-    const socket = apply(mapGet, sockets, [message.sid]);
-    if (!socket) return;
-    if (message.op === 'attached') socket.bulkAttached('frame', null);
-    else if (message.op === 'bulk_failed') socket.bulkFailed(String(message.reason));
-    else if (socket.channel === 'frame') socket.onMessage(message);
-  }
-
-  // -- WebIDL conversions --------------------------------------------------------------------
+  // -- WebIDL conversions and small helpers ------------------------------------------------------
+  // What the interfaces take from the page, converted as WebIDL says, and the few helpers every
+  // layer below uses. No messages, no state.
 
   function toDOMString(value, what) {
     if (typeof value === 'symbol') throw new TypeErrorCtor(`${what}: cannot convert a Symbol to a string.`);
@@ -389,38 +201,43 @@
   const DNS_QUERY_TYPES = ['ipv4', 'ipv6'];
   const U32 = 4294967295;
 
-  /** TCPSocketOptions, members read once each in lexicographic order, as WebIDL does. */
+  /**
+   * Reads a dictionary's members, each once, in the order asked (WebIDL: lexicographic), into
+   * `out`: `read(name, convert)`; an absent member stays absent.
+   * @returns {(name: string, convert: (value: any, name: string) => any) => void}
+   */
+  function memberReader(dict, out) {
+    return (name, convert) => {
+      const member = dict[name];
+      if (member !== undefined) out[name] = convert(member, name);
+    };
+  }
+
+  /** TCPSocketOptions. */
   function convertTcpOptions(value) {
     const what = "Failed to construct 'TCPSocket'";
     const dict = toDictionary(value, `${what}: options`);
     const out = {};
-    readTlsMember(dict, 'alpn', what, out);
-    readTlsMember(dict, 'caCertificates', what, out);
-    const dnsQueryType = dict.dnsQueryType;
-    if (dnsQueryType !== undefined) out.dnsQueryType = toEnum(dnsQueryType, ['ipv4', 'ipv6'], 'SocketDnsQueryType');
-    const keepAliveDelay = dict.keepAliveDelay;
-    if (keepAliveDelay !== undefined) out.keepAliveDelay = enforceRange(keepAliveDelay, 4294967295, 'keepAliveDelay');
-    const noDelay = dict.noDelay;
-    out.noDelay = noDelay === undefined ? false : !!noDelay;
-    readTlsMember(dict, 'pinnedCertificates', what, out);
-    const receiveBufferSize = dict.receiveBufferSize;
-    if (receiveBufferSize !== undefined) out.receiveBufferSize = enforceRange(receiveBufferSize, 4294967295, 'receiveBufferSize');
-    const secureTransport = dict.secureTransport;
-    if (secureTransport !== undefined) out.secureTransport = toEnum(secureTransport, ['off', 'on', 'starttls'], 'SecureTransport');
-    const sendBufferSize = dict.sendBufferSize;
-    if (sendBufferSize !== undefined) out.sendBufferSize = enforceRange(sendBufferSize, 4294967295, 'sendBufferSize');
-    readTlsMember(dict, 'serverName', what, out);
+    const read = memberReader(dict, out);
+    const tls = (name) => readTlsMember(dict, name, what, out);
+    tls('alpn');
+    tls('caCertificates');
+    read('dnsQueryType', (v) => toEnum(v, DNS_QUERY_TYPES, 'SocketDnsQueryType'));
+    read('keepAliveDelay', (v, n) => enforceRange(v, U32, n));
+    out.noDelay = !!dict.noDelay; // (absent: false)
+    tls('pinnedCertificates');
+    read('receiveBufferSize', (v, n) => enforceRange(v, U32, n));
+    read('secureTransport', (v) => toEnum(v, ['off', 'on', 'starttls'], 'SecureTransport'));
+    read('sendBufferSize', (v, n) => enforceRange(v, U32, n));
+    tls('serverName');
     return out;
   }
 
-  /** UDPSocketOptions, members in lexicographic order. Absent members stay absent. */
+  /** UDPSocketOptions. */
   function convertUdpOptions(value) {
     const dict = toDictionary(value, "Failed to construct 'UDPSocket': options");
     const out = {};
-    const read = (name, convert) => {
-      const member = dict[name];
-      if (member !== undefined) out[name] = convert(member, name);
-    };
+    const read = memberReader(dict, out);
     read('dnsQueryType', (v, n) => toEnum(v, DNS_QUERY_TYPES, n));
     read('ipv6Only', (v) => !!v);
     read('localAddress', toDOMString);
@@ -435,18 +252,15 @@
     return out;
   }
 
-  /** TCPServerSocketOptions, members in lexicographic order. */
+  /** TCPServerSocketOptions. */
   function convertServerOptions(value) {
     const dict = toDictionary(value, "Failed to construct 'TCPServerSocket': options");
     const out = {};
-    const backlog = dict.backlog;
-    if (backlog !== undefined) out.backlog = enforceRange(backlog, U32, 'backlog');
-    const ipv6Only = dict.ipv6Only;
-    if (ipv6Only !== undefined) out.ipv6Only = !!ipv6Only;
-    const localPort = dict.localPort;
-    if (localPort !== undefined) out.localPort = enforceRange(localPort, 65535, 'localPort');
-    const secureTransport = dict.secureTransport;
-    if (secureTransport !== undefined) out.secureTransport = toEnum(secureTransport, ['off', 'on'], 'SecureTransport');
+    const read = memberReader(dict, out);
+    read('backlog', (v, n) => enforceRange(v, U32, n));
+    read('ipv6Only', (v) => !!v);
+    read('localPort', (v, n) => enforceRange(v, 65535, n));
+    read('secureTransport', (v) => toEnum(v, ['off', 'on'], 'SecureTransport'));
     return out;
   }
 
@@ -548,6 +362,238 @@
     return { promise, resolve, reject };
   }
 
+  // -- the private channel -------------------------------------------------------------------
+
+  const channel = new MessageChannelCtor();
+  const port = channel.port1;
+  let bridged = false;
+
+  function handOver() {
+    if (worker) return (bridged = workerHandOver(channel.port2));
+    // Synchronous DOM events: the bridge (isolated world) takes the port inside dispatch and
+    // cancels the event to say so. Both scripts run before any page script can listen.
+    const event = new MessageEventCtor(EVT_PORT, { ports: [channel.port2], cancelable: true });
+    bridged = !apply(dispatch, window, [event]);
+    return bridged;
+  }
+  if (!handOver()) {
+    const onReady = () => {
+      if (handOver()) apply(removeListener, window, [EVT_READY, onReady, true]);
+    };
+    apply(addListener, window, [EVT_READY, onReady, true]);
+  }
+
+  /** @type {Map<number, SocketCore>} */
+  const sockets = new MapCtor();
+  let nextSid = 1;
+
+  function post(message, transfer) {
+    apply(portPost, port, [message, transfer || []]);
+  }
+
+  /** Whether this document's Permissions-Policy forbids the API: known at once when the
+   * extension marked the response (a Server-Timing entry, see background/policy.js), else from the
+   * extension's answer to the first attempt. */
+  let policyForbidden = !!worker?.policyForbidden;
+  if (!worker) try {
+    const navigation = performance.getEntriesByType('navigation')[0];
+    policyForbidden = !!navigation && navigation.serverTiming.some((entry) => entry.name === 'direct-sockets-forbidden');
+  } catch { /* no timing: the first attempt tells */ }
+
+  port.onmessage = (event) => {
+    const message = apply(getEventData, event, []); // (the page may have redefined `data`)
+    if (worker && message.op === 'frame-port') {
+      framePortArrived(apply(getEventPorts, event, [])[0]);
+      return;
+    }
+    if (message.op === 'limits') {
+      limits = checkedLimits(message.limits);
+      forwardConfig(); // and to our workers
+      return;
+    }
+    if (message.op === 'config') {
+      if (worker) limits = checkedLimits(message.limits);
+      bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
+      bulkDirectFirst = message.bulkDirectFirst === true;
+      const size = message.bulkMessageSize;
+      if (NumberCtor.isSafeInteger(size) && size >= 16 * KiB && size <= 16 * MiB) bulkMessageSize = size;
+      forwardConfig(); // to our workers, which never learn the frame's URL
+      return;
+    }
+    if (message.policy) policyForbidden = true;
+    const socket = apply(mapGet, sockets, [message.sid]);
+    if (!socket) return;
+    if (message.bulk && (socket.channel === 'frame' || socket.channel === 'direct')) {
+      // The host told the page of this end on the socket's WebSocket, after its last bytes;
+      // this copy counts only if the frame never delivers it.
+      setTimer(() => socket.onMessage({ ...message, bulk: false }), 2000);
+      return;
+    }
+    socket.onMessage(message);
+  };
+
+  // -- the bulk path (docs/BULK.md) ----------------------------------------------------------
+  // A TCP socket the host offers a WebSocket carries its stream through the extension's bulk
+  // frame, embedded here hidden, over a MessagePort: native messaging keeps every decision, and
+  // whatever cannot attach falls back to it.
+
+  const BULK_ATTACH_MS = 3000;
+  /** @type {string | null} */
+  let bulkFrameUrl = null;
+  // Whether to try this page's own WebSocket first (the fastest way, measured): not where the
+  // browser would hold it for a Local Network Access prompt (see bridge.js).
+  let bulkDirectFirst = false;
+  // The most bytes in one WebSocket message, as suits this browser (bridge.js, docs/BULK.md).
+  // (The bridge says it at the handover, before any socket; the host's bulkChunk caps it.)
+  let bulkMessageSize = 16 * MiB;
+  /** @type {MessagePort | null} */
+  let framePort = null;
+  let frameState = 'none'; // none -> loading -> ready, or failed
+  /** @type {Array<() => void>} */
+  let frameWaiters = [];
+  /** The frame's window and origin once loaded: more ports to it, one per worker. */
+  let frameWindow = null;
+  let frameWindowOrigin = '';
+
+  // After the current task: a message to ourselves on a private channel (no timer clamping).
+  const taskChannel = new MessageChannelCtor();
+  /** @type {Array<() => void>} */
+  let afterTaskQueue = [];
+  taskChannel.port1.onmessage = () => {
+    const run = afterTaskQueue;
+    afterTaskQueue = [];
+    for (const callback of run) callback();
+  };
+  function afterTask(callback) {
+    apply(arrayPush, afterTaskQueue, [callback]);
+    if (afterTaskQueue.length === 1) apply(portPost, taskChannel.port2, [null]);
+  }
+
+  function framePost(message, transfer) {
+    const control = bulkControl(message);
+    if (control !== null) message = { op: 'control', sid: message.sid, text: control };
+    if (framePort) apply(portPost, framePort, [message, transfer || []]);
+  }
+
+  /** Runs `then` once the frame is ready; never, if it cannot load (the socket's timer decides). */
+  function whenFrameReady(then) {
+    if (frameState === 'ready') return then();
+    if (frameState === 'failed' || bulkFrameUrl === null) return undefined;
+    apply(arrayPush, frameWaiters, [then]);
+    if (frameState !== 'none') return undefined;
+    frameState = 'loading';
+    if (worker) {
+      // A worker's own port to the page's frame, so its bytes never wait for the page's thread.
+      newFramePort((framed) => {
+        framePort = framed;
+        framePort.onmessage = (event) => fromFrame(event.data);
+      });
+      return undefined;
+    }
+    const root = apply(getDocumentElement, document, []);
+    if (!root) {
+      frameState = 'failed';
+      return undefined;
+    }
+    const frame = apply(createElement, document, ['iframe']);
+    apply(setAttribute, frame, ['hidden', '']);
+    apply(setAttribute, frame, ['aria-hidden', 'true']);
+    apply(setAttribute, frame, ['style', 'display:none']);
+    apply(setAttribute, frame, ['src', bulkFrameUrl]);
+    const frameOrigin = apply(getOrigin, new URLCtor(bulkFrameUrl), []);
+    apply(addListener, frame, ['load', () => {
+      const bulkChannel = new MessageChannelCtor();
+      const target = apply(getContentWindow, frame, []);
+      if (!target) return;
+      frameWindow = target;
+      frameWindowOrigin = frameOrigin;
+      framePort = bulkChannel.port1;
+      framePort.onmessage = (event) => fromFrame(event.data);
+      apply(windowPost, target, ['direct-sockets-bulk', frameOrigin, [bulkChannel.port2]]);
+    }, { once: true }]);
+    apply(appendChild, root, [frame]);
+    return undefined;
+  }
+
+  /**
+   * The page's own WebSocket to the host: `attached(ws)` once the host took the secret,
+   * `failed()` if it cannot be had (a CSP refusal, a closed door). What arrives goes to `core`.
+   */
+  function openDirect(core, offer, attached, failed) {
+    let ws;
+    try {
+      ws = new WebSocketCtor(offer.url);
+    } catch {
+      failed();
+      return;
+    }
+    apply(setBinaryType, ws, ['arraybuffer']);
+    let isAttached = false;
+    let ended = false;
+    apply(addListener, ws, ['open', () => apply(wsSend, ws, [offer.token])]);
+    apply(addListener, ws, ['message', (event) => {
+      const data = apply(getEventData, event, []);
+      if (typeof data !== 'string') {
+        core.onMessage({ op: 'data', sid: core.sid, buf: data });
+        return;
+      }
+      let parsed;
+      try {
+        parsed = jsonParse(data);
+      } catch {
+        return;
+      }
+      if (parsed.type === 'attached') {
+        isAttached = true;
+        attached(ws);
+        return;
+      }
+      if (parsed.type === 'closed' || parsed.type === 'error') ended = true;
+      core.onMessage({ op: parsed.type, sid: core.sid, bytes: parsed.bytes, name: parsed.name, message: parsed.message });
+    }]);
+    apply(addListener, ws, ['close', () => {
+      if (!isAttached) failed();
+      else if (!ended) core.onMessage({ op: 'error', sid: core.sid, name: 'NetworkError', message: 'Network error.' });
+    }]);
+  }
+
+  /**
+   * A stream's control message as the bulk WebSocket's text (docs/BULK.md), or null for one
+   * that is not: the one encoder, for the page's own WebSocket and the bulk frame's (which
+   * sends the text as it is).
+   */
+  function bulkControl(message) {
+    switch (message.op) {
+      case 'read': return jsonStringify({ type: 'read', bytes: message.bytes });
+      case 'shutdown': return jsonStringify({ type: 'shutdown', abort: !!message.abort });
+      case 'cancel': return jsonStringify({ type: 'cancel' });
+      default: return null;
+    }
+  }
+
+  function directPost(ws, message, transfer) {
+    const control = bulkControl(message);
+    if (message.op === 'send') apply(wsSend, ws, [message.buf]);
+    else if (control !== null) apply(wsSend, ws, [control]);
+    else post(message, transfer);
+  }
+
+  function fromFrame(message) {
+    if (!message || typeof message !== 'object') return;
+    if (message.op === 'frame-ready') {
+      frameState = 'ready';
+      const waiting = frameWaiters;
+      frameWaiters = [];
+      for (const then of waiting) then();
+      return;
+    }
+    const socket = apply(mapGet, sockets, [message.sid]);
+    if (!socket) return;
+    if (message.op === 'attached') socket.bulkAttached('frame', null);
+    else if (message.op === 'bulk_failed') socket.bulkFailed(String(message.reason));
+    else if (socket.channel === 'frame') socket.onMessage(message);
+  }
+
   // -- what every socket shares: opened, closed and how it fails ---------------------------------
 
   /** A token only this script holds: it lets the interfaces adopt a core without validation. */
@@ -589,7 +635,9 @@
 
     onMessage(message) {
       switch (message.op) {
-        case 'opened': return this.state === 'opening' ? this.onOpened(message) : undefined;
+        case 'opened':
+          if (this.state !== 'opening') return undefined;
+          return limits === null ? this.refuseWithoutLimits() : this.onOpened(message);
         case 'fin_sent': return this.onFinSent();
         case 'closed': return this.onClosed();
         case 'error': return this.fail(domError(message.name || 'NetworkError', message.message || 'Network error.'));
@@ -597,10 +645,43 @@
       }
     }
 
+    /** Opened, but the host's limits never came (or made no sense): closed, never guessed. */
+    refuseWithoutLimits() {
+      post({ op: 'release', sid: this.sid });
+      this.fail(domError('NetworkError', 'Network error.'));
+    }
+
     resolveOpened(info) {
       this.state = 'open';
       this.info = info;
       this.opened.resolve(info);
+    }
+
+    // the streams: each kind of socket reads and writes through its pull() and write()
+
+    /**
+     * The socket's readable: each pull() grants the host credit up to `highWaterMark` (bytes,
+     * datagrams or connections); `type` 'bytes' for a byte stream (BYOB readers).
+     * @param {number} highWaterMark @param {'bytes'} [type]
+     */
+    newReadable(highWaterMark, type = undefined) {
+      const source = {
+        start: (controller) => { this.readController = controller; },
+        pull: (controller) => this.pull(controller),
+        cancel: () => this.cancelReading(),
+      };
+      if (type !== undefined) source.type = type;
+      return new ReadableStreamCtor(source, { highWaterMark });
+    }
+
+    /** The socket's writable: one write at a time, each waiting for the socket's send window. */
+    newWritable() {
+      return new WritableStreamCtor({
+        start: (controller) => { this.writeController = controller; },
+        write: (chunk) => this.write(chunk),
+        close: () => this.closeWriting(),
+        abort: () => this.abortWriting(),
+      }, { highWaterMark: 1 });
     }
 
     // reading: pull() waits for the next message so that the stream never asks twice
@@ -748,8 +829,8 @@
       this.bulkTimer = 0;
       /** @type {WebSocket | null} */
       this.ws = null; // the page's own WebSocket, when the stream took that way
-      this.sendWindow = SEND_WINDOW;
-      this.receiveWindow = RECEIVE_WINDOW;
+      this.sendWindow = 0; // the host's, once opened
+      this.receiveWindow = 0;
       this.bulkWindow = 0; // the send window the host allows once the WebSocket attached
       /** @type {Uint8Array[]} */
       this.gathered = []; // writes of this task waiting to go to the frame as one message
@@ -782,7 +863,7 @@
       }
       this.channel = 'pending';
       const window = offer.window;
-      this.bulkWindow = NumberCtor.isSafeInteger(window) && window >= SEND_WINDOW && window <= MAX_BULK_SEND_WINDOW ? window : SEND_WINDOW;
+      this.bulkWindow = NumberCtor.isSafeInteger(window) && window >= limits.sendWindow && window <= limits.maxBulkSendWindow ? window : limits.sendWindow;
       this.bulkTimer = setTimer(() => this.bulkFailed('timeout'), BULK_ATTACH_MS);
       if (bulkDirectFirst) openDirect(this, offer, (ws) => this.bulkAttached('direct', ws), () => this.tryFrame(offer));
       else this.tryFrame(offer);
@@ -828,7 +909,7 @@
     gather(bytes) {
       // Small writes of one task go together up to half a write's most, and never above the
       // message size that suits this browser.
-      const limit = MathObj.min(BULK_CHUNK / 2, bulkMessageSize);
+      const limit = MathObj.min(limits.bulkChunk / 2, bulkMessageSize);
       if (!this.flushQueued) {
         this.flushQueued = true;
         afterTask(() => this.flushGathered(true));
@@ -940,19 +1021,10 @@
     }
 
     onOpened(message) {
-      if (message.bulk) this.receiveWindow = BULK_RECEIVE_WINDOW; // granted the same way on either path
-      const readable = new ReadableStreamCtor({
-        type: 'bytes',
-        start: (controller) => { this.readController = controller; },
-        pull: (controller) => this.pull(controller),
-        cancel: () => this.cancelReading(),
-      }, { highWaterMark: this.receiveWindow });
-      const writable = new WritableStreamCtor({
-        start: (controller) => { this.writeController = controller; },
-        write: (chunk) => this.write(chunk),
-        close: () => this.closeWriting(),
-        abort: () => this.abortWriting(),
-      }, { highWaterMark: 1 });
+      this.sendWindow = limits.sendWindow;
+      this.receiveWindow = message.bulk ? limits.bulkReceiveWindow : limits.receiveWindow; // granted the same way on either path
+      const readable = this.newReadable(this.receiveWindow, 'bytes');
+      const writable = this.newWritable();
       const info = {
         readable, writable,
         remoteAddress: message.remoteAddress, remotePort: message.remotePort,
@@ -1008,7 +1080,7 @@
         // goes from the page's memory, with no copy of ours first (docs/BULK.md, measured).
         const view = viewBufferSource(chunk);
         const size = view === null ? 0 : view.byteLength;
-        if (size > 0 && size <= BULK_CHUNK && this.ackedTotal >= this.sentTotal + size - this.sendWindow) {
+        if (size > 0 && size <= limits.bulkChunk && this.ackedTotal >= this.sentTotal + size - this.sendWindow) {
           this.sentTotal += size;
           this.gather(view);
           return undefined;
@@ -1022,7 +1094,7 @@
 
     async sendBytes(bytes) {
       // On the bulk path a message may carry twice as much (no native messaging limit).
-      const chunk = this.channel === 'direct' || this.channel === 'frame' ? BULK_CHUNK : MAX_CHUNK;
+      const chunk = this.channel === 'direct' || this.channel === 'frame' ? limits.bulkChunk : limits.maxChunk;
       for (let offset = 0; offset < bytes.byteLength; offset += chunk) {
         // `bytes` is already our own copy: a write that fits one message goes as it is.
         const piece = bytes.byteLength <= chunk ? bytes : apply(u8Slice, bytes, [offset, offset + chunk]);
@@ -1050,7 +1122,7 @@
     const remotePort = value.remotePort === undefined ? undefined : enforceRange(value.remotePort, 65535, 'remotePort');
     const bytes = data === undefined ? null : copyBufferSource(data);
     if (bytes === null) throw new TypeErrorCtor('UDPMessage: data must be an ArrayBuffer or ArrayBufferView.');
-    if (bytes.byteLength > MAX_DATAGRAM) throw new TypeErrorCtor(`UDPMessage: data exceeds ${MAX_DATAGRAM} bytes.`);
+    if (bytes.byteLength > limits.maxDatagram) throw new TypeErrorCtor(`UDPMessage: data exceeds ${limits.maxDatagram} bytes.`);
     if (!bound) {
       if (remoteAddress !== undefined || remotePort !== undefined || dnsQueryType !== undefined) {
         throw new TypeErrorCtor('UDPMessage: a connected socket sends to its remote end; remoteAddress, remotePort and dnsQueryType are not allowed.');
@@ -1075,17 +1147,8 @@
     }
 
     onOpened(message) {
-      const readable = new ReadableStreamCtor({
-        start: (controller) => { this.readController = controller; },
-        pull: (controller) => this.pull(controller),
-        cancel: () => this.cancelReading(),
-      }, { highWaterMark: UDP_RECEIVE_WINDOW });
-      const writable = new WritableStreamCtor({
-        start: (controller) => { this.writeController = controller; },
-        write: (message) => this.write(message),
-        close: () => this.closeWriting(),
-        abort: () => this.abortWriting(),
-      }, { highWaterMark: 1 });
+      const readable = this.newReadable(limits.udpReceiveWindow);
+      const writable = this.newWritable();
       const info = { readable, writable };
       if (!this.bound) {
         info.remoteAddress = message.remoteAddress;
@@ -1103,7 +1166,7 @@
     pull(controller) {
       if (this.readableDone || this.state !== 'open') return undefined;
       const grant = (controller.desiredSize || 0) - this.credit;
-      if (grant > 0 && (this.credit === 0 || grant >= UDP_RECEIVE_WINDOW / 4)) {
+      if (grant > 0 && (this.credit === 0 || grant >= limits.udpReceiveWindow / 4)) {
         this.credit += grant;
         post({ op: 'udp_read', sid: this.sid, datagrams: grant });
       }
@@ -1150,7 +1213,7 @@
       } catch (error) {
         throw this.writeError(error);
       }
-      await this.acked(this.ackedCount, this.sentCount + 1 - UDP_SEND_WINDOW);
+      await this.acked(this.ackedCount, this.sentCount + 1 - limits.udpSendWindow);
       this.sentCount += 1;
       const out = { op: 'udp_send', sid: this.sid, buf: message.bytes.buffer };
       if (this.bound) {
@@ -1249,26 +1312,24 @@
       this.#busy = new SetCtor();
     }
 
-    joinGroup(groupAddress, options = undefined) {
-      const self = MulticastController.#of(this);
-      if (!self) return PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
-      if (arguments.length < 1) return PromiseCtor.reject(new TypeErrorCtor('1 argument required.'));
+    /** joinGroup() and leaveGroup(): `this` and the arguments checked, then the request. */
+    static #membership(self, join, argumentCount, groupAddress, options) {
+      const controller = MulticastController.#of(self);
+      if (!controller) return PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
+      if (argumentCount < 1) return PromiseCtor.reject(new TypeErrorCtor('1 argument required.'));
       try {
-        return self.#request(true, groupAddress, options);
+        return controller.#request(join, groupAddress, options);
       } catch (error) {
         return PromiseCtor.reject(error);
       }
     }
 
+    joinGroup(groupAddress, options = undefined) {
+      return MulticastController.#membership(this, true, arguments.length, groupAddress, options);
+    }
+
     leaveGroup(groupAddress, options = undefined) {
-      const self = MulticastController.#of(this);
-      if (!self) return PromiseCtor.reject(new TypeErrorCtor('Illegal invocation'));
-      if (arguments.length < 1) return PromiseCtor.reject(new TypeErrorCtor('1 argument required.'));
-      try {
-        return self.#request(false, groupAddress, options);
-      } catch (error) {
-        return PromiseCtor.reject(error);
-      }
+      return MulticastController.#membership(this, false, arguments.length, groupAddress, options);
     }
 
     /** A FrozenArray: the same object until the memberships change. */
@@ -1289,11 +1350,7 @@
     }
 
     onOpened(message) {
-      const readable = new ReadableStreamCtor({
-        start: (controller) => { this.readController = controller; },
-        pull: (controller) => this.pull(controller),
-        cancel: () => this.cancelReading(),
-      }, { highWaterMark: ACCEPT_WINDOW });
+      const readable = this.newReadable(limits.acceptWindow);
       this.writableDone = true; // a server has no writable
       const info = { readable, localAddress: message.localAddress, localPort: message.localPort };
       if (message.tls) info.tls = deepFreeze(message.tls);
@@ -1303,7 +1360,7 @@
     pull(controller) {
       if (this.readableDone || this.state !== 'open') return undefined;
       // One id per connection, chosen here: the accepted socket's messages come under it.
-      while (this.awaitingAccept < MathObj.max(controller.desiredSize || 0, 1) && this.awaitingAccept < ACCEPT_WINDOW) {
+      while (this.awaitingAccept < MathObj.max(controller.desiredSize || 0, 1) && this.awaitingAccept < limits.acceptWindow) {
         this.awaitingAccept += 1;
         post({ op: 'accept', sid: this.sid, newSid: nextSid++ });
       }
@@ -1582,9 +1639,10 @@
     if (callback && framed) callback(framed);
   }
 
-  /** What a worker learns of the bulk path: never the frame's URL, only whether there is one. */
+  /** What a worker learns: of the bulk path, never the frame's URL, only whether there is one;
+   * the host's limits, as they came here. */
   function workerConfig() {
-    return { bulkFrame: bulkFrameUrl === null ? null : 'frame', bulkDirectFirst, bulkMessageSize };
+    return { bulkFrame: bulkFrameUrl === null ? null : 'frame', bulkDirectFirst, bulkMessageSize, limits };
   }
 
   function forwardConfig() {
@@ -1702,7 +1760,7 @@
 
   const querySelectorAll = worker ? null : Document.prototype.querySelectorAll;
   const getAttribute = worker ? null : Element.prototype.getAttribute;
-  // The page's CSP headers, as the extension marked the response (background.js): Firefox's
+  // The page's CSP headers, as the extension marked the response (background/policy.js): Firefox's
   // whole, Chromium's as a verdict ("refused").
   const headerPolicies = [];
   if (!worker) try {
@@ -1924,6 +1982,7 @@
     bulkFrameUrl = typeof worker.bulkFrame === 'string' ? worker.bulkFrame : null;
     bulkDirectFirst = worker.bulkDirectFirst === true;
     if (NumberCtor.isSafeInteger(worker.bulkMessageSize)) bulkMessageSize = worker.bulkMessageSize;
+    limits = checkedLimits(worker.limits);
   }
   wrapWorkers();
 })(null);

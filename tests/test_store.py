@@ -69,7 +69,7 @@ def test_the_store_packages_are_what_each_store_takes(tmp_path: Path) -> None:
     with zipfile.ZipFile(xpi) as archive:
         firefox = json.loads(archive.read("manifest.json"))
     assert "key" not in chrome  # the Chrome Web Store refuses it and assigns its own ID
-    assert chrome["background"] == {"service_worker": "background.js"}
+    assert chrome["background"] == {"service_worker": "background/main.js", "type": "module"}
     assert json.loads((EXTENSION / "manifest.json").read_text())["key"]  # the unpacked one keeps its fixed dev ID
-    assert firefox["background"] == {"scripts": ["background.js"]}
+    assert firefox["background"] == {"scripts": ["background/main.js"], "type": "module"}
     assert firefox["browser_specific_settings"]["gecko"]["data_collection_permissions"] == {"required": ["none"]}

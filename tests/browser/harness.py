@@ -193,6 +193,10 @@ class Browser:
     def extension_url(self, path: str) -> str:
         raise NotImplementedError
 
+    def current_tab_id(self) -> int:
+        """The WebExtension id of the scenarios' tab, as the extension knows it."""
+        raise NotImplementedError
+
     def answer_prompt(self, decision: str, address: str | None = None, timeout: float = 20, early_click: bool = False) -> dict[str, Any]:
         """Waits for the consent window, reads what it shows, then clicks `decision` ('once',
         'always', 'deny') after putting `address` in the address field, or closes the window
@@ -299,6 +303,16 @@ class Chromium(Browser):
         else:
             worker.evaluate(f"chrome.tabs.update({tab_id}, {{url: {json.dumps(url)}}}).then(() => true)")
         return inbox, tab_id
+
+    def tab_id_of(self, url: str) -> int:
+        """The extension's id for the tab showing `url`, asked of the service worker (whose
+        modules keep their state to themselves)."""
+        worker = self.context.service_workers[0]
+        return worker.evaluate(f"chrome.tabs.query({{}}).then((tabs) => tabs.find((t) => t.url === {json.dumps(url)}).id)")
+
+    def current_tab_id(self) -> int:
+        """The WebExtension id of the scenarios' tab, as the extension knows it."""
+        return self.tab_id_of(self.page.url)
 
     def open_tab(self, url: str) -> None:
         self.tab = self.context.new_page()

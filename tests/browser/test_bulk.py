@@ -14,12 +14,7 @@ pytestmark = pytest.mark.browser
 
 
 def popup_for_live_socket(browser: Browser, port: int) -> ExtensionPage:
-    if isinstance(browser, Chromium):
-        worker = browser.context.service_workers[0]
-        tab_id = worker.evaluate(f"[...routes.values()].find((r) => r.destination.endsWith(':{port}')).frame.tabId")
-    else:
-        tab_id = browser.current_tab_id()
-    return ExtensionPage(browser, f"popup.html?tab={tab_id}")
+    return ExtensionPage(browser, f"popup.html?tab={browser.current_tab_id()}")
 
 
 def path_of_live_socket(browser: Browser, port: int, origin: str | None = None, **params: object) -> str:

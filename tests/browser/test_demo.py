@@ -80,9 +80,7 @@ def test_the_demo_works_and_is_photographed(browser: Browser, demo: str, tmp_pat
         # The popup, with the demo's TCP client still connected (and its bytes counted: the
         # host reports them about once a second).
         page.wait_for_timeout(1500)
-        tab_id = browser.context.service_workers[0].evaluate(
-            "[...routes.values()].find((r) => r.open && r.kind === 'TCP' && r.frame.origin === %r).frame.tabId" % demo
-        )
+        tab_id = browser.tab_id_of(page.url)
         popup = ExtensionPage(browser, f"popup.html?tab={tab_id}")
         try:
             popup.page.set_viewport_size({"width": 860, "height": 320})

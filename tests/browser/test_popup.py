@@ -17,13 +17,11 @@ def test_badge_and_popup_list_and_close_a_live_socket(browser: Browser) -> None:
         browser.grant(f"127.0.0.1:{server.port}")
         inbox = browser.start("hold", port=server.port)
         assert inbox.get(timeout=30) == {"ok": True, "value": "opened"}
+        tab_id = browser.current_tab_id()
         if isinstance(browser, Chromium):
             worker = browser.context.service_workers[0]
-            tab_id = worker.evaluate(f"[...routes.values()].find((r) => r.destination.endsWith(':{server.port}')).frame.tabId")
             badge = lambda: worker.evaluate(f"chrome.action.getBadgeText({{tabId: {tab_id}}})")  # noqa: E731
             assert badge() == "1"
-        else:
-            tab_id = browser.current_tab_id()
         popup = ExtensionPage(browser, f"popup.html?tab={tab_id}")
         try:
             assert popup.texts("#sockets tbody tr:first-child td")[:3] == [browser.site.origin, "TCP", f"127.0.0.1:{server.port}"]

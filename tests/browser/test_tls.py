@@ -147,7 +147,6 @@ def test_tls_server_socket(browser: Browser) -> None:
 
 
 def test_verification_reason_shown_in_the_popup(browser: Browser, ca: TestCA, servers: list, tmp_path: Path) -> None:
-    from tests.browser.harness import Chromium
     from tests.browser.test_popup import ExtensionPage
 
     server = TlsServer(ca.issue(["127.0.0.1"], expired=True), tmp_path, tls_echo)
@@ -155,11 +154,7 @@ def test_verification_reason_shown_in_the_popup(browser: Browser, ca: TestCA, se
     browser.grant(f"127.0.0.1:{server.port}")
     result = browser.run("tlsEcho", port=server.port, text="x", options={"secureTransport": "on", "caCertificates": [ca.pem]})
     assert result["opened"] is False and result["error"]["name"] == "NetworkError"
-    if isinstance(browser, Chromium):
-        tab_id = browser.context.service_workers[0].evaluate("failures[failures.length - 1].tabId")
-    else:
-        tab_id = browser.current_tab_id()
-    popup = ExtensionPage(browser, f"popup.html?tab={tab_id}")
+    popup = ExtensionPage(browser, f"popup.html?tab={browser.current_tab_id()}")
     try:
         assert wait_for(lambda: "certificate has expired" in popup.text("#failures"), timeout=10)
     finally:

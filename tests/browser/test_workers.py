@@ -66,7 +66,9 @@ def test_udp_connected_and_bound_from_a_worker(browser: Browser) -> None:
     browser.grant("127.0.0.1:*", kind="udp-bind")
     browser.grant("127.0.0.1:*", kind="udp")
     result = browser.run("workerUdp", count=60, timeout=60)
-    assert result == {"problems": [], "multicast": "[object MulticastController]"}
+    assert result["problems"] == [] and result["closed"] == [{"ok": True}, {"ok": True}]
+    assert result["boundInfo"] == {"localAddress": "127.0.0.1", "hasRemote": False, "controller": "[object MulticastController]"}
+    assert result["connectedInfo"] == {"remoteAddress": "127.0.0.1", "remotePort": True, "hasMulticast": False}
 
 
 def test_a_server_socket_in_a_worker_accepts(browser: Browser) -> None:

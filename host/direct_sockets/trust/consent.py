@@ -40,7 +40,7 @@ PROMPT_TIMEOUT_SECONDS = 60.0
 MAX_WAITING_PER_TAB = 8
 # Prompts in any 60 s: per origin (each one that ended: answered, timed out or withdrawn) and per
 # tab (each one admitted, shown or queued). The extension keeps the same budget for the windows it
-# opens (background.js), so neither alone has to be right.
+# opens (extension/background/consent.js), so neither alone has to be right.
 PROMPT_BUDGET_SECONDS = 60.0
 PROMPTS_PER_ORIGIN = 6
 PROMPTS_PER_TAB = 10

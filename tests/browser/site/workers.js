@@ -88,11 +88,7 @@ Object.assign(window.scenarios, {
     const worker = opsWorker('module');
     try {
       const inWorker = await ask(worker, 'shape');
-      const onPage = Object.fromEntries(Object.keys(inWorker).map((name) => {
-        const C = window[name];
-        return [name, { length: C.length, members: Object.getOwnPropertyNames(C.prototype).sort(), tag: Object.prototype.toString.call(C.prototype) }];
-      }));
-      return { inWorker, onPage };
+      return { inWorker, onPage: self.apiShape() }; // workers/lib.js, which the page loads too
     } finally {
       worker.terminate();
     }

@@ -1,6 +1,7 @@
 // What the worker tests ask a worker to do, shared by the classic (ops.js) and module (ops.mjs)
 // entry points. The page posts {cmd, ...params}; the worker answers {ok, value} or {ok, error}.
-// Loaded by importScripts or as a module: it defines nothing but self.workerOps.
+// Loaded by importScripts or as a module: it defines nothing but self.workerOps, self.apiShape and
+// self.udpExchange (which the page's scenarios use too: runner.html loads this file).
 'use strict';
 (() => {
   const enc = new TextEncoder();
@@ -29,6 +30,42 @@
   }
 
   let stopPumping = null;
+
+  /**
+   * A bound and a connected UDP socket on loopback trade `count` datagrams of growing size,
+   * each echoed back: what went wrong, how each closed, and what each was opened with. Shared
+   * by the page's scenario (scenarios.js, which loads this file too) and the worker's.
+   */
+  self.udpExchange = async ({ count }) => {
+    const bound = new UDPSocket({ localAddress: '127.0.0.1' });
+    const boundInfo = await bound.opened;
+    const connected = new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: boundInfo.localPort });
+    const connectedInfo = await connected.opened;
+    const boundReader = boundInfo.readable.getReader();
+    const boundWriter = boundInfo.writable.getWriter();
+    const connectedReader = connectedInfo.readable.getReader();
+    const connectedWriter = connectedInfo.writable.getWriter();
+    const problems = [];
+    for (let size = 1; size <= count; size++) {
+      await connectedWriter.write({ data: new Uint8Array(size).fill(size) });
+      const { value } = await boundReader.read();
+      if (value.data.byteLength !== size || value.data[size - 1] !== (size & 255)) problems.push(`bound got ${value.data.byteLength} for ${size}`);
+      if (value.remoteAddress !== '127.0.0.1' || value.remotePort !== connectedInfo.localPort) problems.push(`sender ${value.remoteAddress}:${value.remotePort}`);
+      await boundWriter.write({ data: value.data, remoteAddress: value.remoteAddress, remotePort: value.remotePort });
+      const reply = (await connectedReader.read()).value;
+      if (reply.data.byteLength !== size || reply.data[0] !== (size & 255) || 'remoteAddress' in reply) {
+        problems.push(`connected got ${JSON.stringify(Object.keys(reply))} ${reply.data.byteLength} for ${size}`);
+      }
+    }
+    boundReader.releaseLock(); boundWriter.releaseLock(); connectedReader.releaseLock(); connectedWriter.releaseLock();
+    const closing = async (socket) => socket.close().then(() => ({ ok: true }), (error) => ({ ok: false, error: { name: error?.name, message: error?.message } }));
+    const closed = [await closing(bound), await closing(connected)];
+    return {
+      problems, closed,
+      connectedInfo: { remoteAddress: connectedInfo.remoteAddress, remotePort: connectedInfo.remotePort === boundInfo.localPort, hasMulticast: 'multicastController' in connectedInfo },
+      boundInfo: { localAddress: boundInfo.localAddress, hasRemote: 'remoteAddress' in boundInfo, controller: Object.prototype.toString.call(boundInfo.multicastController) },
+    };
+  };
 
   /** The interfaces' members, as types/direct-sockets.d.ts declares them (compared with a page's). */
   self.apiShape = () => Object.fromEntries(['TCPSocket', 'UDPSocket', 'TCPServerSocket', 'MulticastController'].map((name) => {
@@ -81,29 +118,8 @@
       return { elapsedMs, uploadSha: await sha256Hex([upload]), receivedSha: await sha256Hex(received), receivedBytes: received.reduce((n, c) => n + c.byteLength, 0) };
     },
 
-    async udp({ count }) {
-      const bound = new UDPSocket({ localAddress: '127.0.0.1' });
-      const boundInfo = await bound.opened;
-      const connected = new UDPSocket({ remoteAddress: '127.0.0.1', remotePort: boundInfo.localPort });
-      const connectedInfo = await connected.opened;
-      const boundReader = boundInfo.readable.getReader();
-      const boundWriter = boundInfo.writable.getWriter();
-      const connectedReader = connectedInfo.readable.getReader();
-      const connectedWriter = connectedInfo.writable.getWriter();
-      const problems = [];
-      for (let size = 1; size <= count; size++) {
-        await connectedWriter.write({ data: new Uint8Array(size).fill(size) });
-        const { value } = await boundReader.read();
-        if (value.data.byteLength !== size || value.data[size - 1] !== size) problems.push(`bound got ${value.data.byteLength} for ${size}`);
-        if (value.remotePort !== connectedInfo.localPort) problems.push(`sender ${value.remoteAddress}:${value.remotePort}`);
-        await boundWriter.write({ data: value.data, remoteAddress: value.remoteAddress, remotePort: value.remotePort });
-        const reply = (await connectedReader.read()).value;
-        if (reply.data.byteLength !== size || reply.data[0] !== (size & 255)) problems.push(`connected got ${reply.data.byteLength} for ${size}`);
-      }
-      boundReader.releaseLock(); boundWriter.releaseLock(); connectedReader.releaseLock(); connectedWriter.releaseLock();
-      await bound.close();
-      await connected.close();
-      return { problems, multicast: Object.prototype.toString.call(boundInfo.multicastController) };
+    udp({ count }) {
+      return self.udpExchange({ count });
     },
 
     async server() {
