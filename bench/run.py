@@ -1,6 +1,6 @@
 """direct-sockets against websockify and the machine's floor, side by side in one run.
 
-    .venv/bin/python bench/run.py [--quick] [--browsers chromium,firefox] [--json bench/results.json]
+    .venv/bin/python bench/run.py [--quick] [--echo-only] [--browsers chromium,firefox] [--json bench/results.json]
 
 Prints a table and writes it as JSON. Browsers run headless with no driver attached while they
 are timed: Chromium is started directly with the page's URL; Firefox is handed the add-on and the
@@ -540,7 +540,6 @@ def table(results: dict[str, Any]) -> str:
                 lines.append(f"{b + ' ' + way:>24} | {rt['p50']:>6.3f} | {rt['p99']:>6.3f}")
         public = results.get("publicPage", {}).get(b)
         if public:
-            lines.append(f"{'':>24}   {b}, a public page's own WebSocket to loopback: {public.get('localNetworkAccess')}")
             for way in ("ours", "worker"):
                 rt = public["roundTrip"][way]
                 lines.append(f"{b + ' public ' + way:>24} | {rt['p50']:>6.3f} | {rt['p99']:>6.3f}")
@@ -680,8 +679,7 @@ def main() -> int:
                 # user's Local Network Access answer. Its row is the loopback page's, above.
                 print(f"{kind}: public page ...", file=sys.stderr)
                 results["publicPage"][kind] = twice(f"{kind} public page", lambda attempt: run_page(
-                    kind, work / f"{kind}-public{attempt}", site, {**params, "worker": True, "oursOnly": True, "probeLocalNetworkAccess": True},
-                    timeout=600, public=True))
+                    kind, work / f"{kind}-public{attempt}", site, {**params, "worker": True, "oursOnly": True}, timeout=600, public=True))
             if args.echo_only:
                 continue
             print(f"{kind}: native messaging alone ...", file=sys.stderr)

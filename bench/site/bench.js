@@ -143,31 +143,6 @@ async function holdWithoutReading() {
   return 'released';
 }
 
-/**
- * What Local Network Access does with this page's own WebSocket to websockify, by the host's
- * name: 'open', 'refused', or 'no answer' in 3 s (a prompt nobody answers). Recorded beside the
- * public page's rows, since whether the page may have its own WebSocket decides its path.
- */
-async function probeLocalNetworkAccess() {
-  const port = new URL(params.websockifyUrl).port;
-  const outcome = {};
-  for (const host of ['127.0.0.1', 'localhost']) {
-    outcome[host] = await new Promise((resolve) => {
-      let ws;
-      try {
-        ws = new WebSocket(`ws://${host}:${port}/`, ['binary']);
-      } catch (error) {
-        resolve(`refused at once (${error?.name})`);
-        return;
-      }
-      const timer = setTimeout(() => { ws.close(); resolve('no answer'); }, 3000);
-      ws.onopen = () => { clearTimeout(timer); ws.close(); resolve('open'); };
-      ws.onerror = () => { clearTimeout(timer); resolve('refused'); };
-    });
-  }
-  return outcome;
-}
-
 /** Runs one of this script's measurements in a dedicated worker of its own, and returns its result. */
 function inWorker(name, ...args) {
   return new Promise((resolve, reject) => {
@@ -219,7 +194,6 @@ if (inPage) (async () => {
       return;
     }
     const results = { echo: {}, roundTrip: {}, isolated: self.crossOriginIsolated === true };
-    if (params.probeLocalNetworkAccess) results.localNetworkAccess = await probeLocalNetworkAccess();
     for (const chunk of params.chunks) {
       // Interleaved, so that a slow moment of a shared machine falls on both alike.
       results.echo[chunk] = { ours: [], websockify: [], worker: [] };
