@@ -1,6 +1,6 @@
 """direct-sockets against websockify and the machine's floor, side by side in one run.
 
-    .venv/bin/python bench/run.py [--quick] [--browsers chromium,firefox] [--json bench/results.json]
+    .venv/bin/python bench/run.py [--quick] [--echo-only] [--browsers chromium,firefox] [--json bench/results.json]
 
 Prints a table and writes it as JSON. Browsers run headless with no driver attached while they
 are timed: Chromium is started directly with the page's URL; Firefox is handed the add-on and the
@@ -146,6 +146,13 @@ class Site:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.origin = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # The same pages on a second port, which Chromium is told is on the public internet
+        # (--ip-address-space-overrides): where Local Network Access refuses a page's own
+        # WebSocket to loopback, as it would for a real web app's.
+        self.public_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.public_port = self.public_server.server_port
+        self.public_origin = f"http://127.0.0.1:{self.public_port}"
+        threading.Thread(target=self.public_server.serve_forever, daemon=True).start()
 
     def inbox(self, token: str) -> queue.Queue[Any]:
         return self.inboxes.setdefault(token, queue.Queue())
@@ -153,10 +160,10 @@ class Site:
     def signal(self, token: str) -> threading.Event:
         return self.signals.setdefault(token, threading.Event())
 
-    def url(self, params: dict[str, Any]) -> tuple[str, str]:
+    def url(self, params: dict[str, Any], public: bool = False) -> tuple[str, str]:
         token = uuid.uuid4().hex
         query = urllib.parse.urlencode({"token": token, "params": json.dumps(params)})
-        return f"{self.origin}/bench.html?{query}", token
+        return f"{self.public_origin if public else self.origin}/bench.html?{query}", token
 
 
 # -- the browsers, with no driver attached while they are timed --------------------------------
@@ -194,7 +201,8 @@ class DriverlessBrowser:
             profile = self.base / "profile"
             cli(self.env, "install", "--browser", "chromium", "--user-data-dir", str(profile))
             self.proc = subprocess.Popen(
-                [CHROMIUM_BINARY, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--disable-extensions-except={self.extension}",
+                [CHROMIUM_BINARY, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                 f"--ip-address-space-overrides=127.0.0.1:{self.site.public_port}=public", f"--disable-extensions-except={self.extension}",
                  f"--load-extension={self.extension}", url],
                 env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -252,13 +260,14 @@ def started(site: Site, token: str) -> None:
 @contextlib.contextmanager
 def bench_page(
     kind: str, base: Path, site: Site, params: dict[str, Any], extension: Path = EXTENSION,
-    first: str | None = None, first_timeout: float = 60,
+    first: str | None = None, first_timeout: float = 60, public: bool = False,
 ) -> Iterator[tuple[DriverlessBrowser, str]]:
-    """A browser with no driver on the bench page with `params`: yields it and the page's token
-    once the page started (and reported `first`, when given); closes it after."""
+    """A browser with no driver on the bench page with `params` (served from the origin Chromium
+    counts as public, when `public`): yields it and the page's token once the page started (and
+    reported `first`, when given); closes it after."""
     browser = DriverlessBrowser(kind, base, site, extension)
-    browser.grant(site.origin)
-    url, token = site.url(params)
+    browser.grant(site.public_origin if public else site.origin)
+    url, token = site.url(params, public)
     try:
         browser.open(url)
         started(site, token)
@@ -271,8 +280,9 @@ def bench_page(
         browser.close()
 
 
-def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float, extension: Path = EXTENSION) -> dict[str, Any]:
-    with bench_page(kind, base, site, params, extension) as (_, token):
+def run_page(kind: str, base: Path, site: Site, params: dict[str, Any], timeout: float, extension: Path = EXTENSION,
+             public: bool = False) -> dict[str, Any]:
+    with bench_page(kind, base, site, params, extension, public=public) as (_, token):
         result = site.inbox(token).get(timeout=timeout)
     if not result.get("ok"):
         raise RuntimeError(f"{kind}: {result.get('error')}")
@@ -511,6 +521,7 @@ def table(results: dict[str, Any]) -> str:
             ours, ws = median(echo["ours"]), median(echo["websockify"])
             cells.append(f"{ours:>15.0f} | {ws:>21.0f} | {ours / ws:>5.2f}x")
         lines.append(row + " | ".join(cells))
+    lines.extend(page_rows(results))
     if results.get("nativeOnly"):
         lines.append("")
         lines.append("The same chain with native messaging alone (no bulk path), MB/s (16 MiB, 1 run)")
@@ -523,9 +534,15 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"{'':>24} | {'p50':>6} | {'p99':>6}")
     lines.append(f"{'raw TCP':>24} | {results['raw']['roundTrip']['p50']:>6.3f} | {results['raw']['roundTrip']['p99']:>6.3f}")
     for b, r in results["browsers"].items():
-        for way in ("ours", "websockify"):
-            rt = r["roundTrip"][way]
-            lines.append(f"{b + ' ' + way:>24} | {rt['p50']:>6.3f} | {rt['p99']:>6.3f}")
+        for way in ("ours", "websockify", "worker"):
+            rt = r["roundTrip"].get(way)
+            if rt:
+                lines.append(f"{b + ' ' + way:>24} | {rt['p50']:>6.3f} | {rt['p99']:>6.3f}")
+        public = results.get("publicPage", {}).get(b)
+        if public:
+            for way in ("ours", "worker"):
+                rt = public["roundTrip"][way]
+                lines.append(f"{b + ' public ' + way:>24} | {rt['p50']:>6.3f} | {rt['p99']:>6.3f}")
     if results.get("cpu"):
         lines.append("")
         chunk_kib, mib = results["config"]["cpuChunk"] // 1024, results["config"]["cpuMiB"]
@@ -538,12 +555,8 @@ def table(results: dict[str, Any]) -> str:
             ws = ways["websockify"]
             lines.append(f"{'':>20}   {b}: the chain without websockify's share costs {ws['total'] - ws['relay']:.2f} s/GiB; a relay costing"
                          f" nothing would be at most {ws['total'] / (ws['total'] - ws['relay']):.2f}x websockify where the cores are the limit")
-    lines.append("")
-    h = results["hostOnly"]
-    lines.append("Host alone, driven over its pipes by Python")
-    lines.append(f"  relay over native messaging: {h['relayNativeMessagingMBs']:.0f} MB/s; over the bulk WebSocket: {h['relayBulkMBs']:.0f} MB/s")
-    lines.append(f"  connections per second: {h['connectionsPerSecond']:.0f}")
-    lines.append(f"  RSS with {h['openSockets']} open sockets: {h['rssWithSocketsMiB']:.1f} MiB (+{h['rssGrowthForSocketsMiB']:.1f} MiB for them)")
+    if results.get("hostOnly"):
+        lines.extend(host_rows(results))
     lines.append("")
     for b, m in results["memory"].items():
         lines.append(f"Memory, {b}: a peer pushed {m['pushedMiB']:.0f} MiB (of {results['config']['pushMiB']} MiB it tried) at a page that does not read; host RSS grew {m['hostRssGrowthMiB']:.1f} MiB")
@@ -552,6 +565,42 @@ def table(results: dict[str, Any]) -> str:
     for name, (value, goal, ok) in results["targets"].items():
         lines.append(f"  [{'met' if ok else 'MISSED'}] {name}: {value} (goal {goal})")
     return "\n".join(lines)
+
+
+def page_rows(results: dict[str, Any]) -> list[str]:
+    """Ours from a dedicated worker (loopback page), and ours on a page Chromium counts as public
+    (page and worker), each against websockify on the loopback page of the same run."""
+    lines = ["", "The same echo from a worker, and on a public page (Chromium), MB/s; ratio to websockify on the loopback page"]
+    lines.append(f"{'chunk':>8} | " + " | ".join(f"{name:>22} | {'ratio':>6}" for name in _page_columns(results)))
+    for chunk in results["config"]["chunks"]:
+        cells = []
+        for b, where, way in _page_columns(results).values():
+            ours = median(results[where][b]["echo"][str(chunk)][way])
+            ws = median(results["browsers"][b]["echo"][str(chunk)]["websockify"])
+            cells.append(f"{ours:>22.0f} | {ours / ws:>5.2f}x")
+        lines.append(f"{chunk // 1024:>6}Ki | " + " | ".join(cells))
+    return lines
+
+
+def _page_columns(results: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    columns = {}
+    for b in results["browsers"]:
+        if results["browsers"][b]["echo"][str(results["config"]["chunks"][0])].get("worker"):
+            columns[f"{b} worker"] = (b, "browsers", "worker")
+        if b in results.get("publicPage", {}):
+            columns[f"{b} public page"] = (b, "publicPage", "ours")
+            columns[f"{b} public worker"] = (b, "publicPage", "worker")
+    return columns
+
+
+def host_rows(results: dict[str, Any]) -> list[str]:
+    lines = [""]
+    h = results["hostOnly"]
+    lines.append("Host alone, driven over its pipes by Python")
+    lines.append(f"  relay over native messaging: {h['relayNativeMessagingMBs']:.0f} MB/s; over the bulk WebSocket: {h['relayBulkMBs']:.0f} MB/s")
+    lines.append(f"  connections per second: {h['connectionsPerSecond']:.0f}")
+    lines.append(f"  RSS with {h['openSockets']} open sockets: {h['rssWithSocketsMiB']:.1f} MiB (+{h['rssGrowthForSocketsMiB']:.1f} MiB for them)")
+    return lines
 
 
 def targets(results: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
@@ -564,10 +613,17 @@ def targets(results: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
         out[f"{b} echo vs websockify (lowest over chunk sizes)"] = (f"{min(ratios):.2f}x", f">= {goal}x", min(ratios) >= goal)
         rt = results["browsers"][b]["roundTrip"]
         out[f"{b} round trip p50 vs websockify"] = (f"{rt['ours']['p50']:.3f} vs {rt['websockify']['p50']:.3f} ms", "<=", rt["ours"]["p50"] <= rt["websockify"]["p50"])
+        public = results.get("publicPage", {}).get(b)
+        if public:
+            ratios = [median(public["echo"][c]["ours"]) / median(echo[c]["websockify"]) for c in echo]
+            out[f"{b} public page echo vs websockify on a loopback page (lowest)"] = (f"{min(ratios):.2f}x", ">= 1.0x", min(ratios) >= 1.0)
+            p50 = public["roundTrip"]["ours"]["p50"]
+            out[f"{b} public page round trip p50 vs websockify"] = (f"{p50:.3f} vs {rt['websockify']['p50']:.3f} ms", "<=", p50 <= rt["websockify"]["p50"])
     for b, m in results["memory"].items():
         out[f"{b} host RSS growth under the push"] = (f"{m['hostRssGrowthMiB']:.1f} MiB", "< 16 MiB", m["hostRssGrowthMiB"] < 16)
-    h = results["hostOnly"]
-    out[f"host RSS with {h['openSockets']} sockets"] = (f"{h['rssWithSocketsMiB']:.1f} MiB", "< 200 MiB", h["rssWithSocketsMiB"] < 200)
+    h = results.get("hostOnly")
+    if h:
+        out[f"host RSS with {h['openSockets']} sockets"] = (f"{h['rssWithSocketsMiB']:.1f} MiB", "< 200 MiB", h["rssWithSocketsMiB"] < 200)
     return out
 
 
@@ -585,6 +641,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller transfers and fewer runs (a smoke run)")
     parser.add_argument("--browsers", default="chromium,firefox")
+    parser.add_argument("--echo-only", action="store_true",
+                        help="only the pages' echo and round trip (loopback, public and worker rows), for comparing changes")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
     total_mib = 8 if args.quick else 64
@@ -597,7 +655,7 @@ def main() -> int:
     echo_proc, echo_port = start_echo_server()
     websockify_proc, websockify_port = start_websockify(echo_port)
     site = Site()
-    results: dict[str, Any] = {"config": config, "browsers": {}, "nativeOnly": {}, "memory": {}, "cpu": {},
+    results: dict[str, Any] = {"config": config, "browsers": {}, "publicPage": {}, "nativeOnly": {}, "memory": {}, "cpu": {},
                                "machine": {"kernel": os.uname().release, "cores": os.cpu_count()}}
     work = Path(tempfile.mkdtemp(prefix="direct-sockets-bench-"))
     try:
@@ -615,7 +673,15 @@ def main() -> int:
                 continue
             print(f"{kind}: full chain ...", file=sys.stderr)
             results["browsers"][kind] = twice(f"{kind} full chain", lambda attempt: run_page(
-                kind, work / f"{kind}-echo{attempt}", site, params, timeout=600))
+                kind, work / f"{kind}-echo{attempt}", site, {**params, "worker": True}, timeout=600))
+            if kind == "chromium":
+                # websockify is not run here: a public page's WebSocket to loopback waits for the
+                # user's Local Network Access answer. Its row is the loopback page's, above.
+                print(f"{kind}: public page ...", file=sys.stderr)
+                results["publicPage"][kind] = twice(f"{kind} public page", lambda attempt: run_page(
+                    kind, work / f"{kind}-public{attempt}", site, {**params, "worker": True, "oursOnly": True}, timeout=600, public=True))
+            if args.echo_only:
+                continue
             print(f"{kind}: native messaging alone ...", file=sys.stderr)
             native = {**params, "oursOnly": True, "runs": 1, "total": min(config["total"], 16 * MiB), "roundTrips": min(config["roundTrips"], 500)}
             results["nativeOnly"][kind] = twice(f"{kind} native messaging alone", lambda attempt: run_page(
@@ -630,8 +696,9 @@ def main() -> int:
             print(f"{kind}: memory under a push ...", file=sys.stderr)
             results["memory"][kind] = twice(f"{kind} memory", lambda attempt: memory_under_push(
                 kind, work / f"{kind}-push{attempt}", site, config["pushMiB"] * MiB, seconds=3 if args.quick else 8))
-        print("host alone ...", file=sys.stderr)
-        results["hostOnly"] = host_only(work / "host", echo_port, config["total"], config["sockets"])
+        if not args.echo_only:
+            print("host alone ...", file=sys.stderr)
+            results["hostOnly"] = host_only(work / "host", echo_port, config["total"], config["sockets"])
         results["targets"] = targets(results)
     finally:
         echo_proc.kill()

@@ -3,9 +3,12 @@
 // TCPSocket, and a WebSocket through websockify, to the same TCP echo server.
 'use strict';
 
-const query = new URLSearchParams(location.search);
+// The same script runs in a dedicated worker for the worker rows (`inWorker`): there it takes its
+// parameters from the page's message instead of its URL, and reports nothing itself.
+const inPage = typeof document !== 'undefined';
+const query = new URLSearchParams(inPage ? location.search : '');
 const token = query.get('token');
-const params = JSON.parse(query.get('params') || '{}');
+let params = JSON.parse(query.get('params') || '{}');
 const report = (value) => fetch(`/result?token=${token}`, { method: 'POST', body: JSON.stringify(value) });
 
 /** Echo `total` bytes in `chunk`-sized writes; MB/s of payload (one way) from first write to last byte back. */
@@ -140,7 +143,36 @@ async function holdWithoutReading() {
   return 'released';
 }
 
-(async () => {
+/** Runs one of this script's measurements in a dedicated worker of its own, and returns its result. */
+function inWorker(name, ...args) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker('bench.js');
+    worker.onmessage = (event) => {
+      worker.terminate();
+      if (event.data.ok) resolve(event.data.value);
+      else reject(new Error(`in a worker: ${event.data.error}`));
+    };
+    worker.onerror = (event) => {
+      worker.terminate();
+      reject(new Error(`in a worker: ${event.message}`));
+    };
+    worker.postMessage({ name, args, params });
+  });
+}
+
+if (!inPage) {
+  const measurements = { echoOurs, roundTripOurs };
+  self.onmessage = async (event) => {
+    params = event.data.params;
+    try {
+      self.postMessage({ ok: true, value: await measurements[event.data.name](...event.data.args) });
+    } catch (error) {
+      self.postMessage({ ok: false, error: `${error?.name}: ${error?.message}` });
+    }
+  };
+}
+
+if (inPage) (async () => {
   // Started with its URL on the command line, the browser may show the page before the
   // extension is ready to inject the API: try again a little later.
   if (typeof TCPSocket === 'undefined') {
@@ -164,14 +196,16 @@ async function holdWithoutReading() {
     const results = { echo: {}, roundTrip: {}, isolated: self.crossOriginIsolated === true };
     for (const chunk of params.chunks) {
       // Interleaved, so that a slow moment of a shared machine falls on both alike.
-      results.echo[chunk] = { ours: [], websockify: [] };
+      results.echo[chunk] = { ours: [], websockify: [], worker: [] };
       for (let run = 0; run < params.runs; run++) {
         results.echo[chunk].ours.push(await echoOurs(chunk, params.total));
         if (!params.oursOnly) results.echo[chunk].websockify.push(await echoWebsockify(chunk, params.total));
+        if (params.worker) results.echo[chunk].worker.push(await inWorker('echoOurs', chunk, params.total));
       }
     }
     results.roundTrip.ours = await roundTripOurs(params.roundTrips);
     if (!params.oursOnly) results.roundTrip.websockify = await roundTripWebsockify(params.roundTrips);
+    if (params.worker) results.roundTrip.worker = await inWorker('roundTripOurs', params.roundTrips);
     await report({ ok: true, value: results });
   } catch (error) {
     await report({ ok: false, error: `${error?.name}: ${error?.message}` });
