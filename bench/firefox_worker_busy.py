@@ -13,8 +13,9 @@ spin with nothing counted. Modes (bench/site/busy/worker.js):
   ws                        a WebSocket echo, 16 x 64 KiB in flight
   xhr-down                  XMLHttpRequest progress events of a streamed response
   eventsource               server-sent events, 64 KiB each
-  port-frame[-up]           a MessagePort to a cross-site iframe (another process under Fission)
-                            that sends (or takes) transferred 64 KiB ArrayBuffers
+  port-frame[-same][-up]    a MessagePort to a cross-site iframe (another process under Fission),
+                            or a same-site one (the page's process), that sends (or takes)
+                            transferred 64 KiB ArrayBuffers
   webtransport              only whether the constructor exists (it needs HTTP/3 and a certificate)
 
 Also prints the prefs that decide it (dom.workers.pFetch.enabled, fission.autostart).
@@ -42,7 +43,7 @@ from tests.browser.harness import FIREFOX_BINARY, FIREFOX_PREFS  # noqa: E402
 
 SITE = Path(__file__).resolve().parent / "site" / "busy"
 MODES = ["fetch-down", "fetch-down-cors", "fetch-up", "fetch-up-cors", "fetch-up-par-cors", "fetch-up-blob-cors",
-         "ws", "xhr-down", "eventsource", "port-frame", "port-frame-up", "webtransport"]
+         "ws", "xhr-down", "eventsource", "port-frame", "port-frame-up", "port-frame-same", "port-frame-same-up", "webtransport"]
 STREAM_SECONDS = 12  # longer than one mode's 1 + 3 + 1 s, bounded so a stray reader ends
 
 

@@ -46,11 +46,11 @@ onmessage = async (e) => {
       ws.binaryType = 'arraybuffer';
       ws.onopen = () => { for (let i = 0; i < 16; i++) ws.send(new Uint8Array(CHUNK)); };
       ws.onmessage = (ev) => { note(ev.data.byteLength); if (!stop) ws.send(new Uint8Array(CHUNK)); else ws.close(); };
-    } else if (mode === 'port-frame-up') {
+    } else if (mode.startsWith('port-frame') && mode.endsWith('-up')) {
       const p = d.port;
       p.onmessage = () => { note(CHUNK); if (!stop) { const b = new ArrayBuffer(CHUNK); p.postMessage(b, [b]); } };
       for (let i = 0; i < 16; i++) { const b = new ArrayBuffer(CHUNK); p.postMessage(b, [b]); }
-    } else if (mode === 'port-frame') {
+    } else if (mode.startsWith('port-frame')) {
       const p = d.port;
       p.onmessage = (ev) => { note(ev.data.byteLength); if (!stop) p.postMessage('more'); };
       for (let i = 0; i < 16; i++) p.postMessage('more');
