@@ -159,7 +159,7 @@ def test_a_worker_moves_bytes_while_its_page_is_busy(browser: Browser, echo_serv
     if browser.name == "firefox":
         if page == "public":
             pytest.skip("Local Network Access is Chromium's: a public page is a loopback page to Firefox")
-        request.applymarker(pytest.mark.xfail(strict=True, reason="Firefox 153 drives a worker's WebSocket from its page's main thread: 0-0.3 MB/s while it spins 3 s (72-97 before); fetch() uploads stall too (0-0.09), only fetch() downloads and ports to a cross-site frame move (bench/firefox_worker_busy.py)"))
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Firefox 153 drives a worker's WebSocket from its page's main thread: 0-0.3 MB/s while it spins 3 s (57-97 before); fetch() uploads stall too (0-0.09), only fetch() downloads and ports to a cross-site frame move (bench/firefox_worker_busy.py)"))
     # On a public page Chromium refuses the worker's own WebSocket (Local Network Access, as the
     # page's): its bytes take its own port to the bulk frame.
     origin = browser.site.public_origin if page == "public" else browser.site.origin
