@@ -443,6 +443,11 @@
   // Whether to try this page's own WebSocket first (the fastest way, measured): not where the
   // browser would hold it for a Local Network Access prompt (see bridge.js).
   let bulkDirectFirst = false;
+  // Set once this realm's own WebSocket could not even reach the host (a Local Network Access or
+  // CSP refusal): later sockets go straight to the frame. Chromium delays each new WebSocket of a
+  // process by about 2^(recent failed connections) x 1-5 s / 65536, so a failed try per socket
+  // slowed every attach after the twelfth, and the page's own WebSockets too (docs/BULK.md).
+  let directRefused = false;
   // The most bytes in one WebSocket message, as suits this browser (bridge.js, docs/BULK.md).
   // (The bridge says it at the handover, before any socket; the host's bulkChunk caps it.)
   let bulkMessageSize = 16 * MiB;
@@ -524,13 +529,18 @@
     try {
       ws = new WebSocketCtor(offer.url);
     } catch {
+      directRefused = true;
       failed();
       return;
     }
     apply(setBinaryType, ws, ['arraybuffer']);
+    let isOpen = false;
     let isAttached = false;
     let ended = false;
-    apply(addListener, ws, ['open', () => apply(wsSend, ws, [offer.token])]);
+    apply(addListener, ws, ['open', () => {
+      isOpen = true;
+      apply(wsSend, ws, [offer.token]);
+    }]);
     apply(addListener, ws, ['message', (event) => {
       const data = apply(getEventData, event, []);
       if (typeof data !== 'string') {
@@ -552,6 +562,7 @@
       core.onMessage({ op: parsed.type, sid: core.sid, bytes: parsed.bytes, name: parsed.name, message: parsed.message });
     }]);
     apply(addListener, ws, ['close', () => {
+      if (!isOpen) directRefused = true; // refused before a handshake: not the host's answer
       if (!isAttached) failed();
       else if (!ended) core.onMessage({ op: 'error', sid: core.sid, name: 'NetworkError', message: 'Network error.' });
     }]);
@@ -865,7 +876,7 @@
       const window = offer.window;
       this.bulkWindow = NumberCtor.isSafeInteger(window) && window >= limits.sendWindow && window <= limits.maxBulkSendWindow ? window : limits.sendWindow;
       this.bulkTimer = setTimer(() => this.bulkFailed('timeout'), BULK_ATTACH_MS);
-      if (bulkDirectFirst) openDirect(this, offer, (ws) => this.bulkAttached('direct', ws), () => this.tryFrame(offer));
+      if (bulkDirectFirst && !directRefused) openDirect(this, offer, (ws) => this.bulkAttached('direct', ws), () => this.tryFrame(offer));
       else this.tryFrame(offer);
     }
 

@@ -580,8 +580,17 @@ window.scenarios = {
     return result;
   },
 
-  async hold({ port }) {
-    // Opens a socket, says so, and waits for it to end: for the lifetime tests.
+  async hold({ port, echoPort, before = 0 }) {
+    // Opens a socket, says so, and waits for it to end: for the lifetime tests. First, `before`
+    // sockets to `echoPort`, one after another, each echo a line and stay open: a line comes
+    // back only once its socket's stream has taken its path (the WebSocket, or native messaging).
+    const earlier = [];
+    for (let i = 0; i < before; i++) {
+      earlier.push(new TCPSocket('127.0.0.1', echoPort));
+      const { readable, writable } = await earlier[i].opened;
+      const line = `socket ${i}`;
+      if (await writeThenReadBack(writable.getWriter(), readable.getReader(), line) !== line) throw new Error(`${line} did not come back`);
+    }
     const socket = new TCPSocket('127.0.0.1', port);
     await socket.opened;
     await window.report({ ok: true, value: 'opened' });
