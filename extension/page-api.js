@@ -1650,10 +1650,11 @@
     if (callback && framed) callback(framed);
   }
 
-  /** What a worker learns: of the bulk path, never the frame's URL, only whether there is one;
+  /** What a worker learns: of the bulk path, never the frame's URL, only whether there is one,
+   * nor to try its own WebSocket where ours was refused (the same process, the same delays);
    * the host's limits, as they came here. */
   function workerConfig() {
-    return { bulkFrame: bulkFrameUrl === null ? null : 'frame', bulkDirectFirst, bulkMessageSize, limits };
+    return { bulkFrame: bulkFrameUrl === null ? null : 'frame', bulkDirectFirst: bulkDirectFirst && !directRefused, bulkMessageSize, limits };
   }
 
   function forwardConfig() {
