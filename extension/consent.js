@@ -5,7 +5,10 @@
 'use strict';
 
 const api = globalThis.browser ?? globalThis.chrome;
-const id = Number(new URLSearchParams(location.search).get('id'));
+const query = new URLSearchParams(location.search);
+const id = Number(query.get('id'));
+// Which of this socket's prompts this window shows: an answer is for that one only.
+const promptId = Number(query.get('prompt'));
 
 const ACTIONS = {
   tcp: 'wants to open a TCP connection to',
@@ -62,7 +65,7 @@ function answer(decision) {
     return;
   }
   answered = true;
-  api.runtime.sendMessage({ op: 'prompt-answer', id, decision, host: address }).finally(() => window.close());
+  api.runtime.sendMessage({ op: 'prompt-answer', id, promptId, decision, host: address }).finally(() => window.close());
 }
 
 function show(prompt) {
@@ -126,4 +129,4 @@ function show(prompt) {
   document.body.dataset.ready = 'true';
 }
 
-api.runtime.sendMessage({ op: 'prompt-details', id }).then(show, () => show(null));
+api.runtime.sendMessage({ op: 'prompt-details', id, promptId }).then(show, () => show(null));

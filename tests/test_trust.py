@@ -22,14 +22,14 @@ import pytest
 from direct_sockets.sockets.connection import Connection
 from direct_sockets.protocol.errors import Code
 from direct_sockets.protocol.framing import Message
-from direct_sockets.trust.permissions import PermissionStore
+from direct_sockets.trust.permissions import Grant, PermissionStore
 from direct_sockets.protocol.wire import UDP_SEND_WINDOW
 from direct_sockets.session.admission import Admission
 from direct_sockets.session.router import Session
 from direct_sockets.session.udp_requests import MAX_WAITING_SEND_BYTES
 from direct_sockets.protocol.validation import check_outbound
 from tests.conftest import cli
-from tests.support.hostproc import HostProcess
+from tests.support.hostproc import HostProcess, with_prompt_id
 from tests.support.servers import TcpServer
 
 ORIGIN = "http://127.0.0.1:8000"
@@ -244,7 +244,7 @@ def test_an_ungranted_name_is_asked_about_before_any_lookup_whatever_it_resolves
     for sid, name in ((1, "blocked.test"), (2, "nowhere.test")):  # the other does not exist at all
         tcp_open(host, sid, echo_server.port, name, tabId=sid)
         prompt = host.expect("prompt", id=sid)  # before: blocked.test was an error in ~7 ms
-        prompts.append({k: v for k, v in prompt.items() if k not in ("id", "host", "tabId")})
+        prompts.append({k: v for k, v in prompt.items() if k not in ("id", "promptId", "host", "tabId")})
     assert prompts[0] == prompts[1] and prompts[0]["addresses"] == [] and prompts[0]["scope"] == "unknown"
     assert dns.queries == []  # nothing was looked up before the user answered
     # Allowed: now the name is looked up, and the policy refuses it exactly as a denial would.
@@ -356,7 +356,8 @@ class Harness:
         self.session = Session(emit, self.store)
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.session.handle_event(Message(message))
+        prompts = {r["id"]: r["promptId"] for r in self.replies if r["type"] == "prompt"}
+        await self.session.handle_event(Message(with_prompt_id(message, prompts)))
         for _ in range(5):
             await asyncio.sleep(0)
 
@@ -475,3 +476,67 @@ def test_the_host_refuses_origins_that_are_not_potentially_trustworthy(host: Hos
     host.send({"type": "tcp_open", "id": 1, **{**who(), "origin": origin}, "remoteAddress": "127.0.0.1", "remotePort": echo_server.port, "options": {}})
     host.expect("error", id=1, name="NotAllowedError")  # no prompt, no connection
     assert echo_server.accepted == 0
+
+
+def test_a_late_answer_to_one_prompt_is_not_taken_for_the_next_prompt_of_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bound socket asks one thing after another under its own id. The user answers the
+    first just as it times out; the host has meanwhile shown the second: the answer names the
+    prompt it answers, so it is dropped, not applied to a destination the user never saw."""
+    h = Harness(tmp_path, monkeypatch)
+    h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
+        await h.send({"type": "udp_send", "id": 1, "data": b64(b"b"), "remoteAddress": "127.0.0.3", "remotePort": 9})
+        first = h.last("prompt")
+        assert first["host"] == "127.0.0.2"
+        await h.session.prompts.stop_asking(1, allowed=False)  # its timer fires
+        for _ in range(20):
+            await asyncio.sleep(0)
+        second = h.last("prompt")
+        assert second["host"] == "127.0.0.3" and second["promptId"] != first["promptId"]
+        await h.send({"type": "consent", "id": 1, "promptId": first["promptId"], "decision": "always"})  # the click on the first
+        assert [g.host for g in h.store.load() if g.kind == "udp"] == []
+        assert h.session.table.pending[1].host == "127.0.0.3"  # still asking, unanswered
+        assert not [r for r in h.replies if r["type"] == "error"]
+        await h.send({"type": "consent", "id": 1, "promptId": second["promptId"], "decision": "always"})  # the user's own answer to it
+        assert [g.host for g in h.store.load() if g.kind == "udp"] == ["127.0.0.3"]
+        h.session.close_all()
+
+    run(scenario())
+
+
+def test_a_question_asked_as_the_previous_is_answered_waits_its_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer to one question and the page's next send, read in one go: the question that
+    was waiting is shown next, and the new one after it, so the prompt shown is the one pending."""
+    h = Harness(tmp_path, monkeypatch)
+    h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
+        await h.send({"type": "udp_send", "id": 1, "data": b64(b"b"), "remoteAddress": "127.0.0.3", "remotePort": 9})
+        first = h.last("prompt")
+        # No yield between the two: the queued question's turn has not been taken yet.
+        await h.session.handle_event(Message({"type": "consent", "id": 1, "promptId": first["promptId"], "decision": "once"}))
+        await h.session.handle_event(Message({"type": "udp_send", "id": 1, "data": b64(b"c"), "remoteAddress": "127.0.0.4", "remotePort": 9}))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        shown = [r["host"] for r in h.replies if r["type"] == "prompt"]
+        assert shown == ["127.0.0.2", "127.0.0.3"], shown
+        assert h.session.table.pending[1].host == "127.0.0.3"
+        await h.send({"type": "consent", "id": 1, "promptId": h.last("prompt")["promptId"], "decision": "deny"})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert [r["host"] for r in h.replies if r["type"] == "prompt"][-1] == "127.0.0.4"
+        assert not [r for r in h.replies if r["type"] == "error"], [r for r in h.replies if r["type"] == "error"]
+        h.session.close_all()
+
+    run(scenario())

@@ -68,7 +68,7 @@ export async function showPrompt(message) {
     return;
   }
   const created = await api.windows.create({
-    url: api.runtime.getURL(`${CONSENT_PAGE}?id=${message.id}`), type: 'popup', width: 500, height: 640, focused: true,
+    url: api.runtime.getURL(`${CONSENT_PAGE}?id=${message.id}&prompt=${message.promptId}`), type: 'popup', width: 500, height: 640, focused: true,
   });
   if (prompts.get(message.id) !== entry) {
     api.windows.remove(created.id).catch(() => {});
@@ -92,10 +92,12 @@ const ARM_DELAY_MS = 750; // as consent.js
 function answerPrompt(id, decision, host) {
   const entry = prompts.get(id);
   if (!entry || !DECISIONS.has(decision)) return;
+  // The host's prompt id goes back with the answer: a socket asks one thing after another, and
+  // an answer to one that closed meanwhile must not land on the next (the host checks it too).
   const offered = decision === 'always' ? entry.message.offerAlways : decision === 'session' ? !entry.message.offerAlways : true;
   if (!offered) return;
   closePrompt(id);
-  const reply = { type: 'consent', id, decision };
+  const reply = { type: 'consent', id, promptId: entry.message.promptId, decision };
   if (decision !== 'deny' && typeof host === 'string' && host !== entry.message.host) reply.host = host;
   if (hostRunning()) toHost(reply);
 }
@@ -132,13 +134,15 @@ export function hostEnded() {
 
 /** What the consent window asks: what to show, and the user's answer. */
 export function consentRequest(request, sendResponse) {
+  // A window answers the prompt it shows, not a later one of the same socket.
+  const entry = prompts.get(request.id);
+  const shown = entry && entry.message.promptId === request.promptId ? entry : null;
   if (request.op === 'prompt-details') {
-    sendResponse(prompts.get(request.id)?.message ?? null);
+    sendResponse(shown?.message ?? null);
   } else if (request.op === 'prompt-answer') {
     // The window's buttons wait ARM_DELAY_MS once visible and focused (consent.js); an "allow"
     // sooner than that after the window opened is not the user's, whatever the page sent.
-    const entry = prompts.get(request.id);
-    if (request.decision !== 'deny' && (!entry?.openedAt || Date.now() - entry.openedAt < ARM_DELAY_MS)) {
+    if (!shown || (request.decision !== 'deny' && (!shown.openedAt || Date.now() - shown.openedAt < ARM_DELAY_MS))) {
       sendResponse(false);
       return;
     }

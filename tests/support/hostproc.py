@@ -31,6 +31,7 @@ class HostProcess:
             preexec_fn=limit if nofile is not None else None,
         )
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.prompt_ids: dict[int, int] = {}  # socket id -> its latest prompt's promptId
         self.stderr = bytearray()
         self.bad_stdout: list[bytes] = []
         self.reading = threading.Event()  # clear it to play a browser that stopped reading
@@ -61,6 +62,8 @@ class HostProcess:
             except Exception:
                 self.bad_stdout.append(header + body)
                 raise
+            if message.get("type") == "prompt":
+                self.prompt_ids[message["id"]] = message["promptId"]
             self.messages.put(message)
 
     def _read_stderr(self) -> None:
@@ -69,7 +72,7 @@ class HostProcess:
             self.stderr += line
 
     def send(self, message: dict[str, Any]) -> None:
-        self.send_raw(encode(message, max_frame=1 << 30))
+        self.send_raw(encode(with_prompt_id(message, self.prompt_ids), max_frame=1 << 30))
 
     def send_raw(self, data: bytes) -> None:
         assert self.proc.stdin is not None
@@ -128,3 +131,14 @@ def find_host_pids(needle: str) -> list[int]:
         if b"native-host" in cmdline and any(needle.encode() in part for part in cmdline):
             pids.append(int(entry.name))
     return pids
+
+
+NEVER_SHOWN = 1 << 40  # a promptId no host shows in a test's lifetime
+
+
+def with_prompt_id(message: dict[str, Any], prompt_ids: dict[int, int]) -> dict[str, Any]:
+    """A `consent` as the extension sends it: naming the socket's latest prompt (the one its
+    window shows), unless the test names one itself."""
+    if message.get("type") != "consent" or "promptId" in message:
+        return message
+    return {**message, "promptId": prompt_ids.get(message.get("id"), NEVER_SHOWN)}  # type: ignore[arg-type]

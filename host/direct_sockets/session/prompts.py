@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import itertools
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -46,6 +47,7 @@ class PendingOpen:
     shown: bool = False
     action: Outcome | None = None  # set for an open socket's question
     details: dict[str, Any] | None = None  # more for the prompt (a certificate and why)
+    prompt_id: int = 0  # set when shown: the user's answer names it
 
 
 def site(requester: dict[str, Any]) -> tuple[str, bool]:
@@ -76,6 +78,11 @@ class Prompts:
         self.consent = consent or ConsentBroker(timeout_seconds=prompt_timeout())
         self.attempts = RateLimiter()  # sockets a site may ask for, per second
         self._actions: dict[int, collections.deque[PendingOpen]] = {}  # per socket, waiting to ask
+        # Every prompt shown gets the next id, and an answer must name the one it answers: a
+        # socket asks one thing after another under its own id, and an answer that crossed its
+        # prompt's timeout must not be taken for an answer to the next.
+        self._prompt_ids = itertools.count(1)
+        self._last_prompt_id = 0
         table.on_gone = self._socket_gone
 
     def _socket_gone(self, socket_id: int) -> None:
@@ -94,7 +101,8 @@ class Prompts:
         pending = PendingOpen(dict(requester), request.kind, ask.host, request.port, (requester["tabId"], requester["incognito"]),
                               request, ask, outcome, action=outcome if question else None, details=details)
         if question:  # one at a time per socket
-            if socket_id in self._table.pending or self._actions.get(socket_id):
+            # (A deque, even empty, means a question is on its way to being asked.)
+            if socket_id in self._table.pending or socket_id in self._actions:
                 waiting = self._actions.setdefault(socket_id, collections.deque())
                 if len(waiting) >= MAX_QUESTIONS_PER_SOCKET:
                     await outcome.refuse()
@@ -134,11 +142,12 @@ class Prompts:
         if pending is None or pending.shown:
             return
         pending.shown = True
+        pending.prompt_id = self._last_prompt_id = next(self._prompt_ids)
         message, ask = pending.message, pending.ask
         timeout = self.consent.timeout_seconds
         pending.timer = asyncio.get_running_loop().call_later(timeout, lambda: self._table.spawn(self.stop_asking(socket_id, allowed=False)))
         prompt: dict[str, Any] = {
-            "type": "prompt", "id": socket_id, "origin": message["origin"], "tabId": message["tabId"],
+            "type": "prompt", "id": socket_id, "promptId": pending.prompt_id, "origin": message["origin"], "tabId": message["tabId"],
             "frameId": message["frameId"], "incognito": message["incognito"], "kind": _prompt_kind(pending.kind),
             # A name not looked up yet has no addresses and the scope 'unknown': it is looked
             # up only once the user allows, and asked about again if it is then on the local
@@ -157,8 +166,11 @@ class Prompts:
 
     async def answer(self, message: dict[str, Any]) -> None:
         """The user's answer to a prompt (a `consent` message)."""
-        socket_id, decision = message["id"], message["decision"]
+        socket_id, decision, prompt_id = message["id"], message["decision"], message["promptId"]
         pending = self._table.pending.get(socket_id)
+        if prompt_id <= self._last_prompt_id and (pending is None or pending.prompt_id != prompt_id):
+            log.info("an answer to prompt %d of socket %d, which has closed: dropped", prompt_id, socket_id)
+            return  # it crossed a timeout or a release, and may not stand for what is asked now
         if pending is None or not pending.shown or pending.timer is None:
             if socket_id in self._table.ended:
                 return  # the answer crossed a timeout or a release
@@ -234,7 +246,7 @@ class Prompts:
             self._table.mark_ended(socket_id)
         # Requests that waited their turn in the tab are refused unasked if their site has
         # meanwhile been refused too often.
-        while following is not None and self.consent.in_cooldown(site(self._table.pending[following].message)):
+        while following is not None and following in self._table.pending and self.consent.in_cooldown(site(self._table.pending[following].message)):
             refused = self._table.pending.pop(following)
             following = self.consent.finished(refused.tab, following)
             await self._refuse(refused)
