@@ -24,6 +24,7 @@ from direct_sockets.protocol.errors import Code
 from direct_sockets.protocol.framing import Message
 from direct_sockets.trust.permissions import Grant, PermissionStore
 from direct_sockets.protocol.wire import UDP_SEND_WINDOW
+from direct_sockets.session import table as session_table
 from direct_sockets.session.admission import Admission
 from direct_sockets.session.router import Session
 from direct_sockets.session.udp_requests import MAX_WAITING_SEND_BYTES
@@ -538,5 +539,63 @@ def test_a_question_asked_as_the_previous_is_answered_waits_its_turn(tmp_path: P
         assert [r["host"] for r in h.replies if r["type"] == "prompt"][-1] == "127.0.0.4"
         assert not [r for r in h.replies if r["type"] == "error"], [r for r in h.replies if r["type"] == "error"]
         h.session.close_all()
+
+    run(scenario())
+
+
+def test_accepted_connections_count_against_the_socket_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener's accepted connections are sockets the page holds: past the session's cap
+    the listener fails (134) rather than the host holding any number of them."""
+    monkeypatch.setattr(session_table, "MAX_SOCKETS", 4)
+    h = Harness(tmp_path, monkeypatch)
+    h.store.grant(Grant(ORIGIN, "tcp-listen", "127.0.0.1", "*"))
+    clients: list[socket.socket] = []
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_listen", "id": 1, **who(), "localAddress": "127.0.0.1"})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        port = h.last("opened")["localPort"]
+        loop = asyncio.get_running_loop()
+        for n in range(12):
+            await h.send({"type": "accept", "id": 1, "socketId": 100 + n})
+            client = socket.socket()
+            client.setblocking(False)
+            try:
+                await loop.sock_connect(client, ("127.0.0.1", port))
+            except OSError:
+                pass  # the listener is gone
+            clients.append(client)
+            for _ in range(20):
+                await asyncio.sleep(0)
+        await asyncio.sleep(0.2)
+        held = len(h.session.table.sockets) + len(h.session.table.reserved)
+        h.session.close_all()
+        assert held <= session_table.MAX_SOCKETS, f"{held} sockets held with a cap of {session_table.MAX_SOCKETS}"
+        assert [r for r in h.replies if r["type"] == "error" and r.get("id") == 1 and r.get("code") == Code.TOO_MANY_SOCKETS]
+
+    try:
+        run(scenario())
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_normal_windows_always_grant_does_not_answer_for_a_private_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opened unasked from a private window, a socket would tell the site that the user allowed
+    it in a normal window before: the private window is asked (questionnaire 2.14)."""
+    h = Harness(tmp_path, monkeypatch)
+    h.store.grant(Grant(ORIGIN, "tcp", "127.0.0.1", 8443))
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_open", "id": 1, **who(incognito=True), "remoteAddress": "127.0.0.1", "remotePort": 8443, "options": {}})
+        await h.send({"type": "tcp_open", "id": 2, **who(), "remoteAddress": "127.0.0.1", "remotePort": 8443, "options": {}})
+        for _ in range(20):
+            await asyncio.sleep(0)
+        asked = [r["id"] for r in h.replies if r["type"] == "prompt"]
+        h.session.close_all()
+        assert asked == [1] and h.connected == ["127.0.0.1"], (asked, h.connected)  # the normal window's opened unasked
 
     run(scenario())

@@ -105,15 +105,18 @@ class Admission:
         await outcome.allow(self._sockaddrs(decision, infos, request, requester), decision)
 
     def _facts(self, request: Request) -> Facts:
-        """The policy in force and the user's grants for the request's origin (private-window
-        ones for private windows only)."""
+        """The policy in force and the user's grants for the request's origin: the stored ones
+        for normal windows, the private session's for private windows. A private window does not
+        use what the user allowed "always" in a normal one (it is asked again, as Chromium asks
+        again for a permission allowed outside incognito): that it opens unasked would tell the
+        site it was allowed before, a link between the two (questionnaire 2.14)."""
         policy = self._policy.current() if self._policy is not None else None
+        if request.incognito:
+            return Facts(policy, tuple(self.private_grants))
         try:
             grants = [g for g in self._store.load() if g.origin == normalize_origin(request.origin)]
         except (StoreDamaged, OSError, InvalidDestination):
             grants = []  # a damaged store grants nothing
-        if request.incognito:
-            grants += list(self.private_grants)
         return Facts(policy, tuple(grants))
 
     async def _lookup(self, host: str, request: Request, requester: dict[str, Any]) -> list[Any] | None:

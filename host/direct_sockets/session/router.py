@@ -198,6 +198,7 @@ class Session:
     async def _accept(self, connection: TcpListener, message: dict[str, Any]) -> None:
         socket_id = message["socketId"]
         self.table.check_unused(socket_id, by=connection.id)
+        self.table.check_room(connection.id)  # an accepted connection is a socket like any other
         connection.credit(socket_id)
         if socket_id in connection.state.accept_ids:
             self.table.reserved[socket_id] = connection.id

@@ -62,8 +62,9 @@ class SocketTable:
             raise ProtocolError(Code.SOCKET_ID_IN_USE, f"socket id {socket_id} was used before", by)
 
     def check_room(self, socket_id: int) -> None:
-        """The session may hold one more socket a page opens (open, deciding or asked about)."""
-        if len(self.sockets) + len(self.pending) + len(self.deciding) >= MAX_SOCKETS:
+        """The session may hold one more socket a page opens (open, deciding, asked about, or an
+        id a listener keeps for a connection still to come)."""
+        if len(self.sockets) + len(self.pending) + len(self.deciding) + len(self.reserved) >= MAX_SOCKETS:
             raise ProtocolError(Code.TOO_MANY_SOCKETS, f"more than {MAX_SOCKETS} sockets", socket_id)
 
     def add(self, socket_id: int, connection: Connection, requester: dict[str, Any]) -> None:
