@@ -131,3 +131,17 @@ def test_every_control_message_the_host_sends_is_on_schema(host: HostProcess, is
         ws.send(json.dumps({"type": "read", "bytes": 0}))  # a fault, for an `error`
         seen.append(json.loads(ws.recv(timeout=10))["type"])
     assert sorted(set(seen)) == ["ack", "attached", "closed", "eof", "error", "fin_sent"], seen
+
+
+def test_an_empty_binary_message_is_the_pages_fault_not_an_internal_error(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    """A binary message is bytes to send, at least one (as `data` on native messaging): an empty
+    one ends its socket with 111, even queued behind bytes still being written, where it once
+    reached the state machine as a write of nothing and failed the socket as the host's own bug."""
+    with attach(open_bulk(host, isolated_env, echo_server.port)) as ws:
+        ws.send(bytes(1 << 20))
+        ws.send(b"")
+        told = host.recv(timeout=15)
+        while told is not None and told["type"] == "stats":  # byte counts for the popup, about once a second
+            told = host.recv(timeout=15)
+    assert told is not None and told["type"] == "error" and told["code"] == Code.SCHEMA_VIOLATION and "empty binary message" in told["detail"], told
+    assert "Traceback" not in host.stderr.decode(errors="replace")

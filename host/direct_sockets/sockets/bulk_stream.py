@@ -120,6 +120,8 @@ class BulkStream:
         try:
             if isinstance(message, dict):
                 self._control(message)
+            elif not message:  # as on native messaging, where `data` is 1 byte or more
+                raise ProtocolError(Code.SCHEMA_VIOLATION, "bulk path: an empty binary message", self.id)
             else:
                 self._owner.send(message)
         except ProtocolError as exc:
