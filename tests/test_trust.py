@@ -599,3 +599,30 @@ def test_a_normal_windows_always_grant_does_not_answer_for_a_private_window(tmp_
         assert asked == [1] and h.connected == ["127.0.0.1"], (asked, h.connected)  # the normal window's opened unasked
 
     run(scenario())
+
+
+def test_a_corrected_destination_is_the_one_the_socket_opens_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user corrects the page's name to an address: the socket connects there, and also
+    names it as its destination (TLS's server name and verification, the certificate prompt)."""
+    from direct_sockets.sockets.tcp import TcpConnection
+
+    h = Harness(tmp_path, monkeypatch)
+    started: list[str] = []
+    original = TcpConnection.start
+
+    def start(self: TcpConnection, host: str, port: int, *args: Any, **kwargs: Any) -> None:
+        started.append(host)
+        original(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(TcpConnection, "start", start)
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_open", "id": 1, **who(), "remoteAddress": "page.test", "remotePort": 443, "options": {"secureTransport": "on"}})
+        await h.send({"type": "consent", "id": 1, "decision": "once", "host": "127.0.0.5"})
+        for _ in range(20):
+            await asyncio.sleep(0)
+        h.session.close_all()
+        assert h.connected == ["127.0.0.5"] and started == ["127.0.0.5"], (h.connected, started)
+
+    run(scenario())

@@ -98,7 +98,9 @@ class Prompts:
             await outcome.refuse()
             return
         question = socket_id in self._table.sockets  # an open socket's, not an open's
-        pending = PendingOpen(dict(requester), request.kind, ask.host, request.port, (requester["tabId"], requester["incognito"]),
+        # An open's own message, so that an address the user corrects is the one its socket
+        # opens with (its name for TLS, its destination); an open socket's requester, a copy.
+        pending = PendingOpen(dict(requester) if question else requester, request.kind, ask.host, request.port, (requester["tabId"], requester["incognito"]),
                               request, ask, outcome, action=outcome if question else None, details=details)
         if question:  # one at a time per socket
             # (A deque, even empty, means a question is on its way to being asked.)
