@@ -626,3 +626,32 @@ def test_a_corrected_destination_is_the_one_the_socket_opens_with(tmp_path: Path
         assert h.connected == ["127.0.0.5"] and started == ["127.0.0.5"], (h.connected, started)
 
     run(scenario())
+
+
+def test_an_open_decided_across_the_end_of_the_private_session_neither_opens_nor_keeps_its_grant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user answers "until private windows close", the name's lookup is slow (its DNS is the
+    site's), and the last private window closes meanwhile: nothing opens, no grant is left."""
+    h = Harness(tmp_path, monkeypatch)
+    h.records["slow.test"] = [PUBLIC]
+    gate = asyncio.Event()
+    original = Admission._getaddrinfo
+
+    async def slow(self: Admission, host: str, port: int, **kwargs: Any) -> list[Any]:
+        await gate.wait()
+        return await original(self, host, port, **kwargs)
+
+    monkeypatch.setattr(Admission, "_getaddrinfo", slow)
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_open", "id": 1, **who(incognito=True), "remoteAddress": "slow.test", "remotePort": 443, "options": {}})
+        await h.send({"type": "consent", "id": 1, "decision": "session"})
+        await h.send({"type": "private_ended"})
+        gate.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        grants = set(h.session.admission.private_grants)
+        h.session.close_all()
+        assert not grants and h.connected == [], (grants, h.connected)
+
+    run(scenario())

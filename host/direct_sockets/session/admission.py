@@ -58,6 +58,10 @@ class Admission:
         self._ask = ask
         # Grants made in private windows: kept here, in memory, never written (questionnaire 2.14).
         self.private_grants: set[Grant] = set()
+        # Counts the private sessions that ended: a private window's request decided across the
+        # end of its session (a slow lookup after the user's "until private windows close")
+        # must not open, nor leave its grant to the next private session.
+        self.private_generation = 0
 
     def first(self, request: Request) -> Decision:
         """What the core says before anything is looked up or asked."""
@@ -71,12 +75,17 @@ class Admission:
         `decision`, when the caller already had the first one); looks a name up only when the
         core says so, once, and acts only on the addresses the core checked."""
         infos: list[Any] = []
+        generation = self.private_generation
         if decision is None:
             decision = self.first(request)
         if isinstance(decision, Resolve):
             looked_up = await self._lookup(decision.host, request, requester)
             if outcome.ended():
                 return  # released meanwhile
+            if request.incognito and generation != self.private_generation:
+                log.info("refused a private window's request: its private session ended while its name was looked up")
+                await outcome.refuse()
+                return
             if looked_up is None:
                 await outcome.fail(f"resolving {decision.host} failed")
                 return

@@ -231,6 +231,7 @@ class Session:
         certificates and prompt counts go, and what private windows still had open or asked is
         ended, so "until private windows close" means that (questionnaire 2.14)."""
         self.admission.private_grants.clear()
+        self.admission.private_generation += 1
         self.factory.private_certificates.clear()
         marked = PRIVATE.set(True)  # ending them logs their sockets: without sites or destinations
         try:
