@@ -359,7 +359,7 @@ class Harness:
     async def send(self, message: dict[str, Any]) -> None:
         prompts = {r["id"]: r["promptId"] for r in self.replies if r["type"] == "prompt"}
         await self.session.handle_event(Message(with_prompt_id(message, prompts)))
-        for _ in range(5):
+        for _ in range(20):  # what the message set off runs: decisions, lookups, prompts
             await asyncio.sleep(0)
 
     def last(self, type_: str) -> dict[str, Any]:
@@ -653,5 +653,57 @@ def test_an_open_decided_across_the_end_of_the_private_session_neither_opens_nor
         grants = set(h.session.admission.private_grants)
         h.session.close_all()
         assert not grants and h.connected == [], (grants, h.connected)
+
+    run(scenario())
+
+
+def test_a_site_with_slow_dns_holds_only_its_own_turns_at_name_lookups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each send of a bound socket to a granted name is looked up; a site whose DNS answers
+    slowly gets at most LOOKUPS_PER_SITE running at once (the threads are shared), so another
+    site's open is looked up at once."""
+    from direct_sockets.session.admission import LOOKUPS_PER_SITE
+
+    h = Harness(tmp_path, monkeypatch)
+    h.records["slow.test"] = [PUBLIC]
+    h.records["quick.test"] = [PUBLIC]
+    h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
+    h.store.grant(Grant(ORIGIN, "udp", "slow.test", 9))
+    other = "https://other.test"
+    h.store.grant(Grant(other, "tcp", "quick.test", 443))
+    gate = asyncio.Event()
+    running: list[str] = []
+    most = 0
+    original = Admission._getaddrinfo
+
+    async def slow(self: Admission, host: str, port: int, **kwargs: Any) -> list[Any]:
+        nonlocal most
+        running.append(host)
+        most = max(most, running.count("slow.test"))
+        try:
+            if host == "slow.test":
+                await gate.wait()
+            return await original(self, host, port, **kwargs)
+        finally:
+            running.remove(host)
+
+    monkeypatch.setattr(Admission, "_getaddrinfo", slow)
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        for n in range(10):
+            await h.send({"type": "udp_send", "id": 1, "data": b64(bytes([n])), "remoteAddress": "slow.test", "remotePort": 9})
+        await h.send({"type": "tcp_open", "id": 2, **who(), "origin": other, "remoteAddress": "quick.test", "remotePort": 443, "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert most == LOOKUPS_PER_SITE, most
+        assert "quick.test" in h.lookups and h.connected, (h.lookups, h.connected)  # not behind slow.test's
+        gate.set()
+        for _ in range(200):
+            await asyncio.sleep(0)
+        assert h.lookups.count("slow.test") == 10 and h.session.admission._lookup_gates == {}
+        h.session.close_all()
 
     run(scenario())

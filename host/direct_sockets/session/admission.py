@@ -22,6 +22,10 @@ from .table import SocketTable
 log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 10.0
+# Name lookups one site (origin, private window) may have running at once. They run on the
+# event loop's few shared threads, and a site that controls a name's DNS can make each one
+# slow: past this, its lookups wait their turn (within the timeout), not the other sites'.
+LOOKUPS_PER_SITE = 2
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Admission:
         # end of its session (a slow lookup after the user's "until private windows close")
         # must not open, nor leave its grant to the next private session.
         self.private_generation = 0
+        self._lookup_gates: dict[tuple[str, bool], _LookupGate] = {}
 
     def first(self, request: Request) -> Decision:
         """What the core says before anything is looked up or asked."""
@@ -139,13 +144,40 @@ class Admission:
             family = family_for(requester.get("options", {}).get("dnsQueryType"))
         try:
             infos = await asyncio.wait_for(
-                self._getaddrinfo(host, request.port, family=family, type=socket.SOCK_STREAM if request.kind == "tcp" else socket.SOCK_DGRAM, flags=flags),
+                self._gated_lookup((request.origin, request.incognito), host, request.port, family=family,
+                                   type=socket.SOCK_STREAM if request.kind == "tcp" else socket.SOCK_DGRAM, flags=flags),
                 timeout=RESOLVE_TIMEOUT,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             log.info("resolving %s: %s", host, exc or "timed out")
             return None
         return list(infos) or None
+
+    async def _gated_lookup(self, site: tuple[str, bool], host: str, port: int, **kwargs: int) -> list[Any]:
+        """One lookup in the site's turn. A lookup that outlives its timeout still holds its
+        thread, so it holds the site's turn until it really ends."""
+        gate = self._lookup_gates.setdefault(site, _LookupGate())
+        gate.users += 1
+        try:
+            await gate.turns.acquire()
+        except BaseException:
+            self._leave_gate(site, gate)
+            raise
+
+        def done(task: asyncio.Future[list[Any]]) -> None:
+            gate.turns.release()
+            self._leave_gate(site, gate)
+            if not task.cancelled():
+                task.exception()  # seen here: its waiter may have timed out and gone
+
+        lookup = asyncio.ensure_future(self._getaddrinfo(host, port, **kwargs))
+        lookup.add_done_callback(done)
+        return await asyncio.shield(lookup)
+
+    def _leave_gate(self, site: tuple[str, bool], gate: "_LookupGate") -> None:
+        gate.users -= 1
+        if gate.users == 0 and self._lookup_gates.get(site) is gate:
+            del self._lookup_gates[site]
 
     async def _getaddrinfo(self, host: str, port: int, *, family: int, type: int, flags: int) -> list[Any]:
         return await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=type, flags=flags)
@@ -195,3 +227,11 @@ class Admission:
             return peer_blocked(self._policy.current() if self._policy is not None else None, origin, kind, address, port)
 
         return blocked
+
+
+class _LookupGate:
+    """A site's turns at name lookups, and how many of its lookups run or wait."""
+
+    def __init__(self) -> None:
+        self.turns = asyncio.Semaphore(LOOKUPS_PER_SITE)
+        self.users = 0
