@@ -707,3 +707,119 @@ def test_a_site_with_slow_dns_holds_only_its_own_turns_at_name_lookups(tmp_path:
         h.session.close_all()
 
     run(scenario())
+
+
+def test_session_answer_then_private_ended_in_one_read_leaves_no_grant_and_opens_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user clicks "until private windows close" and closes the last private window: the
+    extension sends `consent` then `private_ended`, read together. The open's decision runs in
+    a task that starts after private_ended: its generation is taken too late."""
+    h = Harness(tmp_path, monkeypatch)
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_open", "id": 1, **who(incognito=True), "remoteAddress": "127.0.0.7", "remotePort": 8443, "options": {}})
+        prompt = h.last("prompt")
+        # as pump() does when both are in the inbox: no yield between them
+        await h.session.handle_event(Message({"type": "consent", "id": 1, "promptId": prompt["promptId"], "decision": "session"}))
+        await h.session.handle_event(Message({"type": "private_ended"}))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        grants = set(h.session.admission.private_grants)
+        h.session.close_all()
+        assert not grants and h.connected == [], (grants, h.connected)
+
+    run(scenario())
+
+
+def test_session_answer_to_a_private_bound_sockets_question_then_private_ended_leaves_no_grant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "udp_open", "id": 1, **who(incognito=True), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        await h.send({"type": "consent", "id": 1, "decision": "session"})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert 1 in h.session.table.sockets
+        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
+        prompt = h.last("prompt")
+        assert prompt["host"] == "127.0.0.2"
+        await h.session.handle_event(Message({"type": "consent", "id": 1, "promptId": prompt["promptId"], "decision": "session"}))
+        await h.session.handle_event(Message({"type": "private_ended"}))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        grants = {(g.kind, g.host) for g in h.session.admission.private_grants}
+        h.session.close_all()
+        assert not grants, grants  # the next private session would send to 127.0.0.2 unasked
+
+    run(scenario())
+
+
+def test_a_timeout_that_crosses_the_answer_does_not_refuse_the_next_question(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first question's timer fires (its stop_asking is a task) as the user's answer and the
+    page's next send are read: the stale timeout ends the *second* prompt, unseen and unanswered,
+    and counts it as a refusal."""
+    h = Harness(tmp_path, monkeypatch)
+    h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
+        first = h.last("prompt")
+        timer = h.session.table.pending[1].timer
+        timer._run()  # the timer fires: its stop_asking is spawned, not yet run
+        timer.cancel()
+        await h.session.handle_event(Message({"type": "consent", "id": 1, "promptId": first["promptId"], "decision": "once"}))
+        await h.session.handle_event(Message({"type": "udp_send", "id": 1, "data": b64(b"b"), "remoteAddress": "127.0.0.3", "remotePort": 9}))
+        second = h.last("prompt")
+        assert second["host"] == "127.0.0.3"
+        for _ in range(50):
+            await asyncio.sleep(0)
+        still = h.session.table.pending.get(1)
+        closed = [r for r in h.replies if r["type"] == "prompt_closed"]
+        h.session.close_all()
+        assert still is not None and still.prompt_id == second["promptId"], (still, closed)
+
+    run(scenario())
+
+
+def test_an_answer_naming_a_prompt_not_yet_shown_is_not_taken_for_the_one_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.send({"type": "tcp_open", "id": 1, **who(), "remoteAddress": "127.0.0.9", "remotePort": 8443, "options": {}})
+        shown = h.last("prompt")["promptId"]
+        await h.send({"type": "consent", "id": 1, "promptId": shown + 1000, "decision": "always"})
+        stored = [g.host for g in h.store.load()]
+        errors = [r for r in h.replies if r["type"] == "error"]
+        h.session.close_all()
+        assert stored == [], stored
+        assert [e["code"] for e in errors] == [Code.UNKNOWN_SOCKET], errors  # a prompt never shown: a clear error
+
+    run(scenario())
+
+
+def test_a_socket_asking_a_question_counts_once_against_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_table, "MAX_SOCKETS", 4)
+    h = Harness(tmp_path, monkeypatch)
+    h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        for sid in (1, 2):
+            await h.send({"type": "udp_open", "id": sid, **{**who(), "tabId": sid}, "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+            for _ in range(50):
+                await asyncio.sleep(0)
+            await h.send({"type": "udp_send", "id": sid, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
+        await h.send({"type": "udp_open", "id": 3, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        errors = [r for r in h.replies if r["type"] == "error" and r.get("id") == 3]
+        h.session.close_all()
+        assert not errors, errors  # 2 sockets held, cap 4
+
+    run(scenario())

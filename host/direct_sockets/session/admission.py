@@ -74,23 +74,22 @@ class Admission:
 
     async def settle(
         self, socket_id: int, requester: dict[str, Any], request: Request, outcome: Outcome,
-        details: dict[str, Any] | None = None, decision: Decision | None = None,
+        details: dict[str, Any] | None = None, decision: Decision | None = None, generation: int | None = None,
     ) -> None:
         """Runs the decision core for one request until it allows, refuses or asks (from
         `decision`, when the caller already had the first one); looks a name up only when the
-        core says so, once, and acts only on the addresses the core checked."""
+        core says so, once, and acts only on the addresses the core checked. `generation`: the
+        private session as it was when the page's message or the user's answer arrived (a
+        task started later may already see the next one)."""
         infos: list[Any] = []
-        generation = self.private_generation
+        if generation is None:
+            generation = self.private_generation
         if decision is None:
             decision = self.first(request)
         if isinstance(decision, Resolve):
             looked_up = await self._lookup(decision.host, request, requester)
             if outcome.ended():
                 return  # released meanwhile
-            if request.incognito and generation != self.private_generation:
-                log.info("refused a private window's request: its private session ended while its name was looked up")
-                await outcome.refuse()
-                return
             if looked_up is None:
                 await outcome.fail(f"resolving {decision.host} failed")
                 return
@@ -98,6 +97,10 @@ class Admission:
             canonical = tuple(dict.fromkeys(info[3] for info in infos if info[3]))
             request = replace(request, addresses=tuple(_addresses(infos)), canonical=canonical)
             decision = self.first(request)
+        if request.incognito and generation != self.private_generation:
+            log.info("refused a private window's request: its private session has ended")
+            await outcome.refuse()
+            return
         if isinstance(decision, Refuse) or isinstance(decision, Resolve):
             log.info("refused %s -> %s %s:%s: %s", request.origin, request.kind, request.host, request.port,
                      decision.reason if isinstance(decision, Refuse) else "asked to resolve twice")

@@ -59,15 +59,15 @@ class Opening:
             return
         # Deciding may mean looking a name up: not on the path every other message waits on.
         self._table.deciding.add(socket_id)
-        self._table.spawn(self._decide(message, self._factory.openers[message["type"]], wanted))
+        self._table.spawn(self._decide(message, self._factory.openers[message["type"]], wanted, self._admission.private_generation))
 
-    async def _decide(self, message: dict[str, Any], opener: Opener, wanted: tuple[str, str, int]) -> None:
+    async def _decide(self, message: dict[str, Any], opener: Opener, wanted: tuple[str, str, int], generation: int) -> None:
         socket_id = message["id"]
         kind, host, port = wanted
         version = {"ipv4": 4, "ipv6": 6}.get(message.get("options", {}).get("dnsQueryType") or "", 0)
         request = Request(message["origin"], message["incognito"], kind, host, port, ip_version=version)  # type: ignore[arg-type]
         try:
-            await self._admission.settle(socket_id, message, request, self._outcome(message, opener))
+            await self._admission.settle(socket_id, message, request, self._outcome(message, opener), generation=generation)
         finally:
             self._table.deciding.discard(socket_id)
 

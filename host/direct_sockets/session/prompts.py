@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 MAX_QUESTIONS_PER_SOCKET = 32  # what an open socket may have waiting for the user (sends, joins)
 
-Settle = Callable[[int, dict[str, Any], Request, Outcome, "dict[str, Any] | None"], Awaitable[None]]
+# admission.settle: socket id, requester, request, outcome, details, the private generation
+Settle = Callable[[int, dict[str, Any], Request, Outcome, "dict[str, Any] | None", "int | None"], Awaitable[None]]
 
 
 @dataclass
@@ -71,8 +72,10 @@ def prompt_timeout() -> float:
 
 
 class Prompts:
-    def __init__(self, table: SocketTable, emit: Emit, consent: ConsentBroker | None, settle: Settle) -> None:
+    def __init__(self, table: SocketTable, emit: Emit, consent: ConsentBroker | None, settle: Settle,
+                 private_generation: Callable[[], int] = lambda: 0) -> None:
         self._table = table
+        self._private_generation = private_generation  # the admission path's, when an answer arrives
         self._emit = emit
         self._settle = settle  # the admission path, to decide again with the user's answer
         self.consent = consent or ConsentBroker(timeout_seconds=prompt_timeout())
@@ -147,7 +150,7 @@ class Prompts:
         pending.prompt_id = self._last_prompt_id = next(self._prompt_ids)
         message, ask = pending.message, pending.ask
         timeout = self.consent.timeout_seconds
-        pending.timer = asyncio.get_running_loop().call_later(timeout, lambda: self._table.spawn(self.stop_asking(socket_id, allowed=False)))
+        pending.timer = asyncio.get_running_loop().call_later(timeout, lambda: self._table.spawn(self._timed_out(pending)))
         prompt: dict[str, Any] = {
             "type": "prompt", "id": socket_id, "promptId": pending.prompt_id, "origin": message["origin"], "tabId": message["tabId"],
             "frameId": message["frameId"], "incognito": message["incognito"], "kind": _prompt_kind(pending.kind),
@@ -170,13 +173,12 @@ class Prompts:
         """The user's answer to a prompt (a `consent` message)."""
         socket_id, decision, prompt_id = message["id"], message["decision"], message["promptId"]
         pending = self._table.pending.get(socket_id)
-        if prompt_id <= self._last_prompt_id and (pending is None or pending.prompt_id != prompt_id):
-            log.info("an answer to prompt %d of socket %d, which has closed: dropped", prompt_id, socket_id)
-            return  # it crossed a timeout or a release, and may not stand for what is asked now
-        if pending is None or not pending.shown or pending.timer is None:
-            if socket_id in self._table.ended:
-                return  # the answer crossed a timeout or a release
-            raise ProtocolError(Code.UNKNOWN_SOCKET, f"consent for socket {socket_id}, which is not waiting for one")
+        if pending is None or not pending.shown or pending.timer is None or pending.prompt_id != prompt_id:
+            if prompt_id <= self._last_prompt_id or socket_id in self._table.ended:
+                # It crossed a timeout or a release, and may not stand for what is asked now.
+                log.info("an answer to prompt %d of socket %d, which has closed: dropped", prompt_id, socket_id)
+                return
+            raise ProtocolError(Code.UNKNOWN_SOCKET, f"consent for prompt {prompt_id} of socket {socket_id}, which was never shown")
         origin = pending.message["origin"]
         if decision == "deny":
             log.info("the user refused %s -> %s %s:%s", origin, pending.kind, pending.host, pending.port)
@@ -202,7 +204,7 @@ class Prompts:
         await self.stop_asking(socket_id, allowed=True, notify=False)
         if pending.action is None:
             self._table.deciding.add(socket_id)
-        self._table.spawn(self._after_consent(socket_id, pending, request))
+        self._table.spawn(self._after_consent(socket_id, pending, request, self._private_generation()))
 
     @staticmethod
     def _check_correction(pending: PendingOpen, host: str) -> None:
@@ -218,14 +220,21 @@ class Prompts:
         except InvalidDestination as exc:
             raise ProtocolError(Code.SCHEMA_VIOLATION, f"consent: {exc}") from exc
 
-    async def _after_consent(self, socket_id: int, pending: PendingOpen, request: Request) -> None:
+    async def _after_consent(self, socket_id: int, pending: PendingOpen, request: Request, generation: int) -> None:
         """The user said yes: the core decides again with their answer (and looks the name up
         now, if it was not before)."""
         try:
-            await self._settle(socket_id, pending.message, request, pending.outcome, pending.details)
+            await self._settle(socket_id, pending.message, request, pending.outcome, pending.details, generation)
         finally:
             if pending.action is None:
                 self._table.deciding.discard(socket_id)
+
+    async def _timed_out(self, pending: PendingOpen) -> None:
+        """The user did not answer in time: a refusal of this prompt, if it is still the one
+        asked (the answer may have been read since the timer fired, and the next shown)."""
+        socket_id = pending.message["id"]
+        if self._table.pending.get(socket_id) is pending:
+            await self.stop_asking(socket_id, allowed=False)
 
     async def stop_asking(self, socket_id: int, allowed: bool | None, notify: bool = True) -> None:
         """Ends a prompt: answered, timed out (allowed=False) or released (allowed=None)."""
@@ -275,7 +284,7 @@ class Prompts:
 
         details = {"certificate": describe(der), "reason": reason}
         request = Request(requester["origin"], requester["incognito"], "certificate", host, port, self._table.checked.get(connection.id), pin=spki_sha256(der))
-        await self._settle(connection.id, requester, request, Outcome(allow, refuse, refuse, lambda: connection.id not in self._table.sockets), details)
+        await self._settle(connection.id, requester, request, Outcome(allow, refuse, refuse, lambda: connection.id not in self._table.sockets), details, None)
         return await answer
 
     async def withdraw_private(self) -> None:

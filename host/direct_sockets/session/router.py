@@ -50,7 +50,8 @@ class Session:
         self._emit = emit
         self._store = store
         self.table = SocketTable(emit)
-        self.prompts = Prompts(self.table, emit, consent, lambda *args: self.admission.settle(*args))
+        self.prompts = Prompts(self.table, emit, consent, lambda *args: self.admission.settle(*args[:5], generation=args[5]),
+                               lambda: self.admission.private_generation)
         self.admission = Admission(self.table, store, policy, self.prompts.ask)
         self.factory = SocketFactory(
             self.table, self.admission, self.prompts, certificates or ServerCertificates(store.path.parent / "server-certificates"),  # beside the store

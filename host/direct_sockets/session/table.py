@@ -64,7 +64,9 @@ class SocketTable:
     def check_room(self, socket_id: int) -> None:
         """The session may hold one more socket a page opens (open, deciding, asked about, or an
         id a listener keeps for a connection still to come)."""
-        if len(self.sockets) + len(self.pending) + len(self.deciding) + len(self.reserved) >= MAX_SOCKETS:
+        # (An open socket's question waits in `pending` too: the socket counts once.)
+        asked = sum(1 for pending_id in self.pending if pending_id not in self.sockets)
+        if len(self.sockets) + asked + len(self.deciding) + len(self.reserved) >= MAX_SOCKETS:
             raise ProtocolError(Code.TOO_MANY_SOCKETS, f"more than {MAX_SOCKETS} sockets", socket_id)
 
     def add(self, socket_id: int, connection: Connection, requester: dict[str, Any]) -> None:

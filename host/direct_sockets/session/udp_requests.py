@@ -81,7 +81,8 @@ class UdpRequests:
             if leave():
                 await connection.send_failed(detail)
 
-        settling = self._admission.settle(socket_id, requester, request, Outcome(allow, refuse, fail, lambda: socket_id not in self._table.sockets), decision=decision)
+        settling = self._admission.settle(socket_id, requester, request, Outcome(allow, refuse, fail, lambda: socket_id not in self._table.sockets),
+                                          decision=decision, generation=self._admission.private_generation)
         if isinstance(decision, Resolve):
             self._table.spawn(settling)  # a name to look up: not on the path every other message waits on
         else:
