@@ -362,8 +362,36 @@ class Harness:
         for _ in range(20):  # what the message set off runs: decisions, lookups, prompts
             await asyncio.sleep(0)
 
+    async def bound_socket(self, sid: int = 1, **requester: Any) -> None:
+        """A bound UDP socket on 127.0.0.1 (granted or asked about), once its open is settled."""
+        await self.send({"type": "udp_open", "id": sid, **who(), **requester, "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def send_to(self, host: str, data: bytes = b"a", sid: int = 1) -> None:
+        """A datagram from the bound socket `sid` to host:9."""
+        await self.send({"type": "udp_send", "id": sid, "data": b64(data), "remoteAddress": host, "remotePort": 9})
+
+    async def asking_twice(self) -> dict[str, Any]:
+        """A bound socket (its bind granted) sends to 127.0.0.2, then to 127.0.0.3: the prompt
+        shown, about the first; the second waits its turn."""
+        await self.send({"type": "hello", "version": 1})
+        await self.bound_socket()
+        await self.send_to("127.0.0.2")
+        await self.send_to("127.0.0.3", b"b")
+        return self.last("prompt")
+
     def last(self, type_: str) -> dict[str, Any]:
         return [r for r in self.replies if r["type"] == type_][-1]
+
+
+async def nothing_private_kept(h: Harness) -> None:
+    """Once what is running has run: no private grant is left and nothing connected."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+    grants = set(h.session.admission.private_grants)
+    h.session.close_all()
+    assert not grants and h.connected == [], (grants, h.connected)
 
 
 def run(coro: Any) -> None:
@@ -430,9 +458,7 @@ def test_pending_sends_are_bounded_in_count_and_bytes(tmp_path: Path, monkeypatc
 
     async def scenario() -> None:
         await h.send({"type": "hello", "version": 1})
-        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await h.bound_socket()
         assert h.last("opened")["id"] == 1
         small = b64(b"x")
         for _ in range(UDP_SEND_WINDOW + 5):
@@ -487,13 +513,7 @@ def test_a_late_answer_to_one_prompt_is_not_taken_for_the_next_prompt_of_the_soc
     h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
 
     async def scenario() -> None:
-        await h.send({"type": "hello", "version": 1})
-        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
-        for _ in range(50):
-            await asyncio.sleep(0)
-        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
-        await h.send({"type": "udp_send", "id": 1, "data": b64(b"b"), "remoteAddress": "127.0.0.3", "remotePort": 9})
-        first = h.last("prompt")
+        first = await h.asking_twice()
         assert first["host"] == "127.0.0.2"
         await h.session.prompts.stop_asking(1, allowed=False)  # its timer fires
         for _ in range(20):
@@ -518,13 +538,7 @@ def test_a_question_asked_as_the_previous_is_answered_waits_its_turn(tmp_path: P
     h.store.grant(Grant(ORIGIN, "udp-bind", "127.0.0.1", "*"))
 
     async def scenario() -> None:
-        await h.send({"type": "hello", "version": 1})
-        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
-        for _ in range(50):
-            await asyncio.sleep(0)
-        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
-        await h.send({"type": "udp_send", "id": 1, "data": b64(b"b"), "remoteAddress": "127.0.0.3", "remotePort": 9})
-        first = h.last("prompt")
+        first = await h.asking_twice()
         # No yield between the two: the queued question's turn has not been taken yet.
         await h.session.handle_event(Message({"type": "consent", "id": 1, "promptId": first["promptId"], "decision": "once"}))
         await h.session.handle_event(Message({"type": "udp_send", "id": 1, "data": b64(b"c"), "remoteAddress": "127.0.0.4", "remotePort": 9}))
@@ -648,11 +662,7 @@ def test_an_open_decided_across_the_end_of_the_private_session_neither_opens_nor
         await h.send({"type": "consent", "id": 1, "decision": "session"})
         await h.send({"type": "private_ended"})
         gate.set()
-        for _ in range(50):
-            await asyncio.sleep(0)
-        grants = set(h.session.admission.private_grants)
-        h.session.close_all()
-        assert not grants and h.connected == [], (grants, h.connected)
+        await nothing_private_kept(h)
 
     run(scenario())
 
@@ -690,11 +700,9 @@ def test_a_site_with_slow_dns_holds_only_its_own_turns_at_name_lookups(tmp_path:
 
     async def scenario() -> None:
         await h.send({"type": "hello", "version": 1})
-        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await h.bound_socket()
         for n in range(10):
-            await h.send({"type": "udp_send", "id": 1, "data": b64(bytes([n])), "remoteAddress": "slow.test", "remotePort": 9})
+            await h.send_to("slow.test", bytes([n]))
         await h.send({"type": "tcp_open", "id": 2, **who(), "origin": other, "remoteAddress": "quick.test", "remotePort": 443, "options": {}})
         for _ in range(50):
             await asyncio.sleep(0)
@@ -722,11 +730,7 @@ def test_session_answer_then_private_ended_in_one_read_leaves_no_grant_and_opens
         # as pump() does when both are in the inbox: no yield between them
         await h.session.handle_event(Message({"type": "consent", "id": 1, "promptId": prompt["promptId"], "decision": "session"}))
         await h.session.handle_event(Message({"type": "private_ended"}))
-        for _ in range(50):
-            await asyncio.sleep(0)
-        grants = set(h.session.admission.private_grants)
-        h.session.close_all()
-        assert not grants and h.connected == [], (grants, h.connected)
+        await nothing_private_kept(h)
 
     run(scenario())
 
@@ -741,7 +745,7 @@ def test_session_answer_to_a_private_bound_sockets_question_then_private_ended_l
         for _ in range(50):
             await asyncio.sleep(0)
         assert 1 in h.session.table.sockets
-        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
+        await h.send_to("127.0.0.2")
         prompt = h.last("prompt")
         assert prompt["host"] == "127.0.0.2"
         await h.session.handle_event(Message({"type": "consent", "id": 1, "promptId": prompt["promptId"], "decision": "session"}))
@@ -764,10 +768,8 @@ def test_a_timeout_that_crosses_the_answer_does_not_refuse_the_next_question(tmp
 
     async def scenario() -> None:
         await h.send({"type": "hello", "version": 1})
-        await h.send({"type": "udp_open", "id": 1, **who(), "mode": "bound", "localAddress": "127.0.0.1", "options": {}})
-        for _ in range(50):
-            await asyncio.sleep(0)
-        await h.send({"type": "udp_send", "id": 1, "data": b64(b"a"), "remoteAddress": "127.0.0.2", "remotePort": 9})
+        await h.bound_socket()
+        await h.send_to("127.0.0.2")
         first = h.last("prompt")
         timer = h.session.table.pending[1].timer
         timer._run()  # the timer fires: its stop_asking is spawned, not yet run
