@@ -145,3 +145,16 @@ def test_an_empty_binary_message_is_the_pages_fault_not_an_internal_error(host: 
             told = host.recv(timeout=15)
     assert told is not None and told["type"] == "error" and told["code"] == Code.SCHEMA_VIOLATION and "empty binary message" in told["detail"], told
     assert "Traceback" not in host.stderr.decode(errors="replace")
+
+
+def test_a_text_seen_before_is_answered_alike() -> None:
+    """The page's frequent texts are checked once and remembered: a remembered answer is the
+    same as a fresh one, and cannot be changed by whoever received it; errors are raised again."""
+    read = b'{"type":"read","bytes":65536}'
+    first = decode_control(read)
+    first["bytes"] = 1
+    assert decode_control(read) == {"type": "read", "bytes": 65536}
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as raised:
+            decode_control(b'{"type":"read","bytes":0}')
+        assert raised.value.code == Code.SCHEMA_VIOLATION
