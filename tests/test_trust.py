@@ -825,3 +825,31 @@ def test_a_socket_asking_a_question_counts_once_against_the_cap(tmp_path: Path, 
         assert not errors, errors  # 2 sockets held, cap 4
 
     run(scenario())
+
+
+def test_the_end_of_the_private_session_shows_none_of_its_waiting_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private tab's open is being asked about, and its bound socket's question waits its
+    turn behind it. The last private window closes: neither is shown again, and no consent
+    window opens for a tab that is gone."""
+    h = Harness(tmp_path, monkeypatch)
+
+    async def scenario() -> None:
+        await h.send({"type": "hello", "version": 1})
+        await h.bound_socket(2, incognito=True)
+        await h.send({"type": "consent", "id": 2, "decision": "session"})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert 2 in h.session.table.sockets
+        await h.send({"type": "tcp_open", "id": 1, **who(incognito=True), "remoteAddress": "127.0.0.7", "remotePort": 8443, "options": {}})
+        assert h.last("prompt")["id"] == 1
+        await h.send_to("127.0.0.2", sid=2)  # waits behind the open's prompt, in the same tab
+        shown_before = len([r for r in h.replies if r["type"] == "prompt"])
+        await h.send({"type": "private_ended"})
+        for _ in range(50):
+            await asyncio.sleep(0)
+        shown = [r for r in h.replies if r["type"] == "prompt"][shown_before:]
+        pending = dict(h.session.table.pending)
+        h.session.close_all()
+        assert shown == [] and pending == {}, (shown, pending)
+
+    run(scenario())

@@ -49,6 +49,7 @@ class PendingOpen:
     action: Outcome | None = None  # set for an open socket's question
     details: dict[str, Any] | None = None  # more for the prompt (a certificate and why)
     prompt_id: int = 0  # set when shown: the user's answer names it
+    generation: int = 0  # the private session it was asked in (private windows only)
 
 
 def site(requester: dict[str, Any]) -> tuple[str, bool]:
@@ -105,6 +106,7 @@ class Prompts:
         # opens with (its name for TLS, its destination); an open socket's requester, a copy.
         pending = PendingOpen(dict(requester) if question else requester, request.kind, ask.host, request.port, (requester["tabId"], requester["incognito"]),
                               request, ask, outcome, action=outcome if question else None, details=details)
+        pending.generation = self._private_generation()
         if question:  # one at a time per socket
             # (A deque, even empty, means a question is on its way to being asked.)
             if socket_id in self._table.pending or socket_id in self._actions:
@@ -146,6 +148,8 @@ class Prompts:
         pending = self._table.pending.get(socket_id)
         if pending is None or pending.shown:
             return
+        if pending.message.get("incognito") is True and pending.generation != self._private_generation():
+            return  # its private session has ended: it is being withdrawn, never shown
         pending.shown = True
         pending.prompt_id = self._last_prompt_id = next(self._prompt_ids)
         message, ask = pending.message, pending.ask
@@ -288,8 +292,12 @@ class Prompts:
         return await answer
 
     async def withdraw_private(self) -> None:
-        """The private windows closed: the opens they still had waiting for the user are withdrawn."""
-        for socket_id in [i for i, p in self._table.pending.items() if i not in self._table.sockets and p.message.get("incognito") is True]:
+        """The private windows closed: what they still had waiting for the user is withdrawn,
+        opens and open sockets' questions alike (the sockets end next)."""
+        private = [i for i, p in self._table.pending.items() if p.message.get("incognito") is True]
+        for socket_id in private:
+            self._actions.pop(socket_id, None)  # an open socket's questions still to ask
+        for socket_id in private:
             await self.stop_asking(socket_id, allowed=None)
 
     def close_all(self) -> None:
