@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 MAX_QUESTIONS_PER_SOCKET = 32  # what an open socket may have waiting for the user (sends, joins)
 
-# admission.settle: socket id, requester, request, outcome, details, the private generation
-Settle = Callable[[int, dict[str, Any], Request, Outcome, "dict[str, Any] | None", "int | None"], Awaitable[None]]
+# admission.settle (socket id, requester, request, outcome, details; `generation` by keyword)
+Settle = Callable[..., Awaitable[None]]
 
 
 @dataclass
@@ -74,7 +74,7 @@ def prompt_timeout() -> float:
 
 class Prompts:
     def __init__(self, table: SocketTable, emit: Emit, consent: ConsentBroker | None, settle: Settle,
-                 private_generation: Callable[[], int] = lambda: 0) -> None:
+                 private_generation: Callable[[], int]) -> None:
         self._table = table
         self._private_generation = private_generation  # the admission path's, when an answer arrives
         self._emit = emit
@@ -228,7 +228,7 @@ class Prompts:
         """The user said yes: the core decides again with their answer (and looks the name up
         now, if it was not before)."""
         try:
-            await self._settle(socket_id, pending.message, request, pending.outcome, pending.details, generation)
+            await self._settle(socket_id, pending.message, request, pending.outcome, pending.details, generation=generation)
         finally:
             if pending.action is None:
                 self._table.deciding.discard(socket_id)
@@ -288,7 +288,7 @@ class Prompts:
 
         details = {"certificate": describe(der), "reason": reason}
         request = Request(requester["origin"], requester["incognito"], "certificate", host, port, self._table.checked.get(connection.id), pin=spki_sha256(der))
-        await self._settle(connection.id, requester, request, Outcome(allow, refuse, refuse, lambda: connection.id not in self._table.sockets), details, None)
+        await self._settle(connection.id, requester, request, Outcome(allow, refuse, refuse, lambda: connection.id not in self._table.sockets), details)
         return await answer
 
     async def withdraw_private(self) -> None:

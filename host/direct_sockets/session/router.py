@@ -50,7 +50,7 @@ class Session:
         self._emit = emit
         self._store = store
         self.table = SocketTable(emit)
-        self.prompts = Prompts(self.table, emit, consent, lambda *args: self.admission.settle(*args[:5], generation=args[5]),
+        self.prompts = Prompts(self.table, emit, consent, lambda *args, **kwargs: self.admission.settle(*args, **kwargs),
                                lambda: self.admission.private_generation)
         self.admission = Admission(self.table, store, policy, self.prompts.ask)
         self.factory = SocketFactory(
