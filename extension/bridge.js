@@ -72,15 +72,15 @@
     // Firefox has none; Chromium applies it to public pages (measured), so there only
     // loopback pages try their own (docs/BULK.md).
     const loopbackPage = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(location.hostname);
-    // Firefox gets no bulk frame: its URL carries the extension's per-install UUID, which a page
-    // could read (from this message, or the frame's src in its DOM) and use to follow the user
-    // across sites (questionnaire 2.6). Firefox has no Local Network Access, so the frame only
-    // ever helped pages whose CSP refuses their own WebSocket; those use native messaging.
-    // Chromium's ID is the same for every install (the manifest's key): it names the extension,
-    // which the API's presence already does.
+    // Firefox gets no extension bulk frame: its URL carries the extension's per-install UUID,
+    // which a page could read (from this message, or the frame's src in its DOM) and use to
+    // follow the user across sites (questionnaire 2.6). It gets the host's own frame instead
+    // (bulkHostFrame), served on loopback, for its workers, whose own WebSockets stall while their
+    // page is busy (docs/BULK.md). Chromium's ID is the same for every install (the manifest's
+    // key): it names the extension, which the API's presence already does.
     pagePort.postMessage({
-      op: 'config', bulkFrame: firefox ? null : api.runtime.getURL('bulk.html'), bulkDirectFirst: firefox || loopbackPage,
-      bulkMessageSize: BULK_MESSAGE_SIZE,
+      op: 'config', bulkFrame: firefox ? null : api.runtime.getURL('bulk.html'), bulkHostFrame: firefox,
+      bulkDirectFirst: firefox || loopbackPage, bulkMessageSize: BULK_MESSAGE_SIZE,
     });
   }
   window.addEventListener(EVT_PORT, onPort, true);

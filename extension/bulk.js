@@ -1,13 +1,21 @@
 // @ts-check
-// The bulk path's frame: an extension page the page's API embeds, hidden, to carry its TCP
-// sockets' streams over loopback WebSockets to the host (docs/BULK.md). Being the extension's,
-// its connections are not the page's: the page's Content-Security-Policy and Chromium's Local
-// Network Access checks do not apply to them. The page talks to it over a MessagePort, with
-// transferred ArrayBuffers. It connects only to the host's bulk server, and only with a secret
-// the background confirms is a live offer: embedded by any other page, it reaches nothing.
+// The bulk path's frame (docs/BULK.md): embedded hidden by the page's API, it carries TCP sockets'
+// streams over loopback WebSockets to the host. The page, or one of its dedicated workers, talks
+// to it over a MessagePort, with transferred ArrayBuffers. The same script runs in two frames:
+// - the extension's (`bulk.html`, Chromium): its connections are the extension's, so neither the
+//   page's Content-Security-Policy nor Local Network Access applies to them. It connects only to
+//   the host's bulk server, and only with a secret the background confirms is a live offer:
+//   embedded by any other page, it reaches nothing.
+// - the host's own (`http://localhost:PORT/frame` or 127.0.0.1, Firefox's workers, served by the
+//   host: sockets/bulk_frame.py): of another site than the page, it has a process of its own, so
+//   a worker's bytes keep moving while the page's main thread is busy. It has no extension API:
+//   it connects only to the server that served it, and claims a socket for the page the browser
+//   says embedded it, which the host checks is the socket's.
 'use strict';
 
 const api = globalThis.browser ?? globalThis.chrome;
+const hostFrame = location.protocol === 'http:';
+const HOST_BULK_URL = `ws://127.0.0.1:${location.port}/`;
 
 // One port from the page, and one more for each of its dedicated workers, so that a worker's
 // bytes never wait for the page's thread (docs/API.md, "Workers"). Each port names its own
@@ -18,11 +26,14 @@ let ports = 0;
 addEventListener('message', (event) => {
   if (ports >= MAX_PORTS || event.source !== parent || event.data !== 'direct-sockets-bulk' || event.ports.length !== 1) return;
   ports += 1;
-  serve(event.ports[0]);
+  serve(event.ports[0], event.origin);
 });
 
-/** @param {MessagePort} port */
-function serve(port) {
+/**
+ * @param {MessagePort} port
+ * @param {string} embedder the origin of the page that handed us the port, as the browser says
+ */
+function serve(port, embedder) {
   /** @type {Map<number, {ws: WebSocket, attached: boolean, ended: boolean}>} */
   const channels = new Map();
   port.onmessage = (message) => fromPage(message.data);
@@ -35,13 +46,9 @@ function serve(port) {
   async function attach(sid, url, token) {
     if (channels.has(sid)) return;
     const failed = (reason) => toPage({ op: 'bulk_failed', sid, reason });
-    let confirmed = false;
-    try {
-      confirmed = await api.runtime.sendMessage({ op: 'bulk-check', url, token });
-    } catch {
-      confirmed = false;
-    }
-    if (!confirmed) {
+    if (hostFrame) {
+      url = HOST_BULK_URL;
+    } else if (!await confirmed(url, token)) {
       failed('unconfirmed');
       return;
     }
@@ -55,7 +62,7 @@ function serve(port) {
     ws.binaryType = 'arraybuffer';
     const channel = { ws, attached: false, ended: false };
     channels.set(sid, channel);
-    ws.onopen = () => ws.send(token);
+    ws.onopen = () => ws.send(hostFrame ? JSON.stringify({ secret: token, page: embedder }) : token);
     ws.onmessage = (event) => {
       if (typeof event.data !== 'string') {
         toPage({ op: 'data', sid, buf: event.data }, [event.data]);
@@ -85,6 +92,15 @@ function serve(port) {
       }
       channels.delete(sid);
     };
+  }
+
+  /** The extension's frame asks the background whether this is a live offer of the host's. */
+  async function confirmed(url, token) {
+    try {
+      return await api.runtime.sendMessage({ op: 'bulk-check', url, token }) === true;
+    } catch {
+      return false;
+    }
   }
 
   function fromPage(message) {

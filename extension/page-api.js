@@ -53,6 +53,8 @@
   const getContentWindow = worker ? null : ObjectCtor.getOwnPropertyDescriptor(HTMLIFrameElement.prototype, 'contentWindow').get;
   const windowPost = globalThis.postMessage;
   const getOrigin = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'origin').get;
+  const getPort = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'port').get;
+  const getPathname = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'pathname').get;
   const setTimer = globalThis.setTimeout;
   const WebSocketCtor = globalThis.WebSocket;
   const wsSend = WebSocketCtor.prototype.send;
@@ -415,6 +417,7 @@
       if (worker) limits = checkedLimits(message.limits);
       bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
       bulkDirectFirst = message.bulkDirectFirst === true;
+      hostFrame = message.bulkHostFrame === true;
       const size = message.bulkMessageSize;
       if (NumberCtor.isSafeInteger(size) && size >= 16 * KiB && size <= 16 * MiB) bulkMessageSize = size;
       forwardConfig(); // to our workers, which never learn the frame's URL
@@ -440,6 +443,13 @@
   const BULK_ATTACH_MS = 3000;
   /** @type {string | null} */
   let bulkFrameUrl = null;
+  // Firefox: the frame is the host's own, embedded once a socket needs it, from the URL in the
+  // socket's offer (a port of this page's alone, under a loopback name of another site than
+  // ours; docs/BULK.md): a worker's own WebSocket stalls with this realm's thread, a port to
+  // that frame's process does not.
+  let hostFrame = false;
+  const FRAME_READY_MS = 3000; // to load
+  const FRAME_ANSWER_MS = 500; // to answer, once loaded
   // Whether to try this page's own WebSocket first (the fastest way, measured): not where the
   // browser would hold it for a Local Network Access prompt (see bridge.js).
   let bulkDirectFirst = false;
@@ -480,27 +490,37 @@
     if (framePort) apply(portPost, framePort, [message, transfer || []]);
   }
 
-  /** Runs `then` once the frame is ready; never, if it cannot load (the socket's timer decides). */
-  function whenFrameReady(then) {
+  /**
+   * Runs `then` once the frame is ready, or `failed` if it cannot be had (the host's frame: in
+   * time; the extension's: the socket's timer decides). `hostFrameUrl`: the host's frame, as
+   * the socket's offer named it.
+   */
+  function whenFrameReady(then, failed, hostFrameUrl) {
+    if (!worker && hostFrame) useHostFrame(hostFrameUrl);
     if (frameState === 'ready') return then();
-    if (frameState === 'failed' || bulkFrameUrl === null) return undefined;
-    apply(arrayPush, frameWaiters, [then]);
+    if (frameState === 'failed' || bulkFrameUrl === null) return failed();
+    apply(arrayPush, frameWaiters, [{ then, failed }]);
     if (frameState !== 'none') return undefined;
     frameState = 'loading';
     if (worker) {
       // A worker's own port to the page's frame, so its bytes never wait for the page's thread.
       newFramePort((framed) => {
+        if (!framed) return frameSettled(false);
         framePort = framed;
         framePort.onmessage = (event) => fromFrame(event.data);
-      });
+        return undefined;
+      }, hostFrameUrl);
       return undefined;
     }
     const root = apply(getDocumentElement, document, []);
-    if (!root) {
-      frameState = 'failed';
-      return undefined;
-    }
+    if (!root) return frameSettled(false);
+    // The host's frame says it is ready in time, or never will: its page's CSP refused it.
+    const notReady = () => { if (frameState === 'loading') frameSettled(false); };
+    if (hostFrame) setTimer(notReady, FRAME_READY_MS);
     const frame = apply(createElement, document, ['iframe']);
+    // A CSP that refuses it, or a host that is gone, fires `error` at the frame (Firefox; a
+    // page that stops the event waits out the timer).
+    apply(addListener, frame, ['error', notReady, { once: true }]);
     apply(setAttribute, frame, ['hidden', '']);
     apply(setAttribute, frame, ['aria-hidden', 'true']);
     apply(setAttribute, frame, ['style', 'display:none']);
@@ -515,6 +535,8 @@
       framePort = bulkChannel.port1;
       framePort.onmessage = (event) => fromFrame(event.data);
       apply(windowPost, target, ['direct-sockets-bulk', frameOrigin, [bulkChannel.port2]]);
+      // Loaded, its script has run, and it answers at once; a page its CSP refused never does.
+      if (hostFrame) setTimer(notReady, FRAME_ANSWER_MS);
     }, { once: true }]);
     apply(appendChild, root, [frame]);
     return undefined;
@@ -589,13 +611,43 @@
     else post(message, transfer);
   }
 
+  function frameSettled(ready) {
+    if (frameState !== 'loading') return;
+    frameState = ready ? 'ready' : 'failed';
+    const waiting = frameWaiters;
+    frameWaiters = [];
+    for (const waiter of waiting) {
+      if (ready) waiter.then();
+      else waiter.failed();
+    }
+  }
+
+  /**
+   * The host's frame at `frameUrl`, from a socket's offer: only `http://localhost:PORT/frame` or
+   * `http://127.0.0.1:PORT/frame`, nothing else is embedded. A new URL (the host started again)
+   * gets a new frame.
+   */
+  function useHostFrame(frameUrl) {
+    let url;
+    try {
+      url = new URLCtor(frameUrl);
+    } catch {
+      return;
+    }
+    const name = apply(getHostname, url, []);
+    if (apply(getHref, url, []) !== frameUrl || apply(getProtocol, url, []) !== 'http:' || (name !== 'localhost' && name !== '127.0.0.1')
+      || !apply(getPort, url, []) || apply(getPathname, url, []) !== '/frame') return;
+    if (frameUrl === bulkFrameUrl) return;
+    bulkFrameUrl = frameUrl;
+    frameState = 'none';
+    framePort = null;
+    frameWindow = null;
+  }
+
   function fromFrame(message) {
     if (!message || typeof message !== 'object') return;
     if (message.op === 'frame-ready') {
-      frameState = 'ready';
-      const waiting = frameWaiters;
-      frameWaiters = [];
-      for (const then of waiting) then();
+      frameSettled(true);
       return;
     }
     const socket = apply(mapGet, sockets, [message.sid]);
@@ -875,18 +927,29 @@
       this.channel = 'pending';
       const window = offer.window;
       this.bulkWindow = NumberCtor.isSafeInteger(window) && window >= limits.sendWindow && window <= limits.maxBulkSendWindow ? window : limits.sendWindow;
-      this.bulkTimer = setTimer(() => this.bulkFailed('timeout'), BULK_ATTACH_MS);
-      if (bulkDirectFirst && !directRefused) openDirect(this, offer, (ws) => this.bulkAttached('direct', ws), () => this.tryFrame(offer));
-      else this.tryFrame(offer);
+      const none = () => this.bulkFailed('no-frame');
+      // A worker in Firefox takes the host's frame first: its own WebSocket stalls with its page.
+      if (worker && hostFrame) this.tryFrame(offer, () => this.tryDirect(offer, none));
+      else this.tryDirect(offer, () => this.tryFrame(offer, none));
     }
 
-    tryFrame(offer) {
-      if (this.channel !== 'pending') return;
-      if (bulkFrameUrl === null) {
-        this.bulkFailed('no-frame');
-        return;
-      }
-      whenFrameReady(() => framePost({ op: 'attach', sid: this.sid, url: offer.url, token: offer.token }));
+    /** Each way gets its own time to attach: the next one starts with a fresh timer. */
+    tryWay() {
+      if (this.channel !== 'pending') return false;
+      clearTimer(this.bulkTimer);
+      this.bulkTimer = setTimer(() => this.bulkFailed('timeout'), BULK_ATTACH_MS);
+      return true;
+    }
+
+    tryDirect(offer, next) {
+      if (!this.tryWay()) return;
+      if (bulkDirectFirst && !directRefused) openDirect(this, offer, (ws) => this.bulkAttached('direct', ws), next);
+      else next();
+    }
+
+    tryFrame(offer, next) {
+      if (!this.tryWay()) return;
+      whenFrameReady(() => framePost({ op: 'attach', sid: this.sid, url: offer.url, token: offer.token }), next, offer.frame);
     }
 
     bulkAttached(via, ws) {
@@ -1631,30 +1694,36 @@
     return true;
   }
 
-  /** A new port to the bulk frame, for a worker (ours in a worker, a child's in the page). */
-  function newFramePort(callback) {
+  /**
+   * A new port to the bulk frame, for a worker (ours in a worker, a child's in the page), or
+   * null when there is none to be had. `hostFrameUrl`: the host's frame, from the offer.
+   */
+  function newFramePort(callback, hostFrameUrl) {
     if (worker) {
       apply(arrayPush, frameRequests, [callback]);
-      post({ op: 'frame-port' });
+      post({ op: 'frame-port', url: hostFrameUrl });
       return;
     }
     whenFrameReady(() => {
       const framed = new MessageChannelCtor();
       apply(windowPost, frameWindow, ['direct-sockets-bulk', frameWindowOrigin, [framed.port2]]);
       callback(framed.port1);
-    });
+    }, () => callback(null), hostFrameUrl);
   }
 
   function framePortArrived(framed) {
     const callback = apply(arrayShift, frameRequests, []);
-    if (callback && framed) callback(framed);
+    if (callback) callback(framed || null);
   }
 
   /** What a worker learns: of the bulk path, never the frame's URL, only whether there is one,
    * nor to try its own WebSocket where ours was refused (the same process, the same delays);
    * the host's limits, as they came here. */
   function workerConfig() {
-    return { bulkFrame: bulkFrameUrl === null ? null : 'frame', bulkDirectFirst: bulkDirectFirst && !directRefused, bulkMessageSize, limits };
+    return {
+      bulkFrame: bulkFrameUrl === null && !hostFrame ? null : 'frame', bulkHostFrame: hostFrame,
+      bulkDirectFirst: bulkDirectFirst && !directRefused, bulkMessageSize, limits,
+    };
   }
 
   function forwardConfig() {
@@ -1707,7 +1776,7 @@
       if (op === 'worker-closing') return this.end();
       if (op === 'load-failed') return this.loadFailed();
       if (op === 'script-error') return this.scriptError(message);
-      if (op === 'frame-port') return newFramePort((framed) => this.send({ op: 'frame-port' }, [framed]));
+      if (op === 'frame-port') return newFramePort((framed) => this.send({ op: 'frame-port' }, framed ? [framed] : []), typeof message.url === 'string' ? message.url : '');
       const theirs = message.sid;
       if (!NumberCtor.isSafeInteger(theirs)) return undefined;
       const out = { ...message };
@@ -1993,6 +2062,7 @@
     // What the realm that started us knew of the bulk path when it did.
     bulkFrameUrl = typeof worker.bulkFrame === 'string' ? worker.bulkFrame : null;
     bulkDirectFirst = worker.bulkDirectFirst === true;
+    hostFrame = worker.bulkHostFrame === true;
     if (NumberCtor.isSafeInteger(worker.bulkMessageSize)) bulkMessageSize = worker.bulkMessageSize;
     limits = checkedLimits(worker.limits);
   }

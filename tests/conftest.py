@@ -96,6 +96,20 @@ def host(isolated_env: dict[str, str], chromium_manifest: Path) -> Iterator[Host
     assert not proc.bad_stdout, "the host wrote something on stdout that is not a valid protocol frame"
 
 
+FIREFOX_ADDON = "direct-sockets@direct-sockets.invalid"
+
+
+@pytest.fixture
+def firefox_host(isolated_env: dict[str, str]) -> Iterator[HostProcess]:
+    """The host as Firefox starts it: the manifest's path and the add-on's ID."""
+    cli(isolated_env, "install", "--browser", "firefox")
+    manifest = Path(isolated_env["HOME"]) / ".mozilla/native-messaging-hosts/direct_sockets.json"
+    proc = HostProcess(manifest, [str(manifest), FIREFOX_ADDON], isolated_env)
+    yield proc
+    proc.kill()
+    assert not proc.bad_stdout, "the host wrote something on stdout that is not a valid protocol frame"
+
+
 @pytest.fixture
 def echo_server() -> Iterator[TcpServer]:
     server = TcpServer(echo)

@@ -15,9 +15,10 @@ from pathlib import Path
 PACKAGE = "direct_sockets"
 HOST = Path(__file__).resolve().parent.parent / "host" / PACKAGE
 
-# The top-level modules every layer may use: the version and names, where files live, and the
+# The top-level modules every layer may use: the version and names, where files live, where the
+# package data is (the extension: the installer packs it, the bulk server serves its frame), and the
 # one atomic document writer. They use nothing of ours but each other.
-LEAVES = {"__init__", "paths", "files"}
+LEAVES = {"__init__", "paths", "files", "resources"}
 
 # Each layer, and the layers it may import besides itself and the leaves.
 MAY_IMPORT: dict[str, set[str]] = {

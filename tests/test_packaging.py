@@ -266,7 +266,7 @@ def test_demo_refuses_a_port_that_is_not_one(flag: str, value: str, isolated_env
 
 
 def test_extension_ids_come_from_the_packaged_extension() -> None:
-    from direct_sockets.install import resources
+    from direct_sockets import resources
 
     assert resources.extension_dir() == (ROOT / "extension")  # editable install: the checkout's own folder
     assert extension_ids().gecko == json.loads((ROOT / "extension/manifest.json").read_text())["browser_specific_settings"]["gecko"]["id"]

@@ -171,7 +171,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_extension_path(args: argparse.Namespace) -> int:
-    from .install import resources
+    from . import resources
 
     print(resources.extension_dir())
     return 0
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         # Before anything else can print: from here on only the protocol reaches the browser.
         _PROTOCOL_FDS.extend(stdio.reserve())
     args = build_parser().parse_args(argv)
-    from .install.resources import ResourceMissing
+    from .resources import ResourceMissing
 
     try:
         return args.func(args)

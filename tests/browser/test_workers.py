@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.browser.harness import Browser, Chromium, ScenarioSite, wait_for
+from tests.browser.test_bulk import paths_of_live_sockets
 from tests.support.servers import TcpServer, hashing_sink, make_source
 
 pytestmark = pytest.mark.browser
@@ -27,6 +28,18 @@ def test_echo_from_a_worker(browser: Browser, echo_server: TcpServer, kind: str)
     assert result["pageGot"] == "and the page"
     if kind != "nested":
         assert result["presence"] == API
+
+
+@pytest.mark.parametrize("browser", ["firefox"], indirect=True)  # the host's frame is Firefox's
+def test_a_worker_whose_page_refuses_the_hosts_frame_takes_its_own_websocket(browser: Browser, echo_server: TcpServer) -> None:
+    """A page whose CSP refuses frames: its worker's socket does not wait out the bulk path's
+    3 s for the host's frame; it takes its own WebSocket (which pauses with its page)."""
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    csp = "frame-src 'none'"
+    result = browser.run("workerEcho", kind="classic", port=echo_server.port, text="framed out", contentSecurityPolicy=csp)
+    assert result["got"] == "framed out" and result["ms"] < 2500, result
+    worker_paths = paths_of_live_sockets(browser, inWorker=True, contentSecurityPolicy=csp)
+    assert worker_paths == ["WebSocket"], worker_paths
 
 
 def test_a_worker_has_the_pages_interfaces(browser: Browser) -> None:
@@ -158,10 +171,8 @@ def test_a_worker_moves_bytes_while_its_page_is_busy(browser: Browser, echo_serv
     so, measured, was its port to the frame (0 and 0.4 MB/s while the page spun); native
     messaging goes through the page's thread in both. No other worker transport moved both ways
     in Firefox 153 (bench/firefox_worker_busy.py, docs/API.md "Bytes while the page is busy")."""
-    if browser.name == "firefox":
-        if page == "public":
-            pytest.skip("Local Network Access is Chromium's: a public page is a loopback page to Firefox")
-        request.applymarker(pytest.mark.xfail(strict=True, reason="Firefox 153 drives a worker's WebSocket from its page's main thread: 0-0.3 MB/s while it spins 3 s (57-97 before); fetch() uploads stall too (0-0.09), only fetch() downloads and ports to a cross-site frame move (bench/firefox_worker_busy.py)"))
+    if browser.name == "firefox" and page == "public":
+        pytest.skip("Local Network Access is Chromium's: a public page is a loopback page to Firefox")
     # On a public page Chromium refuses the worker's own WebSocket (Local Network Access, as the
     # page's): its bytes take its own port to the bulk frame.
     origin = browser.site.public_origin if page == "public" else browser.site.origin

@@ -20,13 +20,15 @@ HEADER = struct.Struct("=I")
 
 
 class HostProcess:
-    def __init__(self, manifest: Path, caller: str, env: dict[str, str], nofile: tuple[int, int] | None = None) -> None:
+    def __init__(self, manifest: Path, caller: str | list[str], env: dict[str, str], nofile: tuple[int, int] | None = None) -> None:
+        """`caller`: what the browser passes, `chrome-extension://ID/` or Firefox's manifest
+        path and add-on ID."""
         def limit() -> None:  # in the child, before the host starts: its descriptor limits
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "direct_sockets", "native-host", "--manifest", str(manifest), caller],
+            [sys.executable, "-m", "direct_sockets", "native-host", "--manifest", str(manifest), *([caller] if isinstance(caller, str) else caller)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
             preexec_fn=limit if nofile is not None else None,
         )

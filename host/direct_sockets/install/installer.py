@@ -29,7 +29,8 @@ from typing import Protocol
 
 from .. import HOST_NAME, paths
 from ..files import write_atomically
-from . import browsers, resources
+from .. import resources
+from . import browsers
 
 # Where `--system` puts the wrappers on Linux and macOS (under Context.root, if one is given).
 SYSTEM_HOST_DIR = Path("/usr/local/lib/direct-sockets")

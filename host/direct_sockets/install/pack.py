@@ -16,7 +16,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from . import resources
+from .. import resources
 
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 

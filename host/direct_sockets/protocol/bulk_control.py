@@ -2,7 +2,8 @@
 what the host sends.
 
 On a socket's bulk WebSocket, binary messages are the socket's bytes and text messages are
-control: first the socket's secret (bare text, `schemas/bulk/secret.json`), then JSON objects
+control: first the socket's secret (bare text, `schemas/bulk/secret.json`; from the host's own
+frame, JSON with the page that embedded it, `schemas/bulk/frame_claim.json`), then JSON objects
 described by `schemas/bulk/in/` (page to host: `read`, `shutdown`, `cancel`) and
 `schemas/bulk/out/` (host to page: `attached`, `ack`, `eof`, `fin_sent`, `closed`, `error`).
 A control message names no socket: the WebSocket speaks for the one its secret named.
@@ -19,11 +20,13 @@ from typing import Any
 
 from .errors import Code, ProtocolError
 from .framing import FrameError, parse_body
-from .validation import check_bulk_inbound
+from .validation import check_bulk_inbound, is_bulk_secret, is_frame_claim
 
 # The most bytes one control message may hold. The page's are under 60; this bounds what a
 # hostile one costs to parse (JSON nesting included) long before the 1 MiB a frame may carry.
 MAX_CONTROL = 1024
+# The most bytes a first message may hold: a secret is 43, a frame's claim under 400.
+MAX_CLAIM = 512
 
 
 def decode_control(text: bytes) -> dict[str, Any]:
@@ -49,6 +52,22 @@ def _checked(text: bytes) -> dict[str, Any]:
     except ProtocolError as exc:
         raise ProtocolError(exc.code, f"bulk path: {exc.detail}") from exc
     return event.body
+
+
+def decode_claim(text: bytes, from_frame: bool) -> tuple[str, str | None] | None:
+    """The first message on a bulk WebSocket: the secret, and the page a frame of the host's
+    claims for (None from any other origin); None if it is not of its form. What is not is
+    never parsed beyond its size (MAX_CLAIM)."""
+    if len(text) > MAX_CLAIM:
+        return None
+    decoded = text.decode("utf-8", "replace")
+    if not from_frame:
+        return (decoded, None) if is_bulk_secret(decoded) else None
+    try:
+        claim = json.loads(decoded)
+    except (ValueError, RecursionError):
+        return None
+    return (claim["secret"], claim["page"]) if is_frame_claim(claim) else None
 
 
 def encode_control(message: dict[str, Any]) -> str:

@@ -99,6 +99,11 @@ def is_bulk_secret(text: str) -> bool:
     return _document_validator("bulk/secret.json").is_valid(text)
 
 
+def is_frame_claim(value: Any) -> bool:
+    """Whether the first message from the host's own bulk frame has its form (bulk/frame_claim.json)."""
+    return _document_validator("bulk/frame_claim.json").is_valid(value)
+
+
 class DocumentInvalid(ValueError):
     """A file (the permission store, the administrator's policy) that is not what its schema says."""
 

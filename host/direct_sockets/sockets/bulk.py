@@ -11,10 +11,11 @@ and this transport know each other only through bulk_link.py: here a socket is a
 `BulkSocket`, and to it a `BulkChannel` (bulk_channel.py) is a `PageLink`.
 
 A secret works once, only within `ATTACH_TIMEOUT`, only for the socket it was made for, and only
-from a WebSocket whose `Origin` may hold it: the socket's own page (its WebSocket) or the
-extension (its bulk frame). Every failed claim (a guess, a replay, a late secret, another
-origin, silence) is closed alike, with 1008 and no reason, at once; why goes to the host log
-only. No message on the WebSocket can open anything.
+from a WebSocket whose `Origin` may hold it: the socket's own page (its WebSocket), the
+extension (its bulk frame, Chromium), or, in Firefox, the host's own frame (bulk_frame.py),
+served to that page alone on a listener of its own, for the page the browser says embedded it. Every failed claim (a guess, a replay, a late secret,
+another origin, silence) is closed alike, with 1008 and no reason, at once; why goes to the
+host log only. No message on the WebSocket can open anything.
 
 Connections that have not claimed a socket are bounded: at most `MAX_UNCLAIMED` at once (the
 oldest is dropped for a new one) and each for at most `CLAIM_TIMEOUT`, so another local process
@@ -29,10 +30,12 @@ import hashlib
 import hmac
 import logging
 import secrets
+import socket
 from typing import Callable
 
 from ..trust.destinations import InvalidDestination, normalize_origin
 from .bulk_channel import CLAIM_TIMEOUT, BulkChannel
+from .bulk_frame import FrameSite
 from .bulk_link import BulkSocket
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,10 @@ ATTACH_TIMEOUT = 10.0  # seconds from `opened` for the WebSocket to attach, and 
 # Connections that have not claimed a socket yet (each for at most CLAIM_TIMEOUT): a page's
 # WebSocket sends its secret the moment it opens, and the page gives up after 3 s anyway.
 MAX_UNCLAIMED = 64
+# Page origins served the host's frame at once (Firefox's), each a listener: past this the one
+# least recently offered closes (its frame's open WebSockets go on; a new socket of that page
+# gets a new listener).
+MAX_FRAME_SITES = 32
 
 
 class BulkServer:
@@ -63,6 +70,10 @@ class BulkServer:
         # The session sets these; until then only a page whose origin is known may claim.
         self.page_origin: Callable[[BulkSocket], str | None] = lambda connection: None
         self.extension_origin: str | None = None
+        self._serves_frame = False  # Firefox's: the host's own frame, for its workers
+        # The listeners that serve it, by the page's origin, least recently offered first.
+        self._frame_sites: collections.OrderedDict[str, tuple[asyncio.Server, FrameSite]] = collections.OrderedDict()
+        self._making_site = asyncio.Lock()  # two sockets of a page offered at once: one listener
 
     async def offer(self, connection: BulkSocket) -> dict[str, str] | None:
         """A secret for this socket's WebSocket; None if the server cannot run."""
@@ -75,7 +86,11 @@ class BulkServer:
         key = _key(token)
         self._offers[key] = (token, connection)
         asyncio.get_running_loop().call_later(ATTACH_TIMEOUT, self._expire, key)
-        return {"url": self.url, "token": token}
+        offer = {"url": self.url, "token": token}
+        site = await self._frame_site(connection)
+        if site is not None:
+            offer["frame"] = site.url
+        return offer
 
     def for_caller(self, browser: str, extension: str) -> None:
         """Who the extension is, as the browser that started the host said (caller.py).
@@ -85,6 +100,41 @@ class BulkServer:
         claims."""
         if browser == "chromium":
             self.extension_origin = extension.rstrip("/")
+        elif browser == "firefox":
+            # Its workers' sockets take the host's own frame instead (bulk_frame.py).
+            self._serves_frame = True
+
+    async def _frame_site(self, connection: BulkSocket) -> FrameSite | None:
+        """The listener serving the host's frame to this socket's page (Firefox's), made when
+        first needed; None where there is none."""
+        page = self.page_origin(connection)
+        if not self._serves_frame or page is None:
+            return None
+        try:
+            key = normalize_origin(page)
+        except InvalidDestination:
+            return None
+        async with self._making_site:
+            return await self._site_for(key, page)
+
+    async def _site_for(self, key: str, page: str) -> FrameSite | None:
+        if key in self._frame_sites:
+            self._frame_sites.move_to_end(key)
+            return self._frame_sites[key][1]
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listening.bind((self._host, 0))
+            site = FrameSite(page, listening.getsockname()[1])
+            server = await asyncio.get_running_loop().create_server(lambda: BulkChannel(self, site), sock=listening)
+        except OSError as exc:
+            listening.close()
+            log.warning("bulk path: no frame for %s: %s", page, exc)
+            return None
+        self._frame_sites[key] = (server, site)
+        while len(self._frame_sites) > MAX_FRAME_SITES:
+            _, (oldest, _) = self._frame_sites.popitem(last=False)
+            oldest.close()
+        return site
 
     def withdraw(self, connection: BulkSocket) -> None:
         for key, (_, offered) in list(self._offers.items()):
@@ -110,32 +160,35 @@ class BulkServer:
             self.url = f"ws://{self._host}:{port}/"
             log.info("bulk path listening on %s", self.url)
 
-    def claim(self, token: str, origin: str | None) -> BulkSocket | None:
-        """The socket `token` was made for, if `origin` may claim it; the offer is then used up.
-        A secret from the wrong origin leaves the offer for the page (and is logged)."""
+    def claim(self, token: str, origin: str | None, page: str | None = None, site: FrameSite | None = None) -> BulkSocket | None:
+        """The socket `token` was made for, if `origin` may claim it (on a frame's listener
+        `site`, for the `page` that embedded the frame); the offer is then used up. A secret
+        from the wrong origin leaves the offer for the page (and is logged)."""
         key = _key(token)
         token_offered, connection = self._offers.get(key, ("", None))
         # Constant-time comparison: the secret must not leak through timing.
         if connection is None or not hmac.compare_digest(token_offered.encode(), token.encode()):
             return None
-        if not self._may_claim(origin, connection):
+        if not self._may_claim(origin, connection, page, site):
             log.warning("bulk path: socket %d's secret came from origin %r, which may not hold it", connection.id, origin)
             return None
         del self._offers[key]
         return connection
 
-    def _may_claim(self, origin: str | None, connection: BulkSocket) -> bool:
+    def _may_claim(self, origin: str | None, connection: BulkSocket, page: str | None, site: FrameSite | None) -> bool:
         if origin is None:  # a browser's WebSocket always has one
             return False
-        if self.extension_origin is not None and origin == self.extension_origin:
+        if site is not None:
+            # On a frame's listener only that frame claims, for the page it was made for, which
+            # embedded it: the socket's page must be that one too (below).
+            if origin not in site.origins or page is None or not _same_origin(page, site.page):
+                return False
+            origin = page
+        elif self.extension_origin is not None and origin == self.extension_origin:
             return True
-        page = self.page_origin(connection)
-        if page is None:
-            return False
-        try:
-            return normalize_origin(origin) == normalize_origin(page)
-        except InvalidDestination:  # "null" (an opaque origin), or nothing like an origin
-            return False
+        owner = self.page_origin(connection)
+        # "null" (an opaque origin), or nothing like an origin, is no page's
+        return owner is not None and _same_origin(origin, owner)
 
     # -- connections that have not claimed a socket -------------------------------------------
 
@@ -156,12 +209,22 @@ class BulkServer:
         self._unclaimed.pop(channel, None)
 
     async def close(self) -> None:
+        for server, _ in self._frame_sites.values():
+            server.close()
+        self._frame_sites.clear()
         for channel in list(self._channels):
             channel.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+
+def _same_origin(one: str, other: str) -> bool:
+    try:
+        return normalize_origin(one) == normalize_origin(other)
+    except InvalidDestination:
+        return False
 
 
 def _key(token: str) -> bytes:

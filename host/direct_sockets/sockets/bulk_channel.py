@@ -13,9 +13,9 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from ..protocol.bulk_control import decode_control, encode_control
+from ..protocol.bulk_control import decode_claim, decode_control, encode_control
 from ..protocol.errors import Code, ProtocolError
-from ..protocol.validation import is_bulk_secret
+from .bulk_frame import FrameSite, is_upgrade, response_for
 from .bulk_link import BulkSocket, ChannelClosed
 
 from websockets.frames import Frame, Opcode
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 10.0  # seconds for the page to answer our close before the connection is cut
 MAX_FRAME = 1024 * 1024  # the most a page's binary frame may carry (its chunks are at most 1 MiB)
 WRITE_LIMIT = 1024 * 1024  # bytes buffered towards the page before a sender waits
-SECRET_MAX = 100  # bytes: a secret is 43 (bulk/secret.json); anything longer is not even decoded
 CLAIM_TIMEOUT = 5.0  # seconds from the TCP connection to the secret
 # Bytes buffered towards a client that does not read (a pong flood, or a sender that ignored
 # `paused`): beyond this the connection is cut, since nothing legitimate gets there.
@@ -45,7 +44,7 @@ class Claims(Protocol):
 
     def lost(self, channel: "BulkChannel") -> None: ...
 
-    def claim(self, token: str, origin: str | None) -> BulkSocket | None: ...
+    def claim(self, token: str, origin: str | None, page: str | None = None, site: FrameSite | None = None) -> BulkSocket | None: ...
 
 
 class BulkChannel(asyncio.Protocol):
@@ -55,8 +54,11 @@ class BulkChannel(asyncio.Protocol):
     no pings are sent: on loopback a dead peer closes the TCP connection.
     """
 
-    def __init__(self, server: Claims) -> None:
+    def __init__(self, server: Claims, site: FrameSite | None = None) -> None:
+        """`site`: the page whose frame this connection's listener serves (bulk_frame.py), or
+        None on the bulk server's own port."""
         self._server = server
+        self._site = site
         self._protocol = ServerProtocol(max_size=MAX_FRAME)
         self._transport: asyncio.Transport | None = None
         self._socket: BulkSocket | None = None  # once the secret was claimed
@@ -185,6 +187,11 @@ class BulkChannel(asyncio.Protocol):
     def _handshake(self, request: Request) -> None:
         # Kept for the claim: refusing here would tell a wrong origin from a wrong secret.
         self._origin = request.headers.get("Origin")
+        if self._site is not None and not is_upgrade(request):
+            # The host's own frame (or a 404): the response ends the connection.
+            self._protocol.send_response(response_for(request, self._site.port))
+            self._flush()
+            return
         response = self._protocol.accept(request)
         if "Server" in response.headers:
             del response.headers["Server"]
@@ -232,8 +239,8 @@ class BulkChannel(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        secret = data.decode("utf-8", "replace") if len(data) < SECRET_MAX else ""
-        connection = self._server.claim(secret, self._origin) if is_bulk_secret(secret) else None
+        claim = decode_claim(data, from_frame=self._site is not None)
+        connection = self._server.claim(claim[0], self._origin, claim[1], self._site) if claim is not None else None
         if connection is None:
             self._refuse("no live offer for that secret from that origin")
             return

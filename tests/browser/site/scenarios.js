@@ -81,12 +81,14 @@ window.scenarios = {
     const info = await socket.opened;
     const writer = info.writable.getWriter();
     const reader = info.readable.getReader();
+    const start = performance.now();
     const got = await writeThenReadBack(writer, reader, text);
+    const ms = performance.now() - start; // from opened to the echo: held while a bulk path attaches
     await writer.close(); // FIN; the echo server answers with its own
     const end = await reader.read();
     await socket.closed;
     return {
-      got, endDone: end.done,
+      got, ms, endDone: end.done,
       remoteAddress: info.remoteAddress, remotePort: info.remotePort,
       localAddress: info.localAddress, localPortValid: info.localPort > 0 && info.localPort < 65536,
       readableIsStream: info.readable instanceof ReadableStream, writableIsStream: info.writable instanceof WritableStream,
@@ -511,7 +513,8 @@ window.scenarios = {
     for (const frame of document.querySelectorAll('iframe')) look('iframe in the DOM', frame.outerHTML);
     for (const entry of performance.getEntries()) look(`performance ${entry.entryType}`, entry.name);
     look('document', document.documentElement.outerHTML);
-    return { opened: !!opened, frames: document.querySelectorAll('iframe').length, seen };
+    const frameSources = [...document.querySelectorAll('iframe')].map((frame) => frame.getAttribute('src'));
+    return { opened: !!opened, frames: frameSources.length, frameSources, seen };
   },
 
   async flood({ port, count }) {
@@ -580,10 +583,16 @@ window.scenarios = {
     return result;
   },
 
-  async hold({ port, echoPort, before = 0 }) {
+  async hold({ port, echoPort, before = 0, inWorker = false }) {
     // Opens a socket, says so, and waits for it to end: for the lifetime tests. First, `before`
     // sockets to `echoPort`, one after another, each echo a line and stay open: a line comes
     // back only once its socket's stream has taken its path (the WebSocket, or native messaging).
+    // `inWorker`: the one socket is a classic worker's, which holds it.
+    if (inWorker) {
+      await ask(opsWorker('classic'), 'holdSocket', { port });
+      await window.report({ ok: true, value: 'opened' });
+      return new Promise(() => {});
+    }
     const earlier = [];
     for (let i = 0; i < before; i++) {
       earlier.push(new TCPSocket('127.0.0.1', echoPort));

@@ -87,6 +87,7 @@
       const { readable, writable } = await socket.opened;
       const writer = writable.getWriter();
       const reader = readable.getReader();
+      const start = performance.now(); // from opened to the echo: held while a bulk path attaches
       await writer.write(enc.encode(text));
       let got = '';
       while (got.length < text.length) {
@@ -94,10 +95,11 @@
         if (done) break;
         got += dec.decode(value, { stream: true });
       }
+      const ms = performance.now() - start;
       await writer.close();
       const end = await reader.read();
       await socket.closed;
-      return { got, endDone: end.done };
+      return { got, ms, endDone: end.done };
     },
 
     async bothWays({ port, size }) {
@@ -148,6 +150,13 @@
       const server = new TCPServerSocket('127.0.0.1');
       const { localPort } = await server.opened;
       return { serverPort: localPort };
+    },
+
+    async holdSocket({ port }) {
+      const socket = new TCPSocket('127.0.0.1', port);
+      await socket.opened;
+      self.held = socket; // kept until the page ends the worker
+      return 'opened';
     },
 
     closeSelf() {

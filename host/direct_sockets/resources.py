@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from .. import HOST_NAME
+from . import HOST_NAME
 
 EXTENSION_PACKAGE = "direct_sockets_extension"
 MANIFESTS_PACKAGE = "direct_sockets_manifests"

@@ -1,0 +1,132 @@
+"""The host's own bulk frame (sockets/bulk_frame.py), through the real host process: served only
+to Firefox, only on the bulk server's own names, and able to claim a socket only for the page
+that embedded it (docs/BULK.md, "The host's frame, for Firefox's workers")."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from urllib.parse import urlsplit
+
+from websockets.sync.client import connect
+
+from direct_sockets.resources import extension_dir
+from tests.support.hostproc import HostProcess
+from tests.support.servers import TcpServer
+from tests.test_bounds import close_of
+from tests.test_bulk import ORIGIN, open_bulk
+from tests.test_host_process import grant
+
+
+def get(url: str, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": host} if host else {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+OTHER = "https://other.example"
+
+
+def test_firefox_gets_the_frame_on_a_port_of_the_pages_own_and_nothing_else(
+    firefox_host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer,
+) -> None:
+    offer = open_bulk(firefox_host, isolated_env, echo_server.port)
+    frame = offer["frame"]
+    port = urlsplit(frame).port
+    # Under the name of another site than the page's (http://127.0.0.1:8000): its own process.
+    assert frame == f"http://localhost:{port}/frame" and port != urlsplit(offer["url"]).port
+    for name in ("127.0.0.1", "localhost"):
+        status, headers, body = get(frame, "/frame", host=f"{name}:{port}")
+        assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+        assert b'<script src="/frame.js"></script>' in body
+        # Its own script only, and only the bulk server to connect to.
+        assert headers["content-security-policy"].startswith(f"default-src 'none'; script-src 'self'; connect-src ws://127.0.0.1:{port};")
+        assert headers["cross-origin-resource-policy"] == "cross-origin" and headers["x-content-type-options"] == "nosniff"
+    status, headers, body = get(frame, "/frame.js")
+    assert status == 200 and headers["content-type"] == "text/javascript; charset=utf-8"
+    assert body == (extension_dir() / "bulk.js").read_bytes()  # one implementation of the frame
+    # Any other path, or the frame under another name (a rebound DNS name, say): nothing.
+    for path, host in (("/", None), ("/bulk.html", None), ("/frame?x", None), ("/frame", f"evil.example:{port}"), ("/frame", "127.0.0.1")):
+        status, _, body = get(frame, path, host=host)
+        assert (status, body) == (404, b"Not Found\n"), (path, host)
+    # The bulk server's own port serves WebSockets only.
+    assert get(offer["url"].replace("ws:", "http:"), "/frame")[0] == 426
+    # The page's next socket gets the same frame; another page's a port of its own, under
+    # 127.0.0.1 (its site is not 127.0.0.1's), so that no page learns a value another shares.
+    assert open_bulk(firefox_host, isolated_env, echo_server.port, sid=2)["frame"] == frame
+    grant(isolated_env, f"127.0.0.1:{echo_server.port}", origin=OTHER)
+    other = open_bulk(firefox_host, isolated_env, echo_server.port, sid=3, origin=OTHER)["frame"]
+    assert other.startswith("http://127.0.0.1:") and urlsplit(other).port not in (port, urlsplit(offer["url"]).port)
+
+
+def test_a_pages_sockets_opened_at_once_share_one_frame(firefox_host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    grant(isolated_env, f"127.0.0.1:{echo_server.port}")
+    firefox_host.hello()
+    for sid in (1, 2, 3):  # before any answer: the first listener is still being made
+        firefox_host.send({"type": "tcp_open", "id": sid, "origin": ORIGIN, "tabId": 1, "frameId": 0, "incognito": False,
+                           "remoteAddress": "127.0.0.1", "remotePort": echo_server.port, "options": {}, "bulk": True})
+    frames = {firefox_host.expect("opened", id=sid)["bulk"]["frame"] for sid in (1, 2, 3)}
+    assert len(frames) == 1, frames
+
+
+def test_chromium_gets_no_frame_from_the_host(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    assert "frame" not in offer
+    status, _, body = get(offer["url"].replace("ws:", "http:"), "/frame")
+    assert status == 426 and b"<script" not in body  # only WebSockets, as before
+
+
+def frame_claim(token: str, page: str) -> str:
+    return json.dumps({"secret": token, "page": page})
+
+
+def test_the_frame_claims_only_for_the_page_that_embedded_it(
+    firefox_host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer,
+) -> None:
+    offer = open_bulk(firefox_host, isolated_env, echo_server.port)
+    grant(isolated_env, f"127.0.0.1:{echo_server.port}", origin=OTHER)
+    others = open_bulk(firefox_host, isolated_env, echo_server.port, sid=2, origin=OTHER)
+    url, token = offer["url"], offer["token"]
+    port = urlsplit(offer["frame"]).port
+    ws_url = f"ws://127.0.0.1:{port}/"
+    frame = f"http://localhost:{port}"
+    other_port = urlsplit(others["frame"]).port
+    attempts = {
+        "for another page": (ws_url, frame, frame_claim(token, OTHER)),
+        "for no page that parses": (ws_url, frame, frame_claim(token, "null")),
+        "for the frame itself": (ws_url, frame, frame_claim(token, frame)),
+        "the bare secret from the frame": (ws_url, frame, token),
+        "a claim with more in it": (ws_url, frame, json.dumps({"secret": token, "page": ORIGIN, "also": 1})),
+        "a claim from a frame of another port": (ws_url, f"http://localhost:{port + 1}", frame_claim(token, ORIGIN)),
+        "a claim from the page's own origin": (ws_url, ORIGIN, frame_claim(token, ORIGIN)),
+        "the bare secret from the page's own origin, on the frame's port": (ws_url, ORIGIN, token),
+        "a claim too long to read": (ws_url, frame, frame_claim(token, ORIGIN + "/" * 600)),
+        "a claim on the bulk server's own port": (url, frame, frame_claim(token, ORIGIN)),
+        # Another page's frame, embedded by that page, with this page's secret: its listener
+        # is that page's, and so is what it claims for.
+        "another page's frame, for that page": (f"ws://127.0.0.1:{other_port}/", f"http://127.0.0.1:{other_port}", frame_claim(token, OTHER)),
+        "another page's frame, for this page": (f"ws://127.0.0.1:{other_port}/", f"http://127.0.0.1:{other_port}", frame_claim(token, ORIGIN)),
+    }
+    for what, (where, origin, first) in attempts.items():
+        code, reason, took = close_of(where, origin, first)
+        assert (code, reason) == (1008, ""), what  # refused like any failed claim
+        assert took < 3, what
+    # None of that used the offer up: the frame's claim for the socket's own page attaches.
+    with connect(ws_url, origin=f"http://127.0.0.1:{port}") as ws:  # type: ignore[arg-type]
+        ws.send(frame_claim(token, ORIGIN))
+        assert json.loads(ws.recv(timeout=10)) == {"type": "attached", "id": 1}
+        ws.send(json.dumps({"type": "read", "bytes": 16}))
+        ws.send(b"through a frame")
+        assert json.loads(ws.recv(timeout=10))["type"] == "ack"
+        assert ws.recv(timeout=10) == b"through a frame"
+
+
+def test_chromium_takes_no_claim_from_a_frame_origin(host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
+    offer = open_bulk(host, isolated_env, echo_server.port)
+    port = urlsplit(offer["url"]).port
+    assert close_of(offer["url"], f"http://localhost:{port}", frame_claim(offer["token"], ORIGIN))[:2] == (1008, "")
