@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, Protocol
 
 from ..protocol.bulk_control import decode_claim, decode_control, encode_control
@@ -78,6 +79,11 @@ class BulkChannel(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # a TCP server's: a Transport
         self._transport.set_write_buffer_limits(high=WRITE_LIMIT)
+        # Small messages (a read's credit, an ack, a short echo) go at once, whatever listener
+        # accepted us: Nagle would hold one behind the last for a delayed ACK (40 ms on Linux).
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._server.connected(self)
 
     def data_received(self, data: bytes) -> None:
