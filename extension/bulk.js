@@ -107,7 +107,10 @@ function serve(port, embedder) {
     if (!message || typeof message !== 'object' || typeof message.sid !== 'number') return;
     const { sid } = message;
     if (message.op === 'attach') {
-      if (typeof message.url === 'string' && typeof message.token === 'string') attach(sid, message.url, message.token);
+      // The host's frame serves only a socket whose offer names it: after the host started
+      // again, this frame's port may be anyone's.
+      if (hostFrame && message.frame !== location.href) toPage({ op: 'bulk_failed', sid, reason: 'unconfirmed' });
+      else if (typeof message.url === 'string' && typeof message.token === 'string') attach(sid, message.url, message.token);
       return;
     }
     const channel = channels.get(sid);

@@ -51,6 +51,7 @@
   const setAttribute = worker ? null : Element.prototype.setAttribute;
   const getDocumentElement = worker ? null : ObjectCtor.getOwnPropertyDescriptor(Document.prototype, 'documentElement').get;
   const getContentWindow = worker ? null : ObjectCtor.getOwnPropertyDescriptor(HTMLIFrameElement.prototype, 'contentWindow').get;
+  const elementRemove = worker ? null : Element.prototype.remove;
   const windowPost = globalThis.postMessage;
   const getOrigin = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'origin').get;
   const getPort = ObjectCtor.getOwnPropertyDescriptor(URLCtor.prototype, 'port').get;
@@ -415,9 +416,10 @@
     }
     if (message.op === 'config') {
       if (worker) limits = checkedLimits(message.limits);
-      bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
-      bulkDirectFirst = message.bulkDirectFirst === true;
       hostFrame = message.bulkHostFrame === true;
+      // (The host's frame is the one each socket's offer names: useHostFrame keeps it.)
+      if (!hostFrame) bulkFrameUrl = typeof message.bulkFrame === 'string' ? message.bulkFrame : null;
+      bulkDirectFirst = message.bulkDirectFirst === true;
       const size = message.bulkMessageSize;
       if (NumberCtor.isSafeInteger(size) && size >= 16 * KiB && size <= 16 * MiB) bulkMessageSize = size;
       forwardConfig(); // to our workers, which never learn the frame's URL
@@ -469,6 +471,8 @@
   /** The frame's window and origin once loaded: more ports to it, one per worker. */
   let frameWindow = null;
   let frameWindowOrigin = '';
+  /** The page's frame element, so that a superseded host's frame can be taken out. */
+  let frameElement = null;
 
   // After the current task: a message to ourselves on a private channel (no timer clamping).
   const taskChannel = new MessageChannelCtor();
@@ -496,7 +500,7 @@
    * the socket's offer named it.
    */
   function whenFrameReady(then, failed, hostFrameUrl) {
-    if (!worker && hostFrame) useHostFrame(hostFrameUrl);
+    if (hostFrame) useHostFrame(hostFrameUrl);
     if (frameState === 'ready') return then();
     if (frameState === 'failed' || bulkFrameUrl === null) return failed();
     apply(arrayPush, frameWaiters, [{ then, failed }]);
@@ -504,7 +508,12 @@
     frameState = 'loading';
     if (worker) {
       // A worker's own port to the page's frame, so its bytes never wait for the page's thread.
+      const asked = bulkFrameUrl;
       newFramePort((framed) => {
+        if (bulkFrameUrl !== asked) {
+          if (framed) apply(portClose, framed, []); // for a frame since superseded
+          return undefined;
+        }
         if (!framed) return frameSettled(false);
         framePort = framed;
         framePort.onmessage = (event) => fromFrame(event.data);
@@ -515,7 +524,8 @@
     const root = apply(getDocumentElement, document, []);
     if (!root) return frameSettled(false);
     // The host's frame says it is ready in time, or never will: its page's CSP refused it.
-    const notReady = () => { if (frameState === 'loading') frameSettled(false); };
+    const url = bulkFrameUrl;
+    const notReady = () => { if (frameState === 'loading' && bulkFrameUrl === url) frameSettled(false); };
     if (hostFrame) setTimer(notReady, FRAME_READY_MS);
     const frame = apply(createElement, document, ['iframe']);
     // A CSP that refuses it, or a host that is gone, fires `error` at the frame (Firefox; a
@@ -529,7 +539,7 @@
     apply(addListener, frame, ['load', () => {
       const bulkChannel = new MessageChannelCtor();
       const target = apply(getContentWindow, frame, []);
-      if (!target) return;
+      if (!target || bulkFrameUrl !== url) return; // superseded while it loaded
       frameWindow = target;
       frameWindowOrigin = frameOrigin;
       framePort = bulkChannel.port1;
@@ -539,6 +549,7 @@
       if (hostFrame) setTimer(notReady, FRAME_ANSWER_MS);
     }, { once: true }]);
     apply(appendChild, root, [frame]);
+    frameElement = frame;
     return undefined;
   }
 
@@ -624,24 +635,32 @@
 
   /**
    * The host's frame at `frameUrl`, from a socket's offer: only `http://localhost:PORT/frame` or
-   * `http://127.0.0.1:PORT/frame`, nothing else is embedded. A new URL (the host started again)
-   * gets a new frame.
+   * `http://127.0.0.1:PORT/frame`, nothing else is embedded. Only the frame the offer names is
+   * ever used: one from before (a host since restarted, a listener since closed) is dropped, as
+   * its port may now be anyone's. (In a worker the URL names the port to ask the page for.)
    */
   function useHostFrame(frameUrl) {
     let url;
     try {
       url = new URLCtor(frameUrl);
     } catch {
-      return;
+      url = null;
     }
-    const name = apply(getHostname, url, []);
-    if (apply(getHref, url, []) !== frameUrl || apply(getProtocol, url, []) !== 'http:' || (name !== 'localhost' && name !== '127.0.0.1')
-      || !apply(getPort, url, []) || apply(getPathname, url, []) !== '/frame') return;
-    if (frameUrl === bulkFrameUrl) return;
-    bulkFrameUrl = frameUrl;
+    const name = url && apply(getHostname, url, []);
+    const valid = url !== null && apply(getHref, url, []) === frameUrl && apply(getProtocol, url, []) === 'http:'
+      && (name === 'localhost' || name === '127.0.0.1') && !!apply(getPort, url, []) && apply(getPathname, url, []) === '/frame';
+    const wanted = valid ? frameUrl : null;
+    if (wanted === bulkFrameUrl) return;
+    if (framePort) apply(portClose, framePort, []);
+    if (frameElement) apply(elementRemove, frameElement, []);
+    bulkFrameUrl = wanted;
     frameState = 'none';
     framePort = null;
     frameWindow = null;
+    frameElement = null;
+    const waiting = frameWaiters; // they asked for the frame that is gone
+    frameWaiters = [];
+    for (const waiter of waiting) waiter.failed();
   }
 
   function fromFrame(message) {
@@ -949,7 +968,7 @@
 
     tryFrame(offer, next) {
       if (!this.tryWay()) return;
-      whenFrameReady(() => framePost({ op: 'attach', sid: this.sid, url: offer.url, token: offer.token }), next, offer.frame);
+      whenFrameReady(() => framePost({ op: 'attach', sid: this.sid, url: offer.url, token: offer.token, frame: offer.frame }), next, offer.frame);
     }
 
     bulkAttached(via, ws) {

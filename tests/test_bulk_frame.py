@@ -11,9 +11,11 @@ import socket
 from typing import cast
 from urllib.parse import urlsplit
 
+import pytest
 from websockets.sync.client import connect
 
 from direct_sockets.resources import extension_dir
+from direct_sockets.sockets import bulk
 from direct_sockets.sockets.bulk import BulkServer
 from direct_sockets.sockets.bulk_link import BulkSocket
 from tests.support.hostproc import HostProcess
@@ -23,11 +25,18 @@ from tests.test_bulk import ORIGIN, open_bulk
 from tests.test_host_process import grant
 
 
-def get(url: str, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+# What Firefox sends when a page embeds the frame, and when the frame loads its script.
+AS_FRAME = {"Sec-Fetch-Dest": "iframe", "Sec-Fetch-Site": "cross-site"}
+AS_ITS_SCRIPT = {"Sec-Fetch-Dest": "script", "Sec-Fetch-Site": "same-origin"}
+
+
+def get(url: str, path: str, host: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    if headers is None:
+        headers = AS_ITS_SCRIPT if path.startswith("/frame.js") else AS_FRAME
     try:
-        connection.request("GET", path, headers={"Host": host} if host else {})
+        connection.request("GET", path, headers={**headers, **({"Host": host} if host else {})})
         response = connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
@@ -55,18 +64,28 @@ def test_firefox_gets_the_frame_on_a_port_of_the_pages_own_and_nothing_else(
     status, headers, body = get(frame, "/frame.js")
     assert status == 200 and headers["content-type"] == "text/javascript; charset=utf-8"
     assert body == (extension_dir() / "bulk.js").read_bytes()  # one implementation of the frame
-    # Any other path, or the frame under another name (a rebound DNS name, say): nothing.
-    for path, host in (("/", None), ("/bulk.html", None), ("/frame?x", None), ("/frame", f"evil.example:{port}"), ("/frame", "127.0.0.1")):
-        status, _, body = get(frame, path, host=host)
-        assert (status, body) == (404, b"Not Found\n"), (path, host)
+    # Any other path, the frame under another name (a rebound DNS name, say), or either asked
+    # for as something else (another page loading the script, to find the listeners): nothing.
+    for path, host, headers in (
+        ("/", None, None), ("/bulk.html", None, None), ("/frame?x", None, None), ("/frame", f"evil.example:{port}", None),
+        ("/frame", "127.0.0.1", None), ("/frame", None, {}), ("/frame", None, AS_ITS_SCRIPT), ("/frame.js", None, {}),
+        ("/frame.js", None, {"Sec-Fetch-Dest": "script", "Sec-Fetch-Site": "cross-site"}), ("/frame.js", None, AS_FRAME),
+    ):
+        status, _, body = get(frame, path, host=host, headers=headers)
+        assert (status, body) == (404, b"Not Found\n"), (path, host, headers)
     # The bulk server's own port serves WebSockets only.
     assert get(offer["url"].replace("ws:", "http:"), "/frame")[0] == 426
-    # The page's next socket gets the same frame; another page's a port of its own, under
-    # 127.0.0.1 (its site is not 127.0.0.1's), so that no page learns a value another shares.
+    # The page's next socket in its tab gets the same frame. Another page, or the same page in
+    # another tab (or a private window: test_each_tab_and_private_window_has_its_own_listener),
+    # gets a port of its own (under 127.0.0.1 for a page
+    # whose site is not 127.0.0.1's), so that the frame shows no value two of them share.
     assert open_bulk(firefox_host, isolated_env, echo_server.port, sid=2)["frame"] == frame
     grant(isolated_env, f"127.0.0.1:{echo_server.port}", origin=OTHER)
     other = open_bulk(firefox_host, isolated_env, echo_server.port, sid=3, origin=OTHER)["frame"]
-    assert other.startswith("http://127.0.0.1:") and urlsplit(other).port not in (port, urlsplit(offer["url"]).port)
+    assert other.startswith("http://127.0.0.1:")
+    other_tab = open_bulk(firefox_host, isolated_env, echo_server.port, sid=4, tabId=2)["frame"]
+    ports = [urlsplit(u).port for u in (offer["url"], frame, other, other_tab)]
+    assert len(set(ports)) == 4, ports
 
 
 def test_a_pages_sockets_opened_at_once_share_one_frame(firefox_host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer) -> None:
@@ -164,3 +183,91 @@ def test_every_bulk_connection_sends_small_messages_at_once() -> None:
         return found
 
     assert all(asyncio.run(run())), "a bulk connection without TCP_NODELAY"
+
+
+def test_malformed_requests_to_a_frame_listener_end_only_their_connection(
+    firefox_host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer,
+) -> None:
+    """What no browser sends (a header twice, two requests in one, an origin that does not
+    parse): the connection ends, the host goes on, and the offer stays the page's."""
+    offer = open_bulk(firefox_host, isolated_env, echo_server.port)
+    port = urlsplit(offer["frame"]).port
+    frame_get = f"GET /frame HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Dest: iframe\r\n"
+    for raw in (
+        (frame_get + f"Host: localhost:{port}\r\n\r\n").encode(),
+        (frame_get + "Sec-Fetch-Dest: iframe\r\n\r\n").encode(),
+        (frame_get + "\r\n" + frame_get + "\r\n").encode(),  # pipelined: one answer
+        (frame_get + "\r\nX").encode(),
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(raw)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+            assert answer.count(b"HTTP/1.1 ") <= 1, answer[:200]
+    # A claim whose page is not an origin at all (an unclosed bracket): refused like any other.
+    assert close_of(f"ws://127.0.0.1:{port}/", f"http://localhost:{port}", frame_claim(offer["token"], "http://[::1"))[:2] == (1008, "")
+    assert b"Traceback" not in bytes(firefox_host.stderr), bytes(firefox_host.stderr).decode()[-3000:]
+    with connect(f"ws://127.0.0.1:{port}/", origin=f"http://localhost:{port}") as ws:  # type: ignore[arg-type]
+        ws.send(frame_claim(offer["token"], ORIGIN))
+        assert json.loads(ws.recv(timeout=10)) == {"type": "attached", "id": 1}
+
+
+def test_only_an_idle_frame_listener_gives_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the cap, the least recently offered listener with no open WebSocket closes; one a
+    frame's WebSocket came through never does, and with none idle no frame is offered."""
+    monkeypatch.setattr(bulk, "MAX_FRAME_SITES", 2)
+
+    async def run() -> None:
+        server = BulkServer()
+        server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
+        pages = {}
+        server.page_origin = lambda connection: pages[id(connection)]
+
+        async def offered(page: str) -> dict[str, str]:
+            connection = cast(BulkSocket, object())
+            pages[id(connection)] = page
+            offer = await server.offer(connection)
+            assert offer is not None
+            return offer
+
+        first = (await offered("https://one.example"))["frame"]
+        busy = urlsplit(first).port
+        reader, writer = await asyncio.open_connection("127.0.0.1", busy)  # a frame's WebSocket, say
+        await asyncio.sleep(0.1)
+        second = (await offered("https://two.example"))["frame"]
+        third = await offered("https://three.example")  # two.example's listener gives way
+        assert "frame" in third and urlsplit(third["frame"]).port not in (busy, urlsplit(second).port)
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", urlsplit(second).port)
+        assert (await offered("https://one.example"))["frame"] == first  # kept: in use
+        reader2, writer2 = await asyncio.open_connection("127.0.0.1", urlsplit(third["frame"]).port)
+        await asyncio.sleep(0.1)
+        assert "frame" not in await offered("https://four.example")  # none idle: no frame
+        for w in (writer, writer2):
+            w.close()
+        await server.close()
+
+    asyncio.run(run())
+
+
+def test_each_tab_and_private_window_has_its_own_listener() -> None:
+    async def run() -> None:
+        server = BulkServer()
+        server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
+        contexts: dict[int, tuple[object, ...]] = {}
+        server.page_origin = lambda connection: ORIGIN
+        server.page_context = lambda connection: contexts[id(connection)]
+
+        async def frame_for(tab: int, private: bool) -> str:
+            connection = cast(BulkSocket, object())
+            contexts[id(connection)] = (tab, private)
+            offer = await server.offer(connection)
+            assert offer is not None
+            return offer["frame"]
+
+        frames = [await frame_for(1, False), await frame_for(1, True), await frame_for(2, False), await frame_for(1, False)]
+        assert len(set(frames[:3])) == 3 and frames[3] == frames[0], frames
+        await server.close()
+
+    asyncio.run(run())

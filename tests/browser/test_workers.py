@@ -42,6 +42,24 @@ def test_a_worker_whose_page_refuses_the_hosts_frame_takes_its_own_websocket(bro
     assert worker_paths == ["WebSocket"], worker_paths
 
 
+@pytest.mark.parametrize("browser", ["firefox"], indirect=True)  # the host's frame is Firefox's
+def test_after_the_host_restarts_a_worker_never_uses_the_old_frames_port(browser: Browser, echo_server: TcpServer) -> None:
+    """The host's frame connects to the port it came from. When the host ends, that port is
+    free for any local process: a worker's next socket must take the frame its own offer names,
+    and the old frame goes (bulk.js also refuses a socket whose offer names another frame)."""
+    browser.grant(f"127.0.0.1:{echo_server.port}")
+    inbox = browser.start("workerAcrossHostRestart", port=echo_server.port)
+    first = inbox.get(timeout=60)
+    assert first["ok"] and first["value"]["first"] == "before", first
+    [old] = first["value"]["frames"]
+    browser.restart_host()
+    browser.site.signal(browser.last_token)
+    result = inbox.get(timeout=60)
+    assert result["ok"], result
+    assert result["value"]["second"] == "after"
+    assert len(result["value"]["frames"]) == 1 and result["value"]["frames"][0] != old, (old, result)
+
+
 def test_a_worker_has_the_pages_interfaces(browser: Browser) -> None:
     shape = browser.run("workerShape")
     assert shape["inWorker"] == shape["onPage"]

@@ -100,6 +100,7 @@ async def serve(
     session = Session(output.send, store, policy, certificates=ServerCertificates(paths.server_certificates_dir()))
     # Who may claim a socket's WebSocket: its own page, or the extension that started us.
     session.bulk.page_origin = lambda connection: session.requesters.get(connection.id, {}).get("origin")
+    session.bulk.page_context = lambda connection: tuple(session.requesters.get(connection.id, {}).get(key) for key in ("tabId", "incognito"))
     if who is not None:
         session.bulk.for_caller(who.browser, who.extension)
     decoder = FrameDecoder()

@@ -46,10 +46,10 @@ ATTACH_TIMEOUT = 10.0  # seconds from `opened` for the WebSocket to attach, and 
 # Connections that have not claimed a socket yet (each for at most CLAIM_TIMEOUT): a page's
 # WebSocket sends its secret the moment it opens, and the page gives up after 3 s anyway.
 MAX_UNCLAIMED = 64
-# Page origins served the host's frame at once (Firefox's), each a listener: past this the one
-# least recently offered closes (its frame's open WebSockets go on; a new socket of that page
-# gets a new listener).
-MAX_FRAME_SITES = 32
+# Listeners serving the host's frame at once (Firefox's), one per page origin and tab: past this
+# the least recently offered one with no open WebSocket closes (a later socket of its page gets a
+# new one, and the page a new frame), and if every one has some, no frame is offered.
+MAX_FRAME_SITES = 64
 
 
 class BulkServer:
@@ -70,9 +70,12 @@ class BulkServer:
         # The session sets these; until then only a page whose origin is known may claim.
         self.page_origin: Callable[[BulkSocket], str | None] = lambda connection: None
         self.extension_origin: str | None = None
+        # The browsing context a socket's page is in (its tab, and whether it is private): each
+        # gets a frame listener of its own, so that no two share the port the frame shows.
+        self.page_context: Callable[[BulkSocket], tuple[object, ...]] = lambda connection: ()
         self._serves_frame = False  # Firefox's: the host's own frame, for its workers
         # The listeners that serve it, by the page's origin, least recently offered first.
-        self._frame_sites: collections.OrderedDict[str, tuple[asyncio.Server, FrameSite]] = collections.OrderedDict()
+        self._frame_sites: collections.OrderedDict[tuple[object, ...], tuple[asyncio.Server, FrameSite]] = collections.OrderedDict()
         self._making_site = asyncio.Lock()  # two sockets of a page offered at once: one listener
 
     async def offer(self, connection: BulkSocket) -> dict[str, str] | None:
@@ -105,22 +108,25 @@ class BulkServer:
             self._serves_frame = True
 
     async def _frame_site(self, connection: BulkSocket) -> FrameSite | None:
-        """The listener serving the host's frame to this socket's page (Firefox's), made when
-        first needed; None where there is none."""
+        """The listener serving the host's frame to this socket's page in its tab (Firefox's),
+        made when first needed; None where there is none."""
         page = self.page_origin(connection)
         if not self._serves_frame or page is None:
             return None
         try:
-            key = normalize_origin(page)
+            key = (normalize_origin(page), *self.page_context(connection))
         except InvalidDestination:
             return None
         async with self._making_site:
             return await self._site_for(key, page)
 
-    async def _site_for(self, key: str, page: str) -> FrameSite | None:
+    async def _site_for(self, key: tuple[object, ...], page: str) -> FrameSite | None:
         if key in self._frame_sites:
             self._frame_sites.move_to_end(key)
             return self._frame_sites[key][1]
+        if len(self._frame_sites) >= MAX_FRAME_SITES and not self._close_an_idle_site():
+            log.warning("bulk path: %d frame listeners all in use; no frame for %s", MAX_FRAME_SITES, page)
+            return None
         # IPPROTO_TCP named: asyncio sets TCP_NODELAY on what it accepts only from a socket that
         # says so (without it, Nagle held each small message for a delayed ACK: 44 ms a round trip).
         listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -133,10 +139,19 @@ class BulkServer:
             log.warning("bulk path: no frame for %s: %s", page, exc)
             return None
         self._frame_sites[key] = (server, site)
-        while len(self._frame_sites) > MAX_FRAME_SITES:
-            _, (oldest, _) = self._frame_sites.popitem(last=False)
-            oldest.close()
         return site
+
+    def _close_an_idle_site(self) -> bool:
+        """Closes the least recently offered listener that no open WebSocket came through (its
+        port is then free for anyone: the page's API embeds only the frame a socket's own offer
+        names, so no later socket goes there)."""
+        in_use = {channel.site for channel in self._channels}
+        for key, (server, site) in self._frame_sites.items():
+            if site not in in_use:
+                del self._frame_sites[key]
+                server.close()
+                return True
+        return False
 
     def withdraw(self, connection: BulkSocket) -> None:
         for key, (_, offered) in list(self._offers.items()):

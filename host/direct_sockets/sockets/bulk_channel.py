@@ -19,6 +19,7 @@ from ..protocol.errors import Code, ProtocolError
 from .bulk_frame import FrameSite, is_upgrade, response_for
 from .bulk_link import BulkSocket, ChannelClosed
 
+from websockets.datastructures import MultipleValuesError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -70,6 +71,7 @@ class BulkChannel(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._lost = False
         self._origin: str | None = None  # the handshake's `Origin` header, if it had one
+        self._answered = False  # a plain HTTP request was answered: whatever follows is ignored
         loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(CLAIM_TIMEOUT, self._no_secret)
         self._close_timer: asyncio.TimerHandle | None = None
@@ -87,12 +89,15 @@ class BulkChannel(asyncio.Protocol):
         self._server.connected(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._answered:  # a second, pipelined request: one answer per connection
+            return
         self._protocol.receive_data(data)
         self._after_receiving()
 
     def eof_received(self) -> bool | None:
-        self._protocol.receive_eof()
-        self._after_receiving()
+        if not self._answered:
+            self._protocol.receive_eof()
+            self._after_receiving()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -112,6 +117,11 @@ class BulkChannel(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         self._wake_senders()
+
+    @property
+    def site(self) -> FrameSite | None:
+        """The page whose frame's listener accepted this connection, if one did."""
+        return self._site
 
     # -- for the socket -----------------------------------------------------------------------
 
@@ -185,17 +195,28 @@ class BulkChannel(asyncio.Protocol):
         if self._protocol.close_expected() and self._close_timer is None and not self._lost:
             self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
         for event in events:
+            if self._answered:  # a plain request was answered: what came with it is ignored
+                break
             if isinstance(event, Request):
                 self._handshake(event)
             elif isinstance(event, Frame):
                 self._frame(event)
 
     def _handshake(self, request: Request) -> None:
-        # Kept for the claim: refusing here would tell a wrong origin from a wrong secret.
-        self._origin = request.headers.get("Origin")
-        if self._site is not None and not is_upgrade(request):
-            # The host's own frame (or a 404): the response ends the connection.
-            self._protocol.send_response(response_for(request, self._site.port))
+        try:
+            # Kept for the claim: refusing here would tell a wrong origin from a wrong secret.
+            self._origin = request.headers.get("Origin")
+            # The host's own frame (or a 404) to a plain request: the response ends the connection.
+            plain = response_for(request, self._site.port) if self._site is not None and not is_upgrade(request) else None
+        except MultipleValuesError:  # no browser sends a header twice
+            self.drop("a request that names a header twice")
+            return
+        if plain is not None:
+            self._answered = True
+            if self._protocol.eof_sent:  # bytes came after the request, and the protocol gave up
+                self.drop("more than one plain request")
+                return
+            self._protocol.send_response(plain)
             self._flush()
             return
         response = self._protocol.accept(request)

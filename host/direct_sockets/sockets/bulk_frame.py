@@ -83,7 +83,11 @@ def response_for(request: Request, port: int) -> Response:
     """The answer to a plain HTTP request on the bulk port: the frame, its script, or 404."""
     hosts = {f"{name}:{port}" for name in LOOPBACK_NAMES}
     script = _script()
-    if request.headers.get("Host") not in hosts or request.path not in (FRAME_PATH, SCRIPT_PATH) or script is None:
+    # What asks for it, as the browser says (Fetch Metadata, which a page cannot set): the frame
+    # only as a frame, its script only for the frame itself. Another page that loads the script
+    # from each loopback port in turn, to find the listeners, is answered as for any other path.
+    wanted = {FRAME_PATH: ("iframe", None), SCRIPT_PATH: ("script", "same-origin")}.get(request.path)
+    if wanted is None or request.headers.get("Host") not in hosts or script is None or not _fetched_as(request, *wanted):
         return _response(404, "Not Found", "text/plain; charset=utf-8", b"Not Found\n")
     if request.path == SCRIPT_PATH:
         return _response(200, "OK", "text/javascript; charset=utf-8", script)
@@ -91,6 +95,11 @@ def response_for(request: Request, port: int) -> Response:
         # Its own script only; it connects to the bulk server alone.
         f"default-src 'none'; script-src 'self'; connect-src ws://127.0.0.1:{port}; base-uri 'none'; form-action 'none'"
     ))
+
+
+def _fetched_as(request: Request, destination: str, site: str | None) -> bool:
+    headers = request.headers
+    return headers.get("Sec-Fetch-Dest") == destination and (site is None or headers.get("Sec-Fetch-Site") == site)
 
 
 def _response(status: int, reason: str, content_type: str, body: bytes, csp: str | None = None) -> Response:

@@ -22,12 +22,16 @@ def normalize_origin(text: str) -> str:
     text = text.strip()
     if text == "null" or "://" not in text:
         raise InvalidDestination(f"not a tuple origin: {text!r}")
-    parts = urlsplit(text)
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+    except ValueError as exc:  # "http://[::1", an unclosed bracket
+        raise InvalidDestination(f"not an origin: {text!r}") from exc
+    if parts.scheme not in DEFAULT_PORTS or not hostname:
         raise InvalidDestination(f"origin must be http or https with a host: {text!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
         raise InvalidDestination(f"an origin has no path, query or credentials: {text!r}")
-    host = normalize_host(parts.hostname)
+    host = normalize_host(hostname)
     if ":" in host:
         host = f"[{host}]"
     try:

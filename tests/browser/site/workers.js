@@ -66,6 +66,20 @@ Object.assign(window.scenarios, {
     }
   },
 
+  async workerAcrossHostRestart({ port }) {
+    // A worker echoes, the page says which frames it holds, then waits while the test ends the
+    // host; then the worker echoes again on a new socket, and the page says its frames again.
+    const token = new URLSearchParams(location.search).get('token');
+    const frames = () => [...document.querySelectorAll('iframe')].map((frame) => frame.getAttribute('src'));
+    const worker = opsWorker('classic');
+    const first = await ask(worker, 'echo', { port, text: 'before' });
+    await window.report({ ok: true, value: { first: first.got, frames: frames() } });
+    await fetch(`/wait?token=${token}`);
+    const second = await ask(worker, 'echo', { port, text: 'after' });
+    worker.terminate();
+    return { second: second.got, frames: frames() };
+  },
+
   async echoRate({ port, size, where }) {
     // A rough comparison (docs/BULK.md): `size` bytes echoed from the page or from a worker.
     if (where === 'page') {
