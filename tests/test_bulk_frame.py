@@ -213,39 +213,48 @@ def test_malformed_requests_to_a_frame_listener_end_only_their_connection(
         assert json.loads(ws.recv(timeout=10)) == {"type": "attached", "id": 1}
 
 
-def test_only_an_idle_frame_listener_gives_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past the cap, the least recently offered listener with no open WebSocket closes; one a
-    frame's WebSocket came through never does, and with none idle no frame is offered."""
+def test_a_frame_listener_lives_while_its_sockets_or_connections_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame's listener closes once no socket it was offered for lives and no connection
+    through it is open (the host holds no descriptor for a tab that is gone); past the cap, no
+    frame is offered rather than one closed under a page that may still use it."""
     monkeypatch.setattr(bulk, "MAX_FRAME_SITES", 2)
+
+    async def refused(port: int) -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return True
+        writer.close()
+        return False
 
     async def run() -> None:
         server = BulkServer()
         server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
-        pages = {}
+        pages: dict[int, str] = {}
         server.page_origin = lambda connection: pages[id(connection)]
 
-        async def offered(page: str) -> dict[str, str]:
-            connection = cast(BulkSocket, object())
+        async def offered(page: str) -> tuple[object, dict[str, str]]:
+            connection = cast(BulkSocket, type("Socket", (), {})())
             pages[id(connection)] = page
             offer = await server.offer(connection)
             assert offer is not None
-            return offer
+            return connection, offer
 
-        first = (await offered("https://one.example"))["frame"]
-        busy = urlsplit(first).port
-        reader, writer = await asyncio.open_connection("127.0.0.1", busy)  # a frame's WebSocket, say
+        one, first = await offered("https://one.example")
+        two, second = await offered("https://two.example")
+        _, third = await offered("https://three.example")
+        assert "frame" not in third  # both in use: no frame, none closed
+        one_port, two_port = urlsplit(first["frame"]).port, urlsplit(second["frame"]).port
+        _, writer = await asyncio.open_connection("127.0.0.1", one_port)  # a frame's WebSocket, say
         await asyncio.sleep(0.1)
-        second = (await offered("https://two.example"))["frame"]
-        third = await offered("https://three.example")  # two.example's listener gives way
-        assert "frame" in third and urlsplit(third["frame"]).port not in (busy, urlsplit(second).port)
-        with pytest.raises(OSError):
-            await asyncio.open_connection("127.0.0.1", urlsplit(second).port)
-        assert (await offered("https://one.example"))["frame"] == first  # kept: in use
-        reader2, writer2 = await asyncio.open_connection("127.0.0.1", urlsplit(third["frame"]).port)
+        server.withdraw(one)  # its socket ended, its connection is still open: kept
+        server.withdraw(two)  # its socket ended, nothing through it: closed
+        assert await refused(two_port) and not await refused(one_port)
+        writer.close()
         await asyncio.sleep(0.1)
-        assert "frame" not in await offered("https://four.example")  # none idle: no frame
-        for w in (writer, writer2):
-            w.close()
+        assert await refused(one_port)  # the connection went too: closed
+        _, fourth = await offered("https://four.example")
+        assert "frame" in fourth
         await server.close()
 
     asyncio.run(run())

@@ -46,9 +46,9 @@ ATTACH_TIMEOUT = 10.0  # seconds from `opened` for the WebSocket to attach, and 
 # Connections that have not claimed a socket yet (each for at most CLAIM_TIMEOUT): a page's
 # WebSocket sends its secret the moment it opens, and the page gives up after 3 s anyway.
 MAX_UNCLAIMED = 64
-# Listeners serving the host's frame at once (Firefox's), one per page origin and tab: past this
-# the least recently offered one with no open WebSocket closes (a later socket of its page gets a
-# new one, and the page a new frame), and if every one has some, no frame is offered.
+# Listeners serving the host's frame at once (Firefox's), one per page origin, tab and private
+# state, each open while a socket it was offered for lives or a connection through it is open:
+# past this many, no frame is offered (the worker takes its own WebSocket).
 MAX_FRAME_SITES = 64
 
 
@@ -77,6 +77,7 @@ class BulkServer:
         # The listeners that serve it, by the page's origin, least recently offered first.
         self._frame_sites: collections.OrderedDict[tuple[object, ...], tuple[asyncio.Server, FrameSite]] = collections.OrderedDict()
         self._making_site = asyncio.Lock()  # two sockets of a page offered at once: one listener
+        self._site_of: dict[BulkSocket, tuple[object, ...]] = {}  # a socket offered a frame: its listener's key
 
     async def offer(self, connection: BulkSocket) -> dict[str, str] | None:
         """A secret for this socket's WebSocket; None if the server cannot run."""
@@ -118,14 +119,17 @@ class BulkServer:
         except InvalidDestination:
             return None
         async with self._making_site:
-            return await self._site_for(key, page)
+            site = await self._site_for(key, page)
+        if site is not None:
+            self._site_of[connection] = key
+        return site
 
     async def _site_for(self, key: tuple[object, ...], page: str) -> FrameSite | None:
         if key in self._frame_sites:
             self._frame_sites.move_to_end(key)
             return self._frame_sites[key][1]
-        if len(self._frame_sites) >= MAX_FRAME_SITES and not self._close_an_idle_site():
-            log.warning("bulk path: %d frame listeners all in use; no frame for %s", MAX_FRAME_SITES, page)
+        if len(self._frame_sites) >= MAX_FRAME_SITES:
+            log.warning("bulk path: %d frame listeners in use; no frame for %s", MAX_FRAME_SITES, page)
             return None
         # IPPROTO_TCP named: asyncio sets TCP_NODELAY on what it accepts only from a socket that
         # says so (without it, Nagle held each small message for a delayed ACK: 44 ms a round trip).
@@ -141,22 +145,23 @@ class BulkServer:
         self._frame_sites[key] = (server, site)
         return site
 
-    def _close_an_idle_site(self) -> bool:
-        """Closes the least recently offered listener that no open WebSocket came through (its
-        port is then free for anyone: the page's API embeds only the frame a socket's own offer
-        names, so no later socket goes there)."""
-        in_use = {channel.site for channel in self._channels}
-        for key, (server, site) in self._frame_sites.items():
-            if site not in in_use:
-                del self._frame_sites[key]
-                server.close()
-                return True
-        return False
+    def _close_if_unused(self, key: tuple[object, ...]) -> None:
+        """Closes a frame's listener once no socket it was offered for lives and no connection
+        through it is open. Its port is then free for anyone: the page's API embeds only the
+        frame a socket's own offer names, so no later socket goes there."""
+        entry = self._frame_sites.get(key)
+        if entry is None or key in self._site_of.values() or any(c.site is entry[1] for c in self._channels):
+            return
+        del self._frame_sites[key]
+        entry[0].close()
 
     def withdraw(self, connection: BulkSocket) -> None:
         for key, (_, offered) in list(self._offers.items()):
             if offered is connection:
                 del self._offers[key]
+        site_key = self._site_of.pop(connection, None)
+        if site_key is not None:
+            self._close_if_unused(site_key)
 
     def _expire(self, key: bytes) -> None:
         _, connection = self._offers.pop(key, (None, None))
@@ -224,6 +229,10 @@ class BulkServer:
     def lost(self, channel: BulkChannel) -> None:
         self._channels.discard(channel)
         self._unclaimed.pop(channel, None)
+        if channel.site is not None:
+            for key, (_, site) in list(self._frame_sites.items()):
+                if site is channel.site:
+                    self._close_if_unused(key)
 
     async def close(self) -> None:
         for server, _ in self._frame_sites.values():
