@@ -205,6 +205,16 @@ def test_malformed_requests_to_a_frame_listener_end_only_their_connection(
             while chunk := client.recv(65536):
                 answer += chunk
             assert answer.count(b"HTTP/1.1 ") <= 1, answer[:200]
+    # Two requests in one on the bulk server's own port, and two failed upgrades on the frame's.
+    main_port = urlsplit(offer["url"]).port
+    upgrade = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    for to, raw in ((main_port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2), (port, (upgrade * 2).encode())):
+        with socket.create_connection(("127.0.0.1", to), timeout=10) as client:
+            client.sendall(raw)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+            assert answer.count(b"HTTP/1.1 ") <= 1, answer[:200]
     # A claim whose page is not an origin at all (an unclosed bracket): refused like any other.
     assert close_of(f"ws://127.0.0.1:{port}/", f"http://localhost:{port}", frame_claim(offer["token"], "http://[::1"))[:2] == (1008, "")
     assert b"Traceback" not in bytes(firefox_host.stderr), bytes(firefox_host.stderr).decode()[-3000:]
@@ -213,11 +223,14 @@ def test_malformed_requests_to_a_frame_listener_end_only_their_connection(
         assert json.loads(ws.recv(timeout=10)) == {"type": "attached", "id": 1}
 
 
-def test_a_frame_listener_lives_while_its_sockets_or_connections_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A frame's listener closes once no socket it was offered for lives and no connection
-    through it is open (the host holds no descriptor for a tab that is gone); past the cap, no
-    frame is offered rather than one closed under a page that may still use it."""
-    monkeypatch.setattr(bulk, "MAX_FRAME_SITES", 2)
+def test_a_frame_listener_lives_exactly_as_long_as_a_socket_it_was_offered_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame's listener stays while a socket it was offered for lives, claimed or not (an
+    offer may wait for a busy page), and closes when the last one ends (the host holds nothing
+    for a tab that is gone); connections through it do not keep it (anyone could hold one).
+    Past the cap, in all or for one origin, no frame is offered rather than one closed under a
+    page that may still use it."""
+    monkeypatch.setattr(bulk, "MAX_FRAME_SITES", 3)
+    monkeypatch.setattr(bulk, "MAX_FRAME_SITES_PER_ORIGIN", 2)
 
     async def refused(port: int) -> bool:
         try:
@@ -230,30 +243,36 @@ def test_a_frame_listener_lives_while_its_sockets_or_connections_do(monkeypatch:
     async def run() -> None:
         server = BulkServer()
         server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
-        pages: dict[int, str] = {}
-        server.page_origin = lambda connection: pages[id(connection)]
+        pages: dict[int, tuple[str, int]] = {}
+        server.page_origin = lambda connection: pages[id(connection)][0]
+        server.page_context = lambda connection: (pages[id(connection)][1], False)
 
-        async def offered(page: str) -> tuple[object, dict[str, str]]:
+        async def offered(page: str, tab: int) -> tuple[BulkSocket, dict[str, str]]:
             connection = cast(BulkSocket, type("Socket", (), {})())
-            pages[id(connection)] = page
+            pages[id(connection)] = (page, tab)
             offer = await server.offer(connection)
             assert offer is not None
             return connection, offer
 
-        one, first = await offered("https://one.example")
-        two, second = await offered("https://two.example")
-        _, third = await offered("https://three.example")
-        assert "frame" not in third  # both in use: no frame, none closed
+        one, first = await offered("https://one.example", 1)
+        one_again, again = await offered("https://one.example", 1)
+        assert again["frame"] == first["frame"]
+        _, second_tab = await offered("https://one.example", 2)
+        _, third_tab = await offered("https://one.example", 3)
+        assert "frame" in second_tab and "frame" not in third_tab  # its second tab is its last
+        two, second = await offered("https://two.example", 1)
+        _, third = await offered("https://three.example", 1)
+        assert "frame" not in third  # three in use: no frame, none closed
         one_port, two_port = urlsplit(first["frame"]).port, urlsplit(second["frame"]).port
-        _, writer = await asyncio.open_connection("127.0.0.1", one_port)  # a frame's WebSocket, say
+        _, writer = await asyncio.open_connection("127.0.0.1", two_port)  # held by anyone
         await asyncio.sleep(0.1)
-        server.withdraw(one)  # its socket ended, its connection is still open: kept
-        server.withdraw(two)  # its socket ended, nothing through it: closed
-        assert await refused(two_port) and not await refused(one_port)
+        server.withdraw(one)
+        assert not await refused(one_port)  # its other socket's offer still names it
+        server.withdraw(one_again)
+        server.withdraw(two)
+        assert await refused(one_port) and await refused(two_port)
         writer.close()
-        await asyncio.sleep(0.1)
-        assert await refused(one_port)  # the connection went too: closed
-        _, fourth = await offered("https://four.example")
+        _, fourth = await offered("https://four.example", 1)
         assert "frame" in fourth
         await server.close()
 

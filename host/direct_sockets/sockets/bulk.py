@@ -47,9 +47,10 @@ ATTACH_TIMEOUT = 10.0  # seconds from `opened` for the WebSocket to attach, and 
 # WebSocket sends its secret the moment it opens, and the page gives up after 3 s anyway.
 MAX_UNCLAIMED = 64
 # Listeners serving the host's frame at once (Firefox's), one per page origin, tab and private
-# state, each open while a socket it was offered for lives or a connection through it is open:
-# past this many, no frame is offered (the worker takes its own WebSocket).
+# state, each open while a socket it was offered for lives: past this many in all, or the second
+# many for one origin (its tabs), no frame is offered (the worker takes its own WebSocket).
 MAX_FRAME_SITES = 64
+MAX_FRAME_SITES_PER_ORIGIN = 8
 
 
 class BulkServer:
@@ -128,8 +129,9 @@ class BulkServer:
         if key in self._frame_sites:
             self._frame_sites.move_to_end(key)
             return self._frame_sites[key][1]
-        if len(self._frame_sites) >= MAX_FRAME_SITES:
-            log.warning("bulk path: %d frame listeners in use; no frame for %s", MAX_FRAME_SITES, page)
+        same_origin = sum(1 for other in self._frame_sites if other[0] == key[0])
+        if len(self._frame_sites) >= MAX_FRAME_SITES or same_origin >= MAX_FRAME_SITES_PER_ORIGIN:
+            log.warning("bulk path: frame listeners in use (%d, %d for %s): no frame", len(self._frame_sites), same_origin, page)
             return None
         # IPPROTO_TCP named: asyncio sets TCP_NODELAY on what it accepts only from a socket that
         # says so (without it, Nagle held each small message for a delayed ACK: 44 ms a round trip).
@@ -146,11 +148,13 @@ class BulkServer:
         return site
 
     def _close_if_unused(self, key: tuple[object, ...]) -> None:
-        """Closes a frame's listener once no socket it was offered for lives and no connection
-        through it is open. Its port is then free for anyone: the page's API embeds only the
-        frame a socket's own offer names, so no later socket goes there."""
+        """Closes a frame's listener once no socket it was offered for lives (offered, attached
+        or not: an offer may wait for its page). Its port is then free for anyone: the page's
+        API embeds only the frame a socket's own offer names, so no later socket goes there.
+        Connections through it do not count: anyone could hold one, to keep it open; they live
+        on without it."""
         entry = self._frame_sites.get(key)
-        if entry is None or key in self._site_of.values() or any(c.site is entry[1] for c in self._channels):
+        if entry is None or key in self._site_of.values():
             return
         del self._frame_sites[key]
         entry[0].close()
@@ -229,10 +233,6 @@ class BulkServer:
     def lost(self, channel: BulkChannel) -> None:
         self._channels.discard(channel)
         self._unclaimed.pop(channel, None)
-        if channel.site is not None:
-            for key, (_, site) in list(self._frame_sites.items()):
-                if site is channel.site:
-                    self._close_if_unused(key)
 
     async def close(self) -> None:
         for server, _ in self._frame_sites.values():

@@ -203,6 +203,10 @@ class BulkChannel(asyncio.Protocol):
                 self._frame(event)
 
     def _handshake(self, request: Request) -> None:
+        if self._protocol.eof_sent:  # bytes came after the request, and the protocol gave up on them
+            self._answered = True
+            self.drop("more than one request")
+            return
         try:
             # Kept for the claim: refusing here would tell a wrong origin from a wrong secret.
             self._origin = request.headers.get("Origin")
@@ -211,17 +215,11 @@ class BulkChannel(asyncio.Protocol):
         except MultipleValuesError:  # no browser sends a header twice
             self.drop("a request that names a header twice")
             return
-        if plain is not None:
-            self._answered = True
-            if self._protocol.eof_sent:  # bytes came after the request, and the protocol gave up
-                self.drop("more than one plain request")
-                return
-            self._protocol.send_response(plain)
-            self._flush()
-            return
-        response = self._protocol.accept(request)
+        response = plain if plain is not None else self._protocol.accept(request)
         if "Server" in response.headers:
             del response.headers["Server"]
+        # Anything but a WebSocket's answer ends the connection: what follows it is not read.
+        self._answered = response.status_code != 101
         self._protocol.send_response(response)
         self._flush()
 
