@@ -185,6 +185,16 @@ def test_every_bulk_connection_sends_small_messages_at_once() -> None:
     assert all(asyncio.run(run())), "a bulk connection without TCP_NODELAY"
 
 
+def answers_to(port: int, raw: bytes) -> bytes:
+    """Everything a bulk listener sends back to `raw`, until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(raw)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        return answer
+
+
 def test_malformed_requests_to_a_frame_listener_end_only_their_connection(
     firefox_host: HostProcess, isolated_env: dict[str, str], echo_server: TcpServer,
 ) -> None:
@@ -193,28 +203,17 @@ def test_malformed_requests_to_a_frame_listener_end_only_their_connection(
     offer = open_bulk(firefox_host, isolated_env, echo_server.port)
     port = urlsplit(offer["frame"]).port
     frame_get = f"GET /frame HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Dest: iframe\r\n"
-    for raw in (
-        (frame_get + f"Host: localhost:{port}\r\n\r\n").encode(),
-        (frame_get + "Sec-Fetch-Dest: iframe\r\n\r\n").encode(),
-        (frame_get + "\r\n" + frame_get + "\r\n").encode(),  # pipelined: one answer
-        (frame_get + "\r\nX").encode(),
-    ):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(raw)
-            answer = b""
-            while chunk := client.recv(65536):
-                answer += chunk
-            assert answer.count(b"HTTP/1.1 ") <= 1, answer[:200]
-    # Two requests in one on the bulk server's own port, and two failed upgrades on the frame's.
     main_port = urlsplit(offer["url"]).port
     upgrade = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    for to, raw in ((main_port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2), (port, (upgrade * 2).encode())):
-        with socket.create_connection(("127.0.0.1", to), timeout=10) as client:
-            client.sendall(raw)
-            answer = b""
-            while chunk := client.recv(65536):
-                answer += chunk
-            assert answer.count(b"HTTP/1.1 ") <= 1, answer[:200]
+    for to, raw in (
+        (port, (frame_get + f"Host: localhost:{port}\r\n\r\n").encode()),
+        (port, (frame_get + "Sec-Fetch-Dest: iframe\r\n\r\n").encode()),
+        (port, (frame_get + "\r\n" + frame_get + "\r\n").encode()),  # pipelined: one answer
+        (port, (frame_get + "\r\nX").encode()),
+        (port, (upgrade * 2).encode()),  # two failed upgrades on the frame's port
+        (main_port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2),  # and on the bulk server's own
+    ):
+        assert answers_to(to, raw).count(b"HTTP/1.1 ") <= 1, raw
     # A claim whose page is not an origin at all (an unclosed bracket): refused like any other.
     assert close_of(f"ws://127.0.0.1:{port}/", f"http://localhost:{port}", frame_claim(offer["token"], "http://[::1"))[:2] == (1008, "")
     assert b"Traceback" not in bytes(firefox_host.stderr), bytes(firefox_host.stderr).decode()[-3000:]
