@@ -1735,12 +1735,13 @@
     if (callback) callback(framed || null);
   }
 
-  /** What a worker learns: of the bulk path, never the frame's URL, only whether there is one,
-   * nor to try its own WebSocket where ours was refused (the same process, the same delays);
-   * the host's limits, as they came here. */
+  /** What a worker learns: of the bulk path, never the extension frame's URL, only whether
+   * there is one (the host's frame it learns from each socket's offer), nor to try its own
+   * WebSocket where ours was refused (the same process, the same delays); the host's limits,
+   * as they came here. */
   function workerConfig() {
     return {
-      bulkFrame: bulkFrameUrl === null && !hostFrame ? null : 'frame', bulkHostFrame: hostFrame,
+      bulkFrame: bulkFrameUrl !== null && !hostFrame ? 'frame' : null, bulkHostFrame: hostFrame,
       bulkDirectFirst: bulkDirectFirst && !directRefused, bulkMessageSize, limits,
     };
   }

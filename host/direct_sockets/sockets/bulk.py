@@ -13,9 +13,10 @@ and this transport know each other only through bulk_link.py: here a socket is a
 A secret works once, only within `ATTACH_TIMEOUT`, only for the socket it was made for, and only
 from a WebSocket whose `Origin` may hold it: the socket's own page (its WebSocket), the
 extension (its bulk frame, Chromium), or, in Firefox, the host's own frame (bulk_frame.py),
-served to that page alone on a listener of its own, for the page the browser says embedded it. Every failed claim (a guess, a replay, a late secret,
-another origin, silence) is closed alike, with 1008 and no reason, at once; why goes to the
-host log only. No message on the WebSocket can open anything.
+served to that page alone on a listener of its own, claiming for the page the browser says
+embedded it. Every failed claim (a guess, a replay, a late secret, another origin, silence) is
+closed alike, with 1008 and no reason, at once; why goes to the host log only. No message on
+the WebSocket can open anything.
 
 Connections that have not claimed a socket are bounded: at most `MAX_UNCLAIMED` at once (the
 oldest is dropped for a new one) and each for at most `CLAIM_TIMEOUT`, so another local process
@@ -75,8 +76,8 @@ class BulkServer:
         # gets a frame listener of its own, so that no two share the port the frame shows.
         self.page_context: Callable[[BulkSocket], tuple[object, ...]] = lambda connection: ()
         self._serves_frame = False  # Firefox's: the host's own frame, for its workers
-        # The listeners that serve it, by the page's origin, least recently offered first.
-        self._frame_sites: collections.OrderedDict[tuple[object, ...], tuple[asyncio.Server, FrameSite]] = collections.OrderedDict()
+        # The listeners that serve it, by (the page's origin, *page_context).
+        self._frame_sites: dict[tuple[object, ...], tuple[asyncio.Server, FrameSite]] = {}
         self._making_site = asyncio.Lock()  # two sockets of a page offered at once: one listener
         self._site_of: dict[BulkSocket, tuple[object, ...]] = {}  # a socket offered a frame: its listener's key
 
@@ -100,9 +101,9 @@ class BulkServer:
     def for_caller(self, browser: str, extension: str) -> None:
         """Who the extension is, as the browser that started the host said (caller.py).
         Chromium's bulk frame sends its `chrome-extension://ID` origin, which the host knows.
-        Firefox has no bulk frame (its `moz-extension://UUID` would name the install to pages,
-        and the host could not know the UUID anyway): there only the page's own WebSocket
-        claims."""
+        Firefox has no extension bulk frame (its `moz-extension://UUID` would name the install
+        to pages, and the host could not know the UUID anyway): there the host serves a frame
+        of its own (bulk_frame.py), which its workers' sockets take."""
         if browser == "chromium":
             self.extension_origin = extension.rstrip("/")
         elif browser == "firefox":
@@ -127,7 +128,6 @@ class BulkServer:
 
     async def _site_for(self, key: tuple[object, ...], page: str) -> FrameSite | None:
         if key in self._frame_sites:
-            self._frame_sites.move_to_end(key)
             return self._frame_sites[key][1]
         same_origin = sum(1 for other in self._frame_sites if other[0] == key[0])
         if len(self._frame_sites) >= MAX_FRAME_SITES or same_origin >= MAX_FRAME_SITES_PER_ORIGIN:

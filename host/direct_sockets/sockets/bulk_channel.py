@@ -118,11 +118,6 @@ class BulkChannel(asyncio.Protocol):
         self._paused = False
         self._wake_senders()
 
-    @property
-    def site(self) -> FrameSite | None:
-        """The page whose frame's listener accepted this connection, if one did."""
-        return self._site
-
     # -- for the socket -----------------------------------------------------------------------
 
     @property
