@@ -351,30 +351,60 @@ def process_table() -> dict[int, tuple[int, int]]:
 
 def family_seconds(table: dict[int, tuple[int, int]], root: int, exclude: set[int] = frozenset()) -> float:  # type: ignore[assignment]
     """CPU seconds of a process and its descendants, leaving out the subtrees of `exclude`."""
+    return sum(family_by_role(table, root, exclude).values())
+
+
+BROWSER_ROLES = ("page", "extension", "network", "rest")
+
+
+def process_role(pid: int) -> str:
+    """What a browser's process does, from its command line: a web page's renderer (`page`),
+    the extension's (`extension`: its frames and background), the network service
+    (`network`: Chromium's; Firefox's socket process, where it has one), or anything else."""
+    try:
+        # Chromium's zygote children rewrite their title: one string, arguments split by spaces.
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split()
+    except OSError:
+        return "rest"
+    if "--type=renderer" in args:
+        return "extension" if "--extension-process" in args else "page"
+    if any(a.startswith("--utility-sub-type=network.") for a in args):
+        return "network"
+    if "-contentproc" in args:  # Firefox: its process type is the last argument
+        return {"tab": "page", "extension": "extension", "socket": "network"}.get(args[-1], "rest")
+    return "rest"
+
+
+def family_by_role(table: dict[int, tuple[int, int]], root: int, exclude: set[int] = frozenset()) -> dict[str, float]:  # type: ignore[assignment]
+    """CPU seconds of a process and its descendants by `process_role`, leaving out the
+    subtrees of `exclude`."""
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
-    ticks, stack = 0, [root]
+    ticks, stack = dict.fromkeys(BROWSER_ROLES, 0), [root]
     while stack:
         pid = stack.pop()
         if pid in exclude or pid not in table:
             continue
-        ticks += table[pid][1]
+        ticks[process_role(pid)] += table[pid][1]
         stack.extend(children.get(pid, []))
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return {role: t / os.sysconf("SC_CLK_TCK") for role, t in ticks.items()}
 
 
-def cpu_per_gib(kind: str, base: Path, site: Site, params: dict[str, Any], way: str, echo_pid: int, websockify_pid: int) -> dict[str, float]:
-    """One way of echoing alone: CPU seconds per GiB echoed, for the browser (all its processes),
-    the relay (our host, or websockify with the child it forks per connection) and the echo
-    server, counted from /proc around the measured echo (the browser starting is not in it)."""
-    with bench_page(kind, base, site, {**params, "mode": "cpu", "way": way}, first="ready", first_timeout=600) as (browser, token):
+def cpu_per_gib(kind: str, base: Path, site: Site, params: dict[str, Any], way: str, echo_pid: int, websockify_pid: int,
+                public: bool = False) -> dict[str, Any]:
+    """One way of echoing alone: CPU seconds per GiB echoed, for the browser (all its processes,
+    and `roles`: the same by `process_role`), the relay (our host, or websockify with the child
+    it forks per connection) and the echo server, counted from /proc around the measured echo
+    (the browser starting is not in it). On the public page (`public`), ours takes the bulk frame."""
+    with bench_page(kind, base, site, {**params, "mode": "cpu", "way": way}, first="ready", first_timeout=600,
+                    public=public) as (browser, token):
 
         def count() -> dict[str, float]:
             table, hosts = process_table(), set(browser.host_pids())
             relay = sum(family_seconds(table, pid) for pid in hosts) if way == "ours" else family_seconds(table, websockify_pid)
-            return {"browser": family_seconds(table, browser.root_pid(), exclude=hosts), "relay": relay,
-                    "echoServer": family_seconds(table, echo_pid)}
+            roles = family_by_role(table, browser.root_pid(), exclude=hosts)
+            return {**{f"role:{r}": v for r, v in roles.items()}, "relay": relay, "echoServer": family_seconds(table, echo_pid)}
 
         before = count()
         site.signal(token).set()
@@ -384,7 +414,10 @@ def cpu_per_gib(kind: str, base: Path, site: Site, params: dict[str, Any], way: 
         raise RuntimeError(f"{kind}: {result.get('error')}")
     gib = params["total"] / (1 << 30)
     spent = {name: (after[name] - before[name]) / gib for name in before}
-    return {"MBs": result["value"], **spent, "total": sum(spent.values())}
+    roles = {name.split(":", 1)[1]: spent.pop(name) for name in list(spent) if name.startswith("role:")}
+    browser_total = sum(roles.values())
+    return {"MBs": result["value"], "browser": browser_total, "roles": roles, **spent,
+            "total": browser_total + spent["relay"] + spent["echoServer"]}
 
 
 # -- the machine's floor: raw loopback TCP from Python ---------------------------------------
@@ -574,13 +607,22 @@ def table(results: dict[str, Any]) -> str:
         chunk_kib, mib = results["config"]["cpuChunk"] // 1024, results["config"]["cpuMiB"]
         lines.append(f"Where the CPU goes: seconds of CPU per GiB echoed ({mib} MiB in {chunk_kib} KiB writes, each way alone;"
                      f" {os.cpu_count()} cores for every process)")
-        lines.append(f"{'':>20} | {'MB/s':>5} | {'browser':>7} | {'relay':>5} | {'echo server':>11} | {'total':>5}")
+        lines.append("  (browser: its processes by role; Firefox networks in its parent process, counted under rest)")
+        lines.append(f"{'':>26} | {'MB/s':>5} | {'browser':>7} ({'page':>5} | {'extension':>9} | {'network':>7} | {'rest':>5})"
+                     f" | {'relay':>5} | {'echo server':>11} | {'total':>5}")
         for b, ways in results["cpu"].items():
             for way, c in ways.items():
-                lines.append(f"{b + ' ' + way:>20} | {c['MBs']:>5.0f} | {c['browser']:>7.2f} | {c['relay']:>5.2f} | {c['echoServer']:>11.2f} | {c['total']:>5.2f}")
+                r = c.get("roles", {})
+                roles = " | ".join(f"{r.get(role, float('nan')):>{width}.2f}" for role, width in zip(BROWSER_ROLES, (5, 9, 7, 5)))
+                lines.append(f"{b + ' ' + way:>26} | {c['MBs']:>5.0f} | {c['browser']:>7.2f} ({roles})"
+                             f" | {c['relay']:>5.2f} | {c['echoServer']:>11.2f} | {c['total']:>5.2f}")
             ws = ways["websockify"]
-            lines.append(f"{'':>20}   {b}: the chain without websockify's share costs {ws['total'] - ws['relay']:.2f} s/GiB; a relay costing"
+            lines.append(f"{'':>26}   {b}: the chain without websockify's share costs {ws['total'] - ws['relay']:.2f} s/GiB; a relay costing"
                          f" nothing would be at most {ws['total'] / (ws['total'] - ws['relay']):.2f}x websockify where the cores are the limit")
+            public = ways.get("ours, public page")
+            if public:
+                lines.append(f"{'':>26}   {b}: on the public page the extension's renderer, a process websockify's page does not cross,"
+                             f" costs {public['roles']['extension']:.2f} s/GiB; the whole chain {public['total']:.2f} against websockify's {ws['total']:.2f}")
     if results.get("hostOnly"):
         lines.extend(host_rows(results))
     lines.append("")
@@ -719,6 +761,10 @@ def main() -> int:
                     kind, work / f"{kind}-cpu-{way}{attempt}", site, cpu_params, way, echo_proc.pid, websockify_proc.pid))
                 for way in ("ours", "websockify")
             }
+            if kind == "chromium":
+                # Where the public page's extra process hop costs: the bulk frame's renderer.
+                results["cpu"][kind]["ours, public page"] = twice(f"{kind} CPU public page", lambda attempt: cpu_per_gib(
+                    kind, work / f"{kind}-cpu-public{attempt}", site, cpu_params, "ours", echo_proc.pid, websockify_proc.pid, public=True))
             print(f"{kind}: memory under a push ...", file=sys.stderr)
             results["memory"][kind] = twice(f"{kind} memory", lambda attempt: memory_under_push(
                 kind, work / f"{kind}-push{attempt}", site, config["pushMiB"] * MiB, seconds=3 if args.quick else 8))
