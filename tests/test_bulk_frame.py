@@ -120,6 +120,9 @@ def test_the_frame_claims_only_for_the_page_that_embedded_it(
     ws_url = f"ws://127.0.0.1:{port}/"
     frame = f"http://localhost:{port}"
     other_port = urlsplit(others["frame"]).port
+    # The same page in another tab has a listener of its own; this socket's offer named not it.
+    other_tab_port = urlsplit(open_bulk(firefox_host, isolated_env, echo_server.port, sid=3, tabId=2)["frame"]).port
+    assert other_tab_port != port
     attempts = {
         "for another page": (ws_url, frame, frame_claim(token, OTHER)),
         "for no page that parses": (ws_url, frame, frame_claim(token, "null")),
@@ -135,6 +138,7 @@ def test_the_frame_claims_only_for_the_page_that_embedded_it(
         # is that page's, and so is what it claims for.
         "another page's frame, for that page": (f"ws://127.0.0.1:{other_port}/", f"http://127.0.0.1:{other_port}", frame_claim(token, OTHER)),
         "another page's frame, for this page": (f"ws://127.0.0.1:{other_port}/", f"http://127.0.0.1:{other_port}", frame_claim(token, ORIGIN)),
+        "this page's frame in another tab": (f"ws://127.0.0.1:{other_tab_port}/", f"http://localhost:{other_tab_port}", frame_claim(token, ORIGIN)),
     }
     for what, (where, origin, first) in attempts.items():
         code, reason, took = close_of(where, origin, first)
@@ -295,6 +299,84 @@ def test_each_tab_and_private_window_has_its_own_listener() -> None:
 
         frames = [await frame_for(1, False), await frame_for(1, True), await frame_for(2, False), await frame_for(1, False)]
         assert len(set(frames[:3])) == 3 and frames[3] == frames[0], frames
+        await server.close()
+
+    asyncio.run(run())
+
+
+def test_a_frame_claims_only_a_socket_its_own_listener_was_offered_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim names the listener it came through: a socket offered another listener (another
+    tab's, a private window's), or none (past the cap), is not claimed through this one, nor
+    through a listener that merely has the same page and port as its own once had."""
+    monkeypatch.setattr(bulk, "MAX_FRAME_SITES_PER_ORIGIN", 3)
+
+    async def run() -> None:
+        server = BulkServer()
+        server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
+        contexts: dict[int, tuple[object, ...]] = {}
+        server.page_origin = lambda connection: ORIGIN
+        server.page_context = lambda connection: contexts[id(connection)]
+
+        async def offered(tab: int, private: bool) -> tuple[BulkSocket, dict[str, str]]:
+            connection = cast(BulkSocket, type("Socket", (), {"id": tab})())
+            contexts[id(connection)] = (tab, private)
+            offer = await server.offer(connection)
+            assert offer is not None
+            return connection, offer
+
+        mine, my_offer = await offered(1, False)
+        private, private_offer = await offered(1, True)
+        other_tab, other_offer = await offered(2, False)
+        none, none_offer = await offered(3, False)  # past the cap of 3 for this origin
+        assert "frame" not in none_offer
+        sites = {urlsplit(site.url).port: site for _, site in server._frame_sites.values()}
+        mine_site = sites[urlsplit(my_offer["frame"]).port]
+        frame_origin = next(iter(mine_site.origins))
+        for what, token in (("a private window's", private_offer["token"]), ("another tab's", other_offer["token"]),
+                            ("one offered no frame", none_offer["token"])):
+            assert server.claim(token, frame_origin, ORIGIN, mine_site) is None, what
+        look_alike = bulk.FrameSite(mine_site.page, mine_site.port)
+        assert server.claim(my_offer["token"], frame_origin, ORIGIN, look_alike) is None
+        assert server.claim(my_offer["token"], frame_origin, ORIGIN, mine_site) is mine
+        await server.close()
+
+    asyncio.run(run())
+
+
+def test_a_socket_gone_while_its_listener_is_made_leaves_no_listener() -> None:
+    """The page releases a socket while the host makes its frame's listener: whenever that
+    happens, no listener is left behind (nothing would ever close it, and the caps would not
+    count it)."""
+    import os
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def run() -> None:
+        server = BulkServer()
+        server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
+        server.page_origin = lambda connection: ORIGIN
+        server.page_context = lambda connection: (1, False)
+        await server.offer(cast(BulkSocket, type("Socket", (), {})()))  # the bulk server itself, started
+        [key] = server._frame_sites
+        server.withdraw(next(iter(server._site_of)))
+        assert key not in server._frame_sites
+        await asyncio.sleep(0.05)
+        before = descriptors()
+        for turns in range(12):  # cancelled after each number of the loop's turns in turn
+            connection = cast(BulkSocket, type("Socket", (), {})())
+            task = asyncio.ensure_future(server.offer(connection))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            server.withdraw(connection)  # what the session does with a socket that ends
+            assert server._frame_sites == {} and server._site_of == {}, turns
+        await asyncio.sleep(0.05)
+        assert descriptors() == before
         await server.close()
 
     asyncio.run(run())

@@ -121,7 +121,11 @@ class BulkServer:
         except InvalidDestination:
             return None
         async with self._making_site:
-            site = await self._site_for(key, page)
+            try:
+                site = await self._site_for(key, page)
+            except asyncio.CancelledError:  # the socket went while its listener was made
+                self._close_if_unused(key)
+                raise
         if site is not None:
             self._site_of[connection] = key
         return site
@@ -133,18 +137,21 @@ class BulkServer:
         if len(self._frame_sites) >= MAX_FRAME_SITES or same_origin >= MAX_FRAME_SITES_PER_ORIGIN:
             log.warning("bulk path: frame listeners in use (%d, %d for %s): no frame", len(self._frame_sites), same_origin, page)
             return None
-        # IPPROTO_TCP named: asyncio sets TCP_NODELAY on what it accepts only from a socket that
-        # says so (without it, Nagle held each small message for a delayed ACK: 44 ms a round trip).
-        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        # Bound first: each connection's channel is made knowing the site, which names the port.
+        # (TCP_NODELAY is set on every accepted connection, BulkChannel.connection_made.)
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listening.bind((self._host, 0))
             site = FrameSite(page, listening.getsockname()[1])
-            server = await asyncio.get_running_loop().create_server(lambda: BulkChannel(self, site), sock=listening)
+            # Not serving yet: made without a pause, so it is recorded (and closed with its
+            # sockets) before anything can cancel us.
+            server = await asyncio.get_running_loop().create_server(lambda: BulkChannel(self, site), sock=listening, start_serving=False)
         except OSError as exc:
             listening.close()
             log.warning("bulk path: no frame for %s: %s", page, exc)
             return None
         self._frame_sites[key] = (server, site)
+        await server.start_serving()
         return site
 
     def _close_if_unused(self, key: tuple[object, ...]) -> None:
@@ -206,8 +213,12 @@ class BulkServer:
             return False
         if site is not None:
             # On a frame's listener only that frame claims, for the page it was made for, which
-            # embedded it: the socket's page must be that one too (below).
+            # embedded it, and only a socket whose offer named this very listener (so a frame of
+            # one tab, or of a listener since closed, claims nothing through another): the
+            # socket's page must be that one too (below).
             if origin not in site.origins or page is None or not _same_origin(page, site.page):
+                return False
+            if self._frame_sites.get(self._site_of.get(connection, ()), (None, None))[1] is not site:
                 return False
             origin = page
         elif self.extension_origin is not None and origin == self.extension_origin:

@@ -14,7 +14,7 @@ the user across sites, and it serves nothing but that page's frame. The frame ru
 extension's own `bulk.js` (one implementation of the bulk frame); there it connects only to the
 listener that served it, and claims a socket for the page the browser says embedded it
 (`event.origin`). The host accepts that claim only from the frame's own origin, for the
-listener's page, and for a socket of that page (bulk.py).
+listener's page, and for a socket of that page whose offer named this listener (bulk.py).
 
 Only two paths exist, and only under the listener's own host names (a rebound DNS name gets
 404). Nothing in a response depends on the request beyond that choice.
@@ -46,9 +46,10 @@ FRAME_HTML = b"""<!doctype html>
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FrameSite:
-    """A listener that serves the host's frame to one page origin."""
+    """A listener that serves the host's frame to one page origin. Two are the same only if
+    they are one object: a listener closed, and another given the same port, is another."""
 
     page: str  # the page's origin, as the session knows it
     port: int
