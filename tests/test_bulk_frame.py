@@ -282,24 +282,31 @@ def test_a_frame_listener_lives_exactly_as_long_as_a_socket_it_was_offered_for(m
     asyncio.run(run())
 
 
+class FirefoxPages:
+    """A bulk server as Firefox's host has it, offering sockets of ORIGIN in the tabs and
+    windows a test names."""
+
+    def __init__(self) -> None:
+        self.server = BulkServer()
+        self.server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
+        self.contexts: dict[int, tuple[object, ...]] = {}
+        self.server.page_origin = lambda connection: ORIGIN
+        self.server.page_context = lambda connection: self.contexts[id(connection)]
+
+    async def offered(self, tab: int, private: bool = False) -> tuple[BulkSocket, dict[str, str]]:
+        connection = cast(BulkSocket, type("Socket", (), {"id": tab})())
+        self.contexts[id(connection)] = (tab, private)
+        offer = await self.server.offer(connection)
+        assert offer is not None
+        return connection, offer
+
+
 def test_each_tab_and_private_window_has_its_own_listener() -> None:
     async def run() -> None:
-        server = BulkServer()
-        server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
-        contexts: dict[int, tuple[object, ...]] = {}
-        server.page_origin = lambda connection: ORIGIN
-        server.page_context = lambda connection: contexts[id(connection)]
-
-        async def frame_for(tab: int, private: bool) -> str:
-            connection = cast(BulkSocket, object())
-            contexts[id(connection)] = (tab, private)
-            offer = await server.offer(connection)
-            assert offer is not None
-            return offer["frame"]
-
-        frames = [await frame_for(1, False), await frame_for(1, True), await frame_for(2, False), await frame_for(1, False)]
+        pages = FirefoxPages()
+        frames = [(await pages.offered(tab, private))[1]["frame"] for tab, private in ((1, False), (1, True), (2, False), (1, False))]
         assert len(set(frames[:3])) == 3 and frames[3] == frames[0], frames
-        await server.close()
+        await pages.server.close()
 
     asyncio.run(run())
 
@@ -311,23 +318,12 @@ def test_a_frame_claims_only_a_socket_its_own_listener_was_offered_for(monkeypat
     monkeypatch.setattr(bulk, "MAX_FRAME_SITES_PER_ORIGIN", 3)
 
     async def run() -> None:
-        server = BulkServer()
-        server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
-        contexts: dict[int, tuple[object, ...]] = {}
-        server.page_origin = lambda connection: ORIGIN
-        server.page_context = lambda connection: contexts[id(connection)]
-
-        async def offered(tab: int, private: bool) -> tuple[BulkSocket, dict[str, str]]:
-            connection = cast(BulkSocket, type("Socket", (), {"id": tab})())
-            contexts[id(connection)] = (tab, private)
-            offer = await server.offer(connection)
-            assert offer is not None
-            return connection, offer
-
-        mine, my_offer = await offered(1, False)
-        private, private_offer = await offered(1, True)
-        other_tab, other_offer = await offered(2, False)
-        none, none_offer = await offered(3, False)  # past the cap of 3 for this origin
+        pages = FirefoxPages()
+        server = pages.server
+        mine, my_offer = await pages.offered(1)
+        _, private_offer = await pages.offered(1, private=True)
+        _, other_offer = await pages.offered(2)
+        _, none_offer = await pages.offered(3)  # past the cap of 3 for this origin
         assert "frame" not in none_offer
         sites = {urlsplit(site.url).port: site for _, site in server._frame_sites.values()}
         mine_site = sites[urlsplit(my_offer["frame"]).port]
@@ -353,18 +349,17 @@ def test_a_socket_gone_while_its_listener_is_made_leaves_no_listener() -> None:
         return len(os.listdir("/proc/self/fd"))
 
     async def run() -> None:
-        server = BulkServer()
-        server.for_caller("firefox", "direct-sockets@direct-sockets.invalid")
-        server.page_origin = lambda connection: ORIGIN
-        server.page_context = lambda connection: (1, False)
-        await server.offer(cast(BulkSocket, type("Socket", (), {})()))  # the bulk server itself, started
+        pages = FirefoxPages()
+        server = pages.server
+        first, _ = await pages.offered(1)  # the bulk server itself, started
         [key] = server._frame_sites
-        server.withdraw(next(iter(server._site_of)))
+        server.withdraw(first)
         assert key not in server._frame_sites
         await asyncio.sleep(0.05)
         before = descriptors()
         for turns in range(12):  # cancelled after each number of the loop's turns in turn
-            connection = cast(BulkSocket, type("Socket", (), {})())
+            connection = cast(BulkSocket, type("Socket", (), {"id": turns})())
+            pages.contexts[id(connection)] = (1, False)
             task = asyncio.ensure_future(server.offer(connection))
             for _ in range(turns):
                 await asyncio.sleep(0)
